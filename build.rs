@@ -1,0 +1,36 @@
+//! Link-time set-up for libtorch: keep libtorch_cuda linked, set an rpath, record versions.
+
+use std::path::Path;
+
+fn main() {
+    // torch-sys (links = "tch") tells dependants where libtorch's shared libraries live.
+    let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").unwrap_or_default();
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    println!("cargo:rerun-if-changed=build.rs");
+    if lib_dir.is_empty() {
+        return;
+    }
+    let lib = Path::new(&lib_dir);
+    // The binary finds libtorch without LD_LIBRARY_PATH.
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+    // No symbol of libtorch_cuda is referenced, so the linker would drop it and CUDA would look
+    // absent on a GPU machine; force it in (only where this libtorch has CUDA at all).
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-search=native={lib_dir}");
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
+    // libtorch's own version string (e.g. 2.11.0+cu130) for `fedsim info` and run.json.
+    let version = lib
+        .parent()
+        .map(|torch| torch.join("version.py"))
+        .and_then(|file| std::fs::read_to_string(file).ok())
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("__version__ = "))
+                .map(|v| v.trim().trim_matches('\'').trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=FEDSIM_LIBTORCH_VERSION={version}");
+}

@@ -1,0 +1,333 @@
+//! The command line: parses arguments (clap), calls into the library, prints results.
+//! Errors reach the user as one clear message and a non-zero exit code, never a panic.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::central::{self, CentralOptions};
+use crate::data::{
+    self,
+    augment::{Augment, Normalize},
+    partition, prepare, split, DataDirs, DatasetKind,
+};
+use crate::nn::train::{train_local, OptimizerKind, TrainContext, TrainSpec};
+use crate::nn::{initial_weights, InputSpec, Model, ModelKind};
+use crate::params::weights_hash;
+use crate::runtime::{self, DeviceChoice, TorchInfo};
+use crate::sim::rng::{self, Purpose};
+
+#[derive(Parser, Debug)]
+#[command(name = "fedsim", version, about = "Deterministic discrete-event simulator for federated learning")]
+pub struct Cli {
+    /// Folder of prepared datasets (holds cifar-10-batches-bin/).
+    #[arg(long, global = true, default_value = "data")]
+    data_dir: PathBuf,
+    /// Folder of Fashion-MNIST's IDX files.
+    #[arg(long, global = true, default_value = data::idx::DEBIAN_DIR)]
+    fashion_mnist_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print fedsim's and libtorch's versions, CUDA devices, CPU threads and where data is.
+    Info,
+    /// Prepare datasets.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Train one model centrally on the 37,500 training images: the federated upper bound.
+    #[command(allow_negative_numbers = true)]
+    TrainCentral {
+        #[arg(long, default_value = "convnet")]
+        model: ModelKind,
+        #[arg(long, default_value = "cifar10")]
+        dataset: DatasetKind,
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value = "adam")]
+        optimizer: OptimizerKind,
+        #[arg(long, default_value_t = 10)]
+        seed: u64,
+        /// auto, cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+    },
+    /// Throughput measurements that run where cargo does not (e.g. on a GPU machine).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DataCommand {
+    /// Build data/cifar-10-batches-bin/ (official binary layout) and check it; a no-op when
+    /// it is already there.
+    Prepare {
+        /// A .tar.gz of <split>/<class>/*.jpg|png, an official cifar-10-batches-bin folder, or
+        /// an image folder with train/ and test/. Default: ../shared/data/cifar10-jpeg.tar.gz.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Time client local updates (the reference's job: 25 Adam steps of batch 32 on a
+    /// 350-sample Dirichlet shard) and check that a repeated task gives the same delta.
+    LocalUpdate {
+        #[arg(long, default_value = "convnet")]
+        model: ModelKind,
+        #[arg(long, default_value = "cifar10")]
+        dataset: DatasetKind,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        #[arg(long, default_value_t = 25)]
+        local_iters: usize,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 10)]
+        seed: u64,
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+    },
+}
+
+/// Runs the command line; errors print as `error: ...` with their causes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let dirs = DataDirs { root: cli.data_dir, fashion_mnist: cli.fashion_mnist_dir };
+    match cli.command {
+        Command::Info => info(&dirs),
+        Command::Data { command: DataCommand::Prepare { from } } => {
+            let started = Instant::now();
+            match prepare::prepare(&dirs.root, from.as_deref())? {
+                prepare::Outcome::AlreadyPrepared(dir) => println!("CIFAR-10 already prepared in {}", dir.display()),
+                prepare::Outcome::Prepared { dir, train, test } => println!(
+                    "CIFAR-10 prepared in {}: {train} training and {test} test images, checksums in {} ({:.1} s)",
+                    dir.display(),
+                    prepare::MANIFEST,
+                    started.elapsed().as_secs_f64()
+                ),
+            }
+            Ok(())
+        }
+        Command::TrainCentral { model, dataset, epochs, batch_size, lr, optimizer, seed, device } => {
+            let options = CentralOptions { model, epochs, batch_size, lr, optimizer, seed };
+            train_central(&dirs, dataset, &options, device)
+        }
+        Command::Bench {
+            command:
+                BenchCommand::LocalUpdate { model, dataset, repeats, local_iters, batch_size, seed, device },
+        } => bench_local_update(&dirs, model, dataset, repeats, local_iters, batch_size, seed, device),
+    }
+}
+
+fn info(dirs: &DataDirs) -> Result<()> {
+    let torch = TorchInfo::gather();
+    println!("fedsim        {}", env!("CARGO_PKG_VERSION"));
+    println!("libtorch      {}", torch.libtorch);
+    println!("CUDA          {}", if torch.cuda_available { "available" } else { "not available" });
+    println!("CUDA devices  {}", torch.cuda_devices);
+    for (i, name) in torch.gpu_names.iter().enumerate() {
+        println!("  cuda:{i}      {name}");
+    }
+    match torch.cudnn {
+        Some(version) => println!("cuDNN         available (version {version})"),
+        None => println!("cuDNN         not available"),
+    }
+    println!(
+        "CPU threads   {} (libtorch intra-op default {}; 1 per worker while training)",
+        torch.cpus, torch.torch_threads
+    );
+    let cifar = dirs.cifar10();
+    let cifar_state = if prepare::is_complete(&cifar) {
+        "prepared".to_owned()
+    } else {
+        "missing: run `fedsim data prepare`".to_owned()
+    };
+    println!("CIFAR-10      {} ({cifar_state})", cifar.display());
+    let fashion = dirs.fashion_mnist.join("train-images-idx3-ubyte.gz");
+    let fashion_state =
+        if fashion.exists() { "found" } else { "missing: apt-get install dataset-fashion-mnist" };
+    println!("Fashion-MNIST {} ({fashion_state})", dirs.fashion_mnist.display());
+    let shared = PathBuf::from(prepare::SHARED_TARBALL);
+    println!("CIFAR source  {} ({})", shared.display(), if shared.exists() { "found" } else { "not found" });
+    Ok(())
+}
+
+fn load_dataset(dirs: &DataDirs, kind: DatasetKind, device: tch::Device) -> Result<data::Dataset> {
+    let started = Instant::now();
+    let dataset = data::load(kind, dirs)?.to_device(device);
+    eprintln!(
+        "loaded {kind}: {} training and {} test images in {:.2} s",
+        dataset.train.len(),
+        dataset.test.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(dataset)
+}
+
+fn train_central(
+    dirs: &DataDirs,
+    kind: DatasetKind,
+    options: &CentralOptions,
+    device: DeviceChoice,
+) -> Result<()> {
+    anyhow::ensure!(options.epochs > 0, "--epochs must be at least 1");
+    anyhow::ensure!(options.batch_size > 0, "--batch-size must be at least 1");
+    anyhow::ensure!(
+        options.lr.is_finite() && options.lr > 0.0,
+        "--lr must be a positive number, got {}",
+        options.lr
+    );
+    let device = device.resolve()?;
+    let dataset = load_dataset(dirs, kind, device)?;
+    println!(
+        "central training: {} on {kind}, {} epochs, {} on {}",
+        options.model,
+        options.epochs,
+        options.optimizer_label(),
+        runtime::describe(device)
+    );
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed_precise} eta {eta}  {msg}")
+            .context("progress bar template")?,
+    );
+    let started = Instant::now();
+    let reports = central::train(
+        options,
+        &dataset,
+        device,
+        |step, total| {
+            bar.set_length(total as u64);
+            bar.set_position(step as u64);
+        },
+        |report| {
+            bar.set_message(format!("epoch {} test accuracy {:.4}", report.epoch, report.test.accuracy));
+            bar.println(format!(
+                "epoch {:>3}  train loss {:.4}  test loss {:.4}  test accuracy {:.4}  ({:.1} s)",
+                report.epoch,
+                report.mean_loss,
+                report.test.loss,
+                report.test.accuracy,
+                report.wall.as_secs_f64()
+            ));
+        },
+    )?;
+    bar.finish_and_clear();
+    if let Some(last) = reports.last() {
+        println!(
+            "final test accuracy {:.4} after {} epochs ({:.1} s); per class: {}",
+            last.test.accuracy,
+            last.epoch,
+            started.elapsed().as_secs_f64(),
+            last.test.per_class_accuracy.iter().map(|a| format!("{a:.2}")).collect::<Vec<_>>().join(" ")
+        );
+    }
+    Ok(())
+}
+
+impl CentralOptions {
+    fn optimizer_label(&self) -> String {
+        format!("{:?} lr {} batch {}", self.optimizer, self.lr, self.batch_size).to_lowercase()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_local_update(
+    dirs: &DataDirs,
+    model: ModelKind,
+    kind: DatasetKind,
+    repeats: usize,
+    local_iters: usize,
+    batch_size: usize,
+    seed: u64,
+    device: DeviceChoice,
+) -> Result<()> {
+    anyhow::ensure!(
+        repeats > 0 && local_iters > 0 && batch_size > 0,
+        "--repeats, --local-iters and --batch-size must be at least 1"
+    );
+    let device = device.resolve()?;
+    let dataset = load_dataset(dirs, kind, device)?;
+    let input = InputSpec::of(&dataset);
+    let pool = split::split(dataset.train.len(), seed).train;
+    let shards = partition::partition(
+        &dataset.train.host_labels,
+        &pool,
+        dataset.num_classes(),
+        1,
+        350,
+        partition::PartitionKind::Dirichlet { alpha: 0.5 },
+        seed,
+    )?;
+    let (mean, std) = kind.normalization();
+    let normalize = Normalize::new(&mean, &std, device);
+    let ctx = TrainContext { data: &dataset.train, normalize: &normalize, device };
+    let spec = TrainSpec {
+        model,
+        input,
+        optimizer: OptimizerKind::Adam,
+        lr: 3e-4,
+        local_iters,
+        batch_size,
+        augment: Augment::default(),
+    };
+    let base = initial_weights(model, input, seed);
+    println!(
+        "local update: {model} ({} parameters), {local_iters} Adam steps of batch {batch_size} on {}",
+        Model::new(model, input, tch::Device::Cpu).layout.parameter_count(),
+        runtime::describe(device)
+    );
+    let mut times = Vec::new();
+    let mut hashes = Vec::new();
+    // Task 0 runs first and last: the first run includes warm-up, the two must agree bit for bit.
+    for run in 0..=repeats {
+        let task = if run == repeats { 0 } else { run as u64 };
+        let mut task_rng = rng::stream(seed, Purpose::TrainTask, task);
+        let outcome = train_local(&spec, &base, &shards.shards[0], &ctx, &mut task_rng)?;
+        let hash = weights_hash(&outcome.delta);
+        println!(
+            "  task {task}: {:8.2} ms  loss {:.4} -> {:.4}  delta {}",
+            outcome.wall.as_secs_f64() * 1e3,
+            outcome.first_loss,
+            outcome.last_loss,
+            &hash[..16]
+        );
+        if run > 0 {
+            times.push(outcome.wall.as_secs_f64());
+        }
+        hashes.push(hash);
+    }
+    let mean_s = times.iter().sum::<f64>() / times.len() as f64;
+    println!(
+        "mean {:.2} ms per update after warm-up ({:.0} samples/s); repeated task bit-identical: {}",
+        mean_s * 1e3,
+        (local_iters * batch_size) as f64 / mean_s,
+        if hashes.first() == hashes.last() { "yes" } else { "NO" }
+    );
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The `fedsim` command line; the library does the work.
+
+fn main() -> std::process::ExitCode {
+    fedsim::cli::main()
+}

@@ -1,0 +1,257 @@
+//! Models, local training and evaluation on libtorch. A model's weights travel between
+//! threads as plain `Vec<f32>` in a fixed layout (variables sorted by name); each job builds
+//! its own `VarStore`, since a tensor must not be shared across threads.
+
+pub mod convnet;
+pub mod eval;
+pub mod resnet;
+pub mod tracker;
+pub mod train;
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::Rng as _;
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::sim::rng::{self, Purpose};
+
+/// The models fedsim can train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    ConvNet,
+    ResNet18,
+}
+
+/// A model name that is not one of [`ModelKind::ALL`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown model '{0}'; valid models: convnet, resnet18")]
+pub struct UnknownModel(pub String);
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 2] = [ModelKind::ConvNet, ModelKind::ResNet18];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::ConvNet => "convnet",
+            ModelKind::ResNet18 => "resnet18",
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = UnknownModel;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ModelKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| UnknownModel(s.to_owned()))
+    }
+}
+
+/// What a model takes and predicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputSpec {
+    pub channels: i64,
+    pub height: i64,
+    pub width: i64,
+    pub classes: i64,
+}
+
+impl InputSpec {
+    pub fn of(dataset: &crate::data::Dataset) -> Self {
+        let [channels, height, width] = dataset.train.image_shape();
+        InputSpec { channels, height, width, classes: dataset.num_classes() as i64 }
+    }
+}
+
+/// Layers start at zero: the real initial weights come from a ChaCha stream
+/// ([`initial_weights`]), so building a model never touches torch's global RNG.
+pub(crate) fn zero_init_conv() -> nn::ConvConfig {
+    nn::ConvConfig { ws_init: nn::Init::Const(0.0), bs_init: nn::Init::Const(0.0), ..Default::default() }
+}
+
+pub(crate) fn zero_init_linear() -> nn::LinearConfig {
+    nn::LinearConfig { ws_init: nn::Init::Const(0.0), bs_init: Some(nn::Init::Const(0.0)), bias: true }
+}
+
+/// One variable's place in the flat weight vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayoutEntry {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub offset: usize,
+    pub numel: usize,
+    pub trainable: bool,
+}
+
+/// The order and shapes of a model's variables (parameters and tracker buffers).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layout {
+    pub entries: Vec<LayoutEntry>,
+    pub numel: usize,
+}
+
+impl Layout {
+    fn of(vs: &nn::VarStore) -> Self {
+        let variables = vs.variables();
+        let mut names: Vec<&String> = variables.keys().collect();
+        names.sort();
+        let mut offset = 0;
+        let entries = names
+            .into_iter()
+            .map(|name| {
+                let tensor = &variables[name];
+                let numel = tensor.numel();
+                let entry = LayoutEntry {
+                    name: name.clone(),
+                    shape: tensor.size(),
+                    offset,
+                    numel,
+                    trainable: tensor.requires_grad(),
+                };
+                offset += numel;
+                entry
+            })
+            .collect();
+        Layout { entries, numel: offset }
+    }
+
+    /// Number of trainable parameters (tracker buffers excluded).
+    pub fn parameter_count(&self) -> usize {
+        self.entries.iter().filter(|e| e.trainable).map(|e| e.numel).sum()
+    }
+}
+
+/// A network with its variables on one device.
+pub struct Model {
+    pub kind: ModelKind,
+    pub vs: nn::VarStore,
+    pub net: Box<dyn nn::ModuleT>,
+    pub layout: Layout,
+}
+
+impl Model {
+    pub fn new(kind: ModelKind, input: InputSpec, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let net: Box<dyn nn::ModuleT> = match kind {
+            ModelKind::ConvNet => Box::new(convnet::ConvNet::new(&root, input)),
+            ModelKind::ResNet18 => Box::new(resnet::ResNet18::new(&root, input)),
+        };
+        let layout = Layout::of(&vs);
+        Model { kind, vs, net, layout }
+    }
+
+    /// Copies flat weights into the variables.
+    pub fn load(&mut self, weights: &[f32]) {
+        assert_eq!(weights.len(), self.layout.numel, "weights do not fit the {} layout", self.kind);
+        let variables = self.vs.variables();
+        tch::no_grad(|| {
+            for entry in &self.layout.entries {
+                let source = Tensor::from_slice(&weights[entry.offset..entry.offset + entry.numel])
+                    .view(entry.shape.as_slice())
+                    .to_device(self.vs.device());
+                let mut target = variables[&entry.name].shallow_clone();
+                target.copy_(&source);
+            }
+        });
+    }
+
+    /// The variables as flat weights on the host.
+    pub fn weights(&self) -> Vec<f32> {
+        let variables = self.vs.variables();
+        let mut out = vec![0f32; self.layout.numel];
+        for entry in &self.layout.entries {
+            let host = variables[&entry.name].to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+            host.copy_data(&mut out[entry.offset..entry.offset + entry.numel], entry.numel);
+        }
+        out
+    }
+}
+
+/// The initial global model, drawn from the ChaCha stream (seed, ModelInit, 0) with
+/// PyTorch's default initialisation: weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+/// the fan-in being that of the layer's weight; tracker buffers keep mean 0, variance 1.
+pub fn initial_weights(kind: ModelKind, input: InputSpec, seed: u64) -> Vec<f32> {
+    let model = Model::new(kind, input, Device::Cpu);
+    let mut weights = model.weights();
+    let mut rng = rng::stream(seed, Purpose::ModelInit, 0);
+    let fan_in = |name: &str| -> Option<i64> {
+        let weight_name = format!("{}.weight", name.rsplit_once('.')?.0);
+        let entry = model.layout.entries.iter().find(|e| e.name == weight_name)?;
+        Some(entry.shape[1..].iter().product())
+    };
+    for entry in model.layout.entries.iter().filter(|e| e.trainable) {
+        let fan = fan_in(&entry.name).unwrap_or(1).max(1);
+        let bound = 1.0 / (fan as f32).sqrt();
+        for w in &mut weights[entry.offset..entry.offset + entry.numel] {
+            *w = rng.random_range(-bound..bound);
+        }
+    }
+    weights
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CIFAR: InputSpec = InputSpec { channels: 3, height: 32, width: 32, classes: 10 };
+
+    #[test]
+    fn parameter_counts_match_the_reference() {
+        assert_eq!(Model::new(ModelKind::ConvNet, CIFAR, Device::Cpu).layout.parameter_count(), 62_006);
+        assert_eq!(Model::new(ModelKind::ResNet18, CIFAR, Device::Cpu).layout.parameter_count(), 11_164_352);
+    }
+
+    #[test]
+    fn weights_round_trip_through_a_model() {
+        let weights = initial_weights(ModelKind::ConvNet, CIFAR, 4);
+        let mut model = Model::new(ModelKind::ConvNet, CIFAR, Device::Cpu);
+        model.load(&weights);
+        assert_eq!(model.weights(), weights);
+    }
+
+    #[test]
+    fn initial_weights_follow_the_seed_and_the_default_bounds() {
+        let a = initial_weights(ModelKind::ConvNet, CIFAR, 1);
+        assert_eq!(a, initial_weights(ModelKind::ConvNet, CIFAR, 1));
+        assert_ne!(a, initial_weights(ModelKind::ConvNet, CIFAR, 2));
+        let layout = Model::new(ModelKind::ConvNet, CIFAR, Device::Cpu).layout;
+        let fc1 = layout.entries.iter().find(|e| e.name == "fc1.weight").unwrap();
+        let bound = 1.0 / 400f32.sqrt();
+        let values = &a[fc1.offset..fc1.offset + fc1.numel];
+        assert!(values.iter().all(|w| w.abs() <= bound));
+        assert!(values.iter().any(|w| w.abs() > 0.9 * bound));
+        let var = layout.entries.iter().find(|e| e.name == "track1.running_var").unwrap();
+        assert!(a[var.offset..var.offset + var.numel].iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn unknown_model_names_list_the_valid_ones() {
+        let err = "resnet50".parse::<ModelKind>().unwrap_err().to_string();
+        assert!(err.contains("resnet50") && err.contains("convnet") && err.contains("resnet18"), "{err}");
+    }
+
+    #[test]
+    fn models_map_images_to_class_scores() {
+        for kind in ModelKind::ALL {
+            let mut model = Model::new(kind, CIFAR, Device::Cpu);
+            model.load(&initial_weights(kind, CIFAR, 0));
+            let out = tch::no_grad(|| {
+                model.net.forward_t(&Tensor::zeros([2, 3, 32, 32], (Kind::Float, Device::Cpu)), false)
+            });
+            assert_eq!(out.size(), [2, 10]);
+        }
+        let fashion = InputSpec { channels: 1, height: 28, width: 28, classes: 10 };
+        let model = Model::new(ModelKind::ConvNet, fashion, Device::Cpu);
+        let out = tch::no_grad(|| {
+            model.net.forward_t(&Tensor::zeros([1, 1, 28, 28], (Kind::Float, Device::Cpu)), false)
+        });
+        assert_eq!(out.size(), [1, 10]);
+    }
+}

@@ -1,0 +1,75 @@
+//! Feature-statistic trackers: the reference's "StatTracker". In place of a BatchNorm, a
+//! tracker passes its input through unchanged and, in training mode, records a running mean
+//! and (unbiased) variance per channel with momentum 0.1, as BatchNorm would. FedRevive's
+//! generator later matches synthetic images to these statistics.
+
+use tch::{nn, Tensor};
+
+pub const MOMENTUM: f64 = 0.1;
+
+#[derive(Debug)]
+pub struct StatTracker {
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+}
+
+impl StatTracker {
+    /// A tracker for `channels` features; its buffers are not trained by the optimizer.
+    pub fn new(p: nn::Path, channels: i64) -> Self {
+        StatTracker {
+            running_mean: p.zeros_no_train("running_mean", &[channels]),
+            running_var: p.ones_no_train("running_var", &[channels]),
+        }
+    }
+
+    /// Identity; in training mode also folds this batch's statistics into the running ones.
+    pub fn track(&self, xs: &Tensor, train: bool) -> Tensor {
+        if train {
+            // Reduce over every dimension but the channel one: [N, C] or [N, C, H, W].
+            let dims: Vec<i64> = (0..xs.dim() as i64).filter(|&d| d != 1).collect();
+            tch::no_grad(|| {
+                let mean = xs.mean_dim(dims.as_slice(), false, None);
+                let var = xs.var_correction(dims.as_slice(), 1, false);
+                let mut running_mean = self.running_mean.shallow_clone();
+                let mut running_var = self.running_var.shallow_clone();
+                running_mean.copy_(&(&running_mean * (1.0 - MOMENTUM) + mean * MOMENTUM));
+                running_var.copy_(&(&running_var * (1.0 - MOMENTUM) + var * MOMENTUM));
+            });
+        }
+        xs.shallow_clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn records_running_statistics_with_momentum_one_tenth_and_passes_input_through() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let tracker = StatTracker::new(vs.root() / "t", 2);
+        // Channel 0 holds 1, 3 (mean 2, var 2); channel 1 holds 10, 10 (mean 10, var 0).
+        let xs = Tensor::from_slice(&[1.0f32, 10.0, 3.0, 10.0]).view([2, 2]);
+        let out = tracker.track(&xs, true);
+        assert!(out.equal(&xs));
+        let mean = Vec::<f32>::try_from(&tracker.running_mean).unwrap();
+        let var = Vec::<f32>::try_from(&tracker.running_var).unwrap();
+        assert_eq!(mean, [0.2, 1.0]);
+        assert!((var[0] - (0.9 + 0.2)).abs() < 1e-6 && (var[1] - 0.9).abs() < 1e-6);
+        // Evaluation leaves them alone; the buffers are not trainable.
+        let _ = tracker.track(&(xs * 5.0), false);
+        assert_eq!(Vec::<f32>::try_from(&tracker.running_mean).unwrap(), [0.2, 1.0]);
+        assert!(vs.trainable_variables().is_empty());
+        assert_eq!(tracker.running_var.kind(), Kind::Float);
+    }
+
+    #[test]
+    fn reduces_over_batch_and_space_for_feature_maps() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let tracker = StatTracker::new(vs.root(), 3);
+        let xs = Tensor::ones([4, 3, 5, 5], (Kind::Float, Device::Cpu)) * 2.0;
+        let _ = tracker.track(&xs, true);
+        assert_eq!(Vec::<f32>::try_from(&tracker.running_mean).unwrap(), [0.2, 0.2, 0.2]);
+    }
+}

@@ -1,0 +1,121 @@
+//! The machine fedsim runs on: which libtorch it linked, which device to train on, what CUDA
+//! sees. `fedsim info` prints this; runs record it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use tch::{Cuda, Device};
+
+/// libtorch's version as found at build time (e.g. `2.11.0+cu130`).
+pub const LIBTORCH_VERSION: &str = env!("FEDSIM_LIBTORCH_VERSION");
+
+/// Where to train: `auto` picks the first CUDA device when there is one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("unknown device '{0}'; valid devices: auto, cpu, cuda")]
+    Unknown(String),
+    #[error("device 'cuda' was asked for, but libtorch sees no CUDA device on this machine; use --device cpu or auto")]
+    NoCuda,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = DeviceError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
+            other => Err(DeviceError::Unknown(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeviceChoice::Auto => "auto",
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+        })
+    }
+}
+
+impl DeviceChoice {
+    pub fn resolve(self) -> Result<Device, DeviceError> {
+        match self {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+            DeviceChoice::Cuda if Cuda::is_available() => Ok(Device::Cuda(0)),
+            DeviceChoice::Cuda => Err(DeviceError::NoCuda),
+        }
+    }
+}
+
+/// A device in words, e.g. `cpu` or `cuda:0 (NVIDIA H100 80GB HBM3)`.
+pub fn describe(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => {
+            let name = gpu_names().get(i).cloned().unwrap_or_else(|| "unknown GPU".to_owned());
+            format!("cuda:{i} ({name})")
+        }
+        _ => "cpu".to_owned(),
+    }
+}
+
+/// GPU model names from the NVIDIA driver (libtorch does not expose them through tch).
+pub fn gpu_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/driver/nvidia/gpus")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|gpu| std::fs::read_to_string(gpu.path().join("information")).ok())
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("Model:").map(|m| m.trim().to_owned())))
+        .collect();
+    if names.is_empty() {
+        if let Ok(out) = std::process::Command::new("nvidia-smi")
+            .args(["--query-gpu=name", "--format=csv,noheader"])
+            .output()
+        {
+            names = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect();
+        }
+    }
+    names
+}
+
+/// Facts about libtorch and CUDA, as `fedsim info` prints them.
+pub struct TorchInfo {
+    pub libtorch: &'static str,
+    pub cuda_available: bool,
+    pub cuda_devices: i64,
+    pub gpu_names: Vec<String>,
+    pub cudnn: Option<i64>,
+    pub torch_threads: i32,
+    pub cpus: usize,
+}
+
+impl TorchInfo {
+    pub fn gather() -> Self {
+        let cuda_available = Cuda::is_available();
+        TorchInfo {
+            libtorch: LIBTORCH_VERSION,
+            cuda_available,
+            cuda_devices: if cuda_available { Cuda::device_count() } else { 0 },
+            gpu_names: if cuda_available { gpu_names() } else { Vec::new() },
+            cudnn: Cuda::cudnn_is_available().then(tch::utils::version_cudnn),
+            torch_threads: tch::get_num_threads(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}

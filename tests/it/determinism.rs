@@ -1,0 +1,76 @@
+//! A training task's result depends only on its inputs: run twice, on a rayon worker, or in
+//! another process, it gives a bit-identical delta.
+
+use fedsim::data::augment::{Augment, Normalize};
+use fedsim::data::{partition, split, DatasetKind};
+use fedsim::nn::train::{train_local, OptimizerKind, TrainContext, TrainOutcome, TrainSpec};
+use fedsim::nn::{initial_weights, InputSpec, ModelKind};
+use fedsim::params::weights_hash;
+use fedsim::sim::rng::{stream, Purpose};
+use tch::Device;
+
+use crate::{cifar, fedsim};
+
+const SEED: u64 = 10;
+
+/// The task `fedsim bench local-update --seed 10` runs as its task `task`.
+fn run_task(task: u64) -> TrainOutcome {
+    let data = cifar();
+    let input = InputSpec::of(data);
+    let pool = split::split(data.train.len(), SEED).train;
+    let kind = partition::PartitionKind::Dirichlet { alpha: 0.5 };
+    let shard = partition::partition(&data.train.host_labels, &pool, 10, 1, 350, kind, SEED)
+        .unwrap()
+        .shards
+        .remove(0);
+    let (mean, std) = DatasetKind::Cifar10.normalization();
+    let normalize = Normalize::new(&mean, &std, Device::Cpu);
+    let ctx = TrainContext { data: &data.train, normalize: &normalize, device: Device::Cpu };
+    let spec = TrainSpec {
+        model: ModelKind::ConvNet,
+        input,
+        optimizer: OptimizerKind::Adam,
+        lr: 3e-4,
+        local_iters: 25,
+        batch_size: 32,
+        augment: Augment::default(),
+    };
+    let base = initial_weights(ModelKind::ConvNet, input, SEED);
+    train_local(&spec, &base, &shard, &ctx, &mut stream(SEED, Purpose::TrainTask, task)).unwrap()
+}
+
+#[test]
+fn the_same_task_twice_in_one_process_is_bit_identical() {
+    let a = weights_hash(&run_task(0).delta);
+    let b = weights_hash(&run_task(0).delta);
+    assert_eq!(a, b);
+    assert_ne!(a, weights_hash(&run_task(1).delta), "another task stream must give another delta");
+}
+
+#[test]
+fn tasks_on_rayon_workers_match_the_main_thread() {
+    let sequential: Vec<String> = (0..4).map(|t| weights_hash(&run_task(t).delta)).collect();
+    for workers in [2, 4] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build().unwrap();
+        let parallel: Vec<String> = pool.install(|| {
+            use rayon::prelude::*;
+            (0..4u64).into_par_iter().map(|t| weights_hash(&run_task(t).delta)).collect()
+        });
+        assert_eq!(parallel, sequential, "{workers} workers");
+    }
+}
+
+#[test]
+fn another_process_gives_the_same_delta() {
+    let here = weights_hash(&run_task(0).delta);
+    let (code, stdout, stderr) =
+        fedsim(&["bench", "local-update", "--repeats", "1", "--seed", "10", "--device", "cpu"]);
+    assert_eq!(code, 0, "{stderr}");
+    let there: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("task 0:"))
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(there.len(), 2, "{stdout}");
+    assert!(there.iter().all(|h| here.starts_with(h)), "in-process {here}, child process {there:?}");
+}

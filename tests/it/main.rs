@@ -1,0 +1,51 @@
+//! fedsim's integration tests: one binary, one file per behaviour. Tests that read CIFAR-10
+//! need the prepared copy in data/ (`just setup` makes it).
+
+mod bad_input;
+mod data;
+mod determinism;
+mod training;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use fedsim::data::{DataDirs, Dataset, DatasetKind};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn dirs() -> DataDirs {
+    DataDirs { root: repo().join("data"), ..DataDirs::default() }
+}
+
+/// CIFAR-10 on the CPU, loaded once per test process.
+pub fn cifar() -> &'static Dataset {
+    static CIFAR: OnceLock<Dataset> = OnceLock::new();
+    CIFAR.get_or_init(|| {
+        fedsim::data::load(DatasetKind::Cifar10, &dirs())
+            .expect("prepared CIFAR-10 in data/ (run `just setup`)")
+    })
+}
+
+/// Runs the fedsim binary; returns (exit code, stdout, stderr).
+pub fn fedsim(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fedsim"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("fedsim binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A fresh empty folder under target/ for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = repo().join("target").join("test-scratch").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,95 @@
+//! Local training and evaluation do what they say, end to end on real data.
+
+use fedsim::central::{self, CentralOptions};
+use fedsim::data::augment::{Augment, Normalize};
+use fedsim::data::{self, partition, split, DatasetKind};
+use fedsim::nn::eval::evaluate;
+use fedsim::nn::train::{train_local, OptimizerKind, TrainContext, TrainSpec};
+use fedsim::nn::{initial_weights, InputSpec, Model, ModelKind};
+use fedsim::sim::rng::{stream, Purpose};
+use tch::Device;
+
+use crate::{cifar, dirs};
+
+fn spec(input: InputSpec, local_iters: usize) -> TrainSpec {
+    TrainSpec {
+        model: ModelKind::ConvNet,
+        input,
+        optimizer: OptimizerKind::Adam,
+        lr: 3e-4,
+        local_iters,
+        batch_size: 32,
+        augment: Augment::default(),
+    }
+}
+
+#[test]
+fn a_local_update_lowers_the_loss_and_moves_weights_and_statistics() {
+    for kind in DatasetKind::ALL {
+        let data = data::load(kind, &dirs()).unwrap();
+        let input = InputSpec::of(&data);
+        let pool = split::split(data.train.len(), 1).train;
+        let skewed = partition::PartitionKind::Dirichlet { alpha: 0.5 };
+        let shard = partition::partition(&data.train.host_labels, &pool, 10, 1, 350, skewed, 1)
+            .unwrap()
+            .shards
+            .remove(0);
+        let (mean, std) = kind.normalization();
+        let normalize = Normalize::new(&mean, &std, Device::Cpu);
+        let ctx = TrainContext { data: &data.train, normalize: &normalize, device: Device::Cpu };
+        let base = initial_weights(ModelKind::ConvNet, input, 1);
+        let outcome =
+            train_local(&spec(input, 60), &base, &shard, &ctx, &mut stream(1, Purpose::TrainTask, 0))
+                .unwrap();
+        assert_eq!(outcome.samples, 60 * 32);
+        assert!(
+            outcome.last_loss < outcome.first_loss - 0.2,
+            "{kind}: loss {} -> {}",
+            outcome.first_loss,
+            outcome.last_loss
+        );
+        let layout = Model::new(ModelKind::ConvNet, input, Device::Cpu).layout;
+        let moved = |name: &str| {
+            let e = layout.entries.iter().find(|e| e.name == name).unwrap();
+            outcome.delta[e.offset..e.offset + e.numel].iter().any(|d| *d != 0.0)
+        };
+        assert!(moved("fc3.weight") && moved("conv1.weight"), "{kind}: parameters did not move");
+        assert!(
+            moved("track1.running_mean") && moved("track2.running_var"),
+            "{kind}: trackers did not record"
+        );
+    }
+}
+
+#[test]
+fn evaluation_of_an_untrained_model_is_near_chance() {
+    let data = cifar();
+    let input = InputSpec::of(data);
+    let mut model = Model::new(ModelKind::ConvNet, input, Device::Cpu);
+    model.load(&initial_weights(ModelKind::ConvNet, input, 3));
+    let (mean, std) = DatasetKind::Cifar10.normalization();
+    let result = evaluate(&model, &data.test, &Normalize::new(&mean, &std, Device::Cpu), 10);
+    assert!(result.accuracy < 0.2, "{result:?}");
+    assert!((result.loss - 10f64.ln()).abs() < 0.3, "{result:?}");
+    assert_eq!(result.per_class_accuracy.len(), 10);
+    let mean_per_class = result.per_class_accuracy.iter().sum::<f64>() / 10.0;
+    assert!(
+        (mean_per_class - result.accuracy).abs() < 1e-9,
+        "balanced test set: per-class mean equals accuracy"
+    );
+}
+
+#[test]
+fn one_epoch_of_central_training_beats_chance_by_far() {
+    let options = CentralOptions {
+        model: ModelKind::ConvNet,
+        epochs: 1,
+        batch_size: 32,
+        lr: 1e-3,
+        optimizer: OptimizerKind::Adam,
+        seed: 10,
+    };
+    let reports = central::train(&options, cifar(), Device::Cpu, |_, _| {}, |_| {}).unwrap();
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].test.accuracy > 0.3, "accuracy after one epoch: {}", reports[0].test.accuracy);
+}

@@ -7,10 +7,10 @@ fn main() {
     let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").unwrap_or_default();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=build.rs");
-    if lib_dir.is_empty() {
-        return;
-    }
+    println!("cargo:rerun-if-changed=csrc/determinism.cpp");
+    assert!(!lib_dir.is_empty(), "torch-sys did not report libtorch's lib folder (DEP_TCH_LIBTORCH_LIB)");
     let lib = Path::new(&lib_dir);
+    compile_determinism_shim(lib);
     // The binary finds libtorch without LD_LIBRARY_PATH.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
     // No symbol of libtorch_cuda is referenced, so the linker would drop it and CUDA would look
@@ -33,4 +33,18 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=FEDSIM_LIBTORCH_VERSION={version}");
+}
+
+/// libtorch's determinism switches are C++ only; a few lines of C++ expose them to Rust.
+fn compile_determinism_shim(lib: &Path) {
+    let include = lib.parent().expect("libtorch lib folder has a parent").join("include");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .flag_if_supported("-Wno-unused-parameter")
+        .file("csrc/determinism.cpp")
+        .compile("fedsim_determinism");
 }

@@ -298,9 +298,10 @@ fn bench_local_update(
     };
     let base = initial_weights(model, input, seed);
     println!(
-        "local update: {model} ({} parameters), {local_iters} Adam steps of batch {batch_size} on {}",
+        "local update: {model} ({} parameters), {local_iters} Adam steps of batch {batch_size} on {}{}",
         Model::new(model, input, tch::Device::Cpu).layout.parameter_count(),
-        runtime::describe(device)
+        runtime::describe(device),
+        if runtime::deterministic_algorithms() { ", deterministic algorithms" } else { "" }
     );
     let mut times = Vec::new();
     let mut hashes = Vec::new();

@@ -49,14 +49,41 @@ impl fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
+    /// The device to train on; on a GPU this also switches libtorch to deterministic
+    /// algorithms, so that results do not depend on kernel scheduling.
     pub fn resolve(self) -> Result<Device, DeviceError> {
-        match self {
-            DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Auto => Ok(Device::cuda_if_available()),
-            DeviceChoice::Cuda if Cuda::is_available() => Ok(Device::Cuda(0)),
-            DeviceChoice::Cuda => Err(DeviceError::NoCuda),
+        let device = match self {
+            DeviceChoice::Cpu => Device::Cpu,
+            DeviceChoice::Auto => Device::cuda_if_available(),
+            DeviceChoice::Cuda if Cuda::is_available() => Device::Cuda(0),
+            DeviceChoice::Cuda => return Err(DeviceError::NoCuda),
+        };
+        if device.is_cuda() {
+            use_deterministic_algorithms();
         }
+        Ok(device)
     }
+}
+
+extern "C" {
+    fn fedsim_set_deterministic(on: std::ffi::c_int);
+    fn fedsim_deterministic_algorithms() -> std::ffi::c_int;
+}
+
+/// Deterministic kernels everywhere (cuDNN included); cuBLAS needs a fixed workspace for
+/// that, which it reads when its first handle is made, so this runs before any GPU work.
+pub fn use_deterministic_algorithms() {
+    if std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+    }
+    // SAFETY: plain C functions of csrc/determinism.cpp setting libtorch's global flags.
+    unsafe { fedsim_set_deterministic(1) }
+}
+
+/// Whether libtorch currently insists on deterministic algorithms.
+pub fn deterministic_algorithms() -> bool {
+    // SAFETY: reads a global flag.
+    unsafe { fedsim_deterministic_algorithms() != 0 }
 }
 
 /// A device in words, e.g. `cpu` or `cuda:0 (NVIDIA H100 80GB HBM3)`.
@@ -117,5 +144,24 @@ impl TorchInfo {
             torch_threads: tch::get_num_threads(),
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_determinism_switch_reaches_libtorch() {
+        use_deterministic_algorithms();
+        assert!(deterministic_algorithms());
+        assert_eq!(std::env::var("CUBLAS_WORKSPACE_CONFIG").as_deref(), Ok(":4096:8"));
+    }
+
+    #[test]
+    fn device_names_parse_and_unknown_ones_are_listed() {
+        assert_eq!("cpu".parse::<DeviceChoice>().unwrap().resolve().unwrap(), Device::Cpu);
+        let err = "tpu".parse::<DeviceChoice>().unwrap_err().to_string();
+        assert!(err.contains("valid devices: auto, cpu, cuda"), "{err}");
     }
 }

@@ -32,9 +32,11 @@ pub fn evaluate(model: &Model, data: &ImageSet, normalize: &Normalize, num_class
             loss_sum += logits
                 .cross_entropy_loss(&labels, None::<Tensor>, Reduction::Sum, -100, 0.0)
                 .double_value(&[]);
-            let hits = logits.argmax(-1, false).eq_tensor(&labels).to_kind(Kind::Int64);
-            correct = &correct + Tensor::zeros_like(&correct).scatter_add(0, &labels, &hits);
-            totals = &totals + Tensor::zeros_like(&totals).scatter_add(0, &labels, &labels.ones_like());
+            // One-hot sums rather than scatter_add: deterministic on GPU too.
+            let one_hot = labels.one_hot(num_classes as i64);
+            let hits = logits.argmax(-1, false).eq_tensor(&labels).to_kind(Kind::Int64).unsqueeze(1);
+            correct = &correct + (&one_hot * hits).sum_dim_intlist(0, false, Kind::Int64);
+            totals = &totals + one_hot.sum_dim_intlist(0, false, Kind::Int64);
             start += len;
         }
     });

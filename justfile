@@ -30,7 +30,7 @@ central epochs="10" model="convnet": setup
 test: setup
     cargo fmt --check
     cargo clippy --release --all-targets --quiet -- -D warnings
-    just test-only
+    {{just_executable()}} test-only
 
 # Run the tests alone (release build; they train real models).
 [group('checks')]

@@ -1,15 +1,19 @@
 //! fedsim: a deterministic discrete-event simulator for federated learning whose clients
 //! train real models with libtorch.
 //!
-//! Layers, from the bottom: [`sim`] (random streams; no tensors), [`params`] (weight maths on
-//! plain vectors), [`data`] (datasets, splits, partitions, augmentation), [`nn`] (models,
-//! local training, evaluation), [`runtime`] (devices and libtorch facts), and the commands in
-//! [`cli`].
+//! Layers, from the bottom: [`sim`] (virtual time, event queue, random streams, delays; no
+//! tensors), [`params`] and [`fl`] (weight maths and server rules on plain vectors),
+//! [`sched`] (policies that plan who trains when), [`data`] and [`nn`] (datasets, models,
+//! local training, evaluation), [`exec`] (carries out a plan on worker threads), [`record`]
+//! (run directories), and the commands in [`cli`].
 
 pub mod central;
 pub mod cli;
+pub mod config;
 pub mod data;
+pub mod fl;
 pub mod nn;
 pub mod params;
 pub mod runtime;
+pub mod sched;
 pub mod sim;

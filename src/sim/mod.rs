@@ -1,4 +1,8 @@
-//! The simulation core that knows no tensors: seeded random streams (and, later, the event
-//! queue and delay models). Everything here builds and tests without libtorch.
+//! The simulation core that knows no tensors and no federated learning: virtual time, the
+//! event queue, seeded random streams and delay distributions. Everything here builds and
+//! tests without libtorch.
 
+pub mod delay;
+pub mod queue;
 pub mod rng;
+pub mod time;

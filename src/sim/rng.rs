@@ -23,6 +23,12 @@ pub enum Purpose {
     TrainTask,
     /// Centralised training: epoch order and augmentation (id = epoch).
     CentralTrain,
+    /// A client's delay profile: which mixture component each delay kind uses (id = client).
+    DelayProfile,
+    /// The per-event delay draws of one client and kind (id = 3 * client + kind).
+    DelayDraw,
+    /// Which idle clients the scheduler dispatches.
+    ClientSelection,
 }
 
 impl Purpose {
@@ -33,6 +39,9 @@ impl Purpose {
             Purpose::ModelInit => "model-init",
             Purpose::TrainTask => "train-task",
             Purpose::CentralTrain => "central-train",
+            Purpose::DelayProfile => "delay-profile",
+            Purpose::DelayDraw => "delay-draw",
+            Purpose::ClientSelection => "client-selection",
         }
     }
 }

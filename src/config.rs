@@ -1,0 +1,655 @@
+//! Experiment configuration: the TOML file as written ([`RawConfig`], every key optional
+//! with the reference's default), `--set key=value` overrides, and validation into a typed
+//! [`Config`]. Every check lives here and runs before anything is written.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::partition::PartitionKind;
+use crate::data::DatasetKind;
+use crate::fl::{BetaSchedule, ClientWeighting, StalenessWeight};
+use crate::nn::train::OptimizerKind;
+use crate::nn::ModelKind;
+use crate::sim::delay::{Component, DelayModel, DelaySpec, Distribution};
+
+/// A configuration problem; always fatal, reported before a run starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("--set {0}: expected key=value, e.g. --set algorithm.buffer_size=2")]
+    BadOverride(String),
+    #[error("--set {key}: {message}")]
+    Override { key: String, message: String },
+    #[error("{key} = {value}: {allowed}")]
+    Invalid { key: String, value: String, allowed: String },
+}
+
+fn invalid(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), value: value.to_string(), allowed: allowed.into() }
+}
+
+// ---------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub name: Option<String>,
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub data: RawData,
+    #[serde(default)]
+    pub model: RawModel,
+    #[serde(default)]
+    pub train: RawTrain,
+    #[serde(default)]
+    pub algorithm: RawAlgorithm,
+    #[serde(default)]
+    pub delays: RawDelays,
+    #[serde(default)]
+    pub eval: RawEval,
+    #[serde(default)]
+    pub stop: RawStop,
+    #[serde(default)]
+    pub run: RawRun,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawData {
+    pub dataset: Option<DatasetKind>,
+    pub num_clients: Option<usize>,
+    pub client_data_size: Option<usize>,
+    /// "dirichlet" or "iid".
+    pub partition: Option<String>,
+    pub alpha: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub kind: Option<ModelKind>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrain {
+    pub optimizer: Option<OptimizerKind>,
+    pub lr: Option<f64>,
+    pub local_iters: Option<usize>,
+    pub batch_size: Option<usize>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlgorithm {
+    /// "sync_fl" (FedAvg), "async_fl" (FedBuff) or "afl_dw".
+    pub kind: Option<String>,
+    /// K: client jobs in flight (`nb_of_active_jobs`).
+    pub active_jobs: Option<usize>,
+    /// B: updates per aggregation (async only).
+    pub buffer_size: Option<usize>,
+    pub server_lr: Option<f64>,
+    pub client_weighting: Option<ClientWeighting>,
+    pub staleness_weight: Option<StalenessWeight>,
+    pub beta: Option<BetaSchedule>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelays {
+    /// "default" or "shifted": the reference's worlds; the tables below override parts.
+    pub schedule: Option<String>,
+    pub download: Option<RawDelay>,
+    pub train: Option<RawDelay>,
+    pub upload: Option<RawDelay>,
+    /// NVFlare spelling: per-client train speed, one (mean, std) pair picked uniformly.
+    pub device_speed: Option<RawMeanStdLists>,
+    /// NVFlare spelling: download and upload delay.
+    pub communication_delay: Option<RawMeanStd>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelay {
+    pub distribution: Option<Distribution>,
+    /// A single mean (time units) ...
+    pub mean: Option<f64>,
+    /// ... or a mixture of [probability, mean] pairs.
+    pub mixture: Option<Vec<[f64; 2]>>,
+    pub std: Option<f64>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMeanStdLists {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMeanStd {
+    pub mean: f64,
+    pub std: f64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEval {
+    pub interval: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStop {
+    pub max_versions: Option<u64>,
+    pub max_virtual_time: Option<f64>,
+    pub target_accuracy: Option<f64>,
+    /// [[version, minimum accuracy], ...]: stop when an evaluation at or after `version`
+    /// is below the minimum.
+    pub early_stop: Option<Vec<(u64, f64)>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRun {
+    pub workers: Option<usize>,
+    /// "auto", "cpu" or "cuda".
+    pub device: Option<String>,
+    /// Extra planned tasks beyond K that the executor may hold (default K).
+    pub lookahead: Option<usize>,
+}
+
+// ---------------------------------------------------------------------------------------
+// The validated configuration.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlgorithmKind {
+    SyncFl,
+    AsyncFl,
+    AflDw,
+}
+
+impl AlgorithmKind {
+    const NAMES: &'static str = "sync_fl, async_fl, afl_dw";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AlgorithmKind::SyncFl => "sync_fl",
+            AlgorithmKind::AsyncFl => "async_fl",
+            AlgorithmKind::AflDw => "afl_dw",
+        }
+    }
+
+    pub fn is_sync(self) -> bool {
+        self == AlgorithmKind::SyncFl
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Config {
+    pub name: String,
+    pub seed: u64,
+    pub dataset: DatasetKind,
+    pub num_clients: usize,
+    pub client_data_size: usize,
+    pub partition: PartitionKind,
+    pub model: ModelKind,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub local_iters: usize,
+    pub batch_size: usize,
+    pub algorithm: AlgorithmKind,
+    pub active_jobs: usize,
+    pub buffer_size: usize,
+    pub server_lr: f64,
+    pub client_weighting: ClientWeighting,
+    pub staleness_weight: StalenessWeight,
+    pub beta: BetaSchedule,
+    pub delays: DelayModel,
+    pub eval_interval: u64,
+    pub max_versions: Option<u64>,
+    pub max_virtual_time: Option<f64>,
+    pub target_accuracy: Option<f64>,
+    pub early_stop: Vec<(u64, f64)>,
+    pub workers: usize,
+    pub device: String,
+    pub lookahead: usize,
+}
+
+impl Config {
+    /// Reads, overrides and validates a config file.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+        Self::from_toml(&text, &path.display().to_string(), stem, overrides)
+    }
+
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        default_name: &str,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let parse_error =
+            |e: toml::de::Error| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() };
+        let mut value: toml::Value = toml::from_str(text).map_err(parse_error)?;
+        for item in overrides {
+            apply_override(&mut value, item)?;
+        }
+        let raw: RawConfig = value.try_into().map_err(parse_error)?;
+        raw.validate(default_name)
+    }
+
+    /// The resolved configuration as TOML, for the run directory.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialise the config: {e}\n"))
+    }
+}
+
+/// `a.b.c=value`: the value is TOML (numbers, booleans, arrays, inline tables), else a string.
+fn apply_override(root: &mut toml::Value, item: &str) -> Result<(), ConfigError> {
+    let (key, raw_value) = item.split_once('=').ok_or_else(|| ConfigError::BadOverride(item.to_owned()))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(ConfigError::BadOverride(item.to_owned()));
+    }
+    let value = toml::from_str::<toml::Table>(&format!("v = {}", raw_value.trim()))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw_value.trim().to_owned()));
+    let mut node = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let table = node.as_table_mut().ok_or_else(|| ConfigError::Override {
+            key: key.to_owned(),
+            message: format!("'{}' is not a table", parts[..i].join(".")),
+        })?;
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    Ok(())
+}
+
+impl RawConfig {
+    pub fn validate(self, default_name: &str) -> Result<Config, ConfigError> {
+        let algorithm = match self.algorithm.kind.as_deref().unwrap_or("async_fl") {
+            "sync_fl" | "fedavg" => AlgorithmKind::SyncFl,
+            "async_fl" | "fedbuff" => AlgorithmKind::AsyncFl,
+            "afl_dw" => AlgorithmKind::AflDw,
+            other => {
+                return Err(invalid(
+                    "algorithm.kind",
+                    format!("\"{other}\""),
+                    format!("valid kinds: {}", AlgorithmKind::NAMES),
+                ))
+            }
+        };
+        let num_clients = self.data.num_clients.unwrap_or(1000);
+        if num_clients == 0 {
+            return Err(invalid("data.num_clients", 0, "must be at least 1"));
+        }
+        let client_data_size = self.data.client_data_size.unwrap_or(350);
+        if client_data_size == 0 {
+            return Err(invalid("data.client_data_size", 0, "must be at least 1"));
+        }
+        let alpha = self.data.alpha.unwrap_or(0.5);
+        let partition = match self.data.partition.as_deref().unwrap_or("dirichlet") {
+            "dirichlet" | "non_iid_dirichlet" => {
+                if !(alpha.is_finite() && alpha > 0.0) {
+                    return Err(invalid("data.alpha", alpha, "must be a positive number"));
+                }
+                PartitionKind::Dirichlet { alpha }
+            }
+            "iid" => PartitionKind::Iid,
+            other => {
+                return Err(invalid(
+                    "data.partition",
+                    format!("\"{other}\""),
+                    "valid partitions: dirichlet, iid",
+                ))
+            }
+        };
+        let lr = self.train.lr.unwrap_or(3e-4);
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(invalid("train.lr", lr, "must be a positive number"));
+        }
+        let local_iters = self.train.local_iters.unwrap_or(25);
+        let batch_size = self.train.batch_size.unwrap_or(32);
+        if local_iters == 0 {
+            return Err(invalid("train.local_iters", 0, "must be at least 1"));
+        }
+        if batch_size == 0 {
+            return Err(invalid("train.batch_size", 0, "must be at least 1"));
+        }
+        let active_jobs = self.algorithm.active_jobs.unwrap_or(100);
+        if active_jobs == 0 || active_jobs > num_clients {
+            return Err(invalid(
+                "algorithm.active_jobs",
+                active_jobs,
+                format!("must be between 1 and data.num_clients ({num_clients})"),
+            ));
+        }
+        let buffer_size =
+            self.algorithm.buffer_size.unwrap_or(if algorithm.is_sync() { active_jobs } else { 2 });
+        if buffer_size == 0 {
+            return Err(invalid("algorithm.buffer_size", 0, "must be at least 1 (updates per aggregation)"));
+        }
+        if algorithm.is_sync() && buffer_size != active_jobs {
+            return Err(invalid(
+                "algorithm.buffer_size",
+                buffer_size,
+                format!("sync_fl aggregates all active_jobs ({active_jobs}) updates; leave buffer_size out"),
+            ));
+        }
+        let server_lr = self.algorithm.server_lr.unwrap_or(match algorithm {
+            AlgorithmKind::SyncFl => 1.4,
+            AlgorithmKind::AsyncFl => 0.05,
+            AlgorithmKind::AflDw => 0.1,
+        });
+        if !server_lr.is_finite() || server_lr == 0.0 || server_lr < -1.0 {
+            return Err(invalid(
+                "algorithm.server_lr",
+                server_lr,
+                "must be a non-zero number; negative values in [-1, 0) interpolate towards the client models",
+            ));
+        }
+        let staleness_weight = self.algorithm.staleness_weight.unwrap_or(StalenessWeight::Constant);
+        staleness_weight
+            .validate()
+            .map_err(|m| invalid("algorithm.staleness_weight", format!("{staleness_weight:?}"), m))?;
+        let beta = self.algorithm.beta.unwrap_or(BetaSchedule::Cosine { s_max: 75.0 });
+        beta.validate().map_err(|m| invalid("algorithm.beta", format!("{beta:?}"), m))?;
+        let delays = self.delays.resolve()?;
+        let eval_interval = self.eval.interval.unwrap_or(if algorithm.is_sync() { 1 } else { 10 });
+        if eval_interval == 0 {
+            return Err(invalid("eval.interval", 0, "must be at least 1 (versions between evaluations)"));
+        }
+        let stop = self.stop;
+        if let Some(t) = stop.max_virtual_time {
+            if !(t.is_finite() && t > 0.0) {
+                return Err(invalid("stop.max_virtual_time", t, "must be a positive number of time units"));
+            }
+        }
+        if stop.max_versions == Some(0) {
+            return Err(invalid("stop.max_versions", 0, "must be at least 1"));
+        }
+        if stop.max_versions.is_none() && stop.max_virtual_time.is_none() {
+            return Err(invalid(
+                "stop",
+                "{}",
+                "set stop.max_versions or stop.max_virtual_time (or both), so that the run ends",
+            ));
+        }
+        if let Some(a) = stop.target_accuracy {
+            if !(0.0..=1.0).contains(&a) {
+                return Err(invalid("stop.target_accuracy", a, "must lie in [0, 1]"));
+            }
+        }
+        let early_stop = stop.early_stop.unwrap_or_default();
+        if let Some((v, a)) = early_stop.iter().find(|(_, a)| !(0.0..=1.0).contains(a)) {
+            return Err(invalid(
+                "stop.early_stop",
+                format!("[{v}, {a}]"),
+                "minimum accuracies must lie in [0, 1]",
+            ));
+        }
+        let workers = self.run.workers.unwrap_or(1);
+        if workers == 0 {
+            return Err(invalid("run.workers", 0, "must be at least 1"));
+        }
+        let device = self.run.device.unwrap_or_else(|| "auto".to_owned());
+        device
+            .parse::<crate::runtime::DeviceChoice>()
+            .map_err(|e| invalid("run.device", format!("\"{device}\""), e.to_string()))?;
+        Ok(Config {
+            name: self.name.unwrap_or_else(|| default_name.to_owned()),
+            seed: self.seed.unwrap_or(10),
+            dataset: self.data.dataset.unwrap_or(DatasetKind::Cifar10),
+            num_clients,
+            client_data_size,
+            partition,
+            model: self.model.kind.unwrap_or(ModelKind::ConvNet),
+            optimizer: self.train.optimizer.unwrap_or(OptimizerKind::Adam),
+            lr,
+            local_iters,
+            batch_size,
+            algorithm,
+            active_jobs,
+            buffer_size,
+            server_lr,
+            client_weighting: self.algorithm.client_weighting.unwrap_or(ClientWeighting::Equal),
+            staleness_weight,
+            beta,
+            delays,
+            eval_interval,
+            max_versions: stop.max_versions,
+            max_virtual_time: stop.max_virtual_time,
+            target_accuracy: stop.target_accuracy,
+            early_stop,
+            workers,
+            device,
+            lookahead: self.run.lookahead.unwrap_or(active_jobs),
+        })
+    }
+}
+
+impl RawDelays {
+    fn resolve(self) -> Result<DelayModel, ConfigError> {
+        let mut model = match self.schedule.as_deref().unwrap_or("default") {
+            "default" => DelayModel::reference_default(),
+            "shifted" => DelayModel::reference_shifted(),
+            other => {
+                return Err(invalid(
+                    "delays.schedule",
+                    format!("\"{other}\""),
+                    "valid schedules: default, shifted",
+                ))
+            }
+        };
+        if let Some(speed) = self.device_speed {
+            if speed.mean.is_empty() || speed.mean.len() != speed.std.len() {
+                return Err(invalid(
+                    "delays.device_speed",
+                    format!("mean {:?}, std {:?}", speed.mean, speed.std),
+                    "mean and std must be non-empty lists of equal length",
+                ));
+            }
+            let p = 1.0 / speed.mean.len() as f64;
+            let components = speed
+                .mean
+                .iter()
+                .zip(&speed.std)
+                .map(|(&mean, &std)| Component { probability: p, mean, std })
+                .collect();
+            model.train = DelaySpec { distribution: Distribution::Normal, components };
+        }
+        if let Some(RawMeanStd { mean, std }) = self.communication_delay {
+            let spec = DelaySpec {
+                distribution: Distribution::Normal,
+                components: vec![Component { probability: 1.0, mean, std }],
+            };
+            model.download = spec.clone();
+            model.upload = spec;
+        }
+        for (key, raw, slot) in [
+            ("delays.download", self.download, &mut model.download),
+            ("delays.train", self.train, &mut model.train),
+            ("delays.upload", self.upload, &mut model.upload),
+        ] {
+            if let Some(raw) = raw {
+                *slot = raw.resolve(key, slot)?;
+            }
+        }
+        for (key, spec) in [
+            ("delays.download", &model.download),
+            ("delays.train", &model.train),
+            ("delays.upload", &model.upload),
+        ] {
+            check_spec(key, spec)?;
+        }
+        Ok(model)
+    }
+}
+
+impl RawDelay {
+    /// Overrides the parts it names of `base`.
+    fn resolve(self, key: &str, base: &DelaySpec) -> Result<DelaySpec, ConfigError> {
+        let distribution = self.distribution.unwrap_or(base.distribution);
+        let base_std = base.components.first().map_or(0.0, |c| c.std);
+        let std = self.std.unwrap_or(base_std);
+        let components = match (self.mean, self.mixture) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    &format!("{key}.mean"),
+                    "both mean and mixture",
+                    "give either mean or mixture, not both",
+                ))
+            }
+            (Some(mean), None) => vec![Component { probability: 1.0, mean, std }],
+            (None, Some(mixture)) => {
+                mixture.into_iter().map(|[probability, mean]| Component { probability, mean, std }).collect()
+            }
+            (None, None) => base.components.iter().map(|c| Component { std, ..*c }).collect(),
+        };
+        Ok(DelaySpec { distribution, components })
+    }
+}
+
+fn check_spec(key: &str, spec: &DelaySpec) -> Result<(), ConfigError> {
+    if spec.components.is_empty() {
+        return Err(invalid(&format!("{key}.mixture"), "[]", "needs at least one [probability, mean] pair"));
+    }
+    for c in &spec.components {
+        if !(c.mean.is_finite() && c.mean >= 0.0) {
+            return Err(invalid(
+                &format!("{key}.mean"),
+                c.mean,
+                "delay means must be finite and >= 0 (time units)",
+            ));
+        }
+        if !(c.std.is_finite() && c.std >= 0.0) {
+            return Err(invalid(&format!("{key}.std"), c.std, "must be finite and >= 0"));
+        }
+        if !(c.probability.is_finite() && c.probability >= 0.0) {
+            return Err(invalid(&format!("{key}.mixture"), c.probability, "probabilities must be >= 0"));
+        }
+        if spec.distribution == Distribution::LogNormal && c.mean == 0.0 && c.std > 0.0 {
+            return Err(invalid(&format!("{key}.mean"), 0, "a lognormal delay needs a positive mean"));
+        }
+    }
+    let total: f64 = spec.components.iter().map(|c| c.probability).sum();
+    if (total - 1.0).abs() > 1e-6 {
+        return Err(invalid(
+            &format!("{key}.mixture"),
+            format!("probabilities summing to {total}"),
+            "mixture probabilities must sum to 1",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, "test.toml", "test", &[])
+    }
+
+    const MINIMAL: &str = "[stop]\nmax_versions = 10\n";
+
+    #[test]
+    fn defaults_are_the_reference_values() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!((c.num_clients, c.client_data_size, c.active_jobs, c.buffer_size), (1000, 350, 100, 2));
+        assert_eq!((c.local_iters, c.batch_size, c.lr, c.seed), (25, 32, 3e-4, 10));
+        assert_eq!(c.partition, PartitionKind::Dirichlet { alpha: 0.5 });
+        assert_eq!(c.delays, DelayModel::reference_default());
+        assert_eq!(c.algorithm, AlgorithmKind::AsyncFl);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_what_is_allowed() {
+        let cases = [
+            ("[data]\nnum_clent = 3\n[stop]\nmax_versions = 1", "unknown field `num_clent`"),
+            (
+                "[algorithm]\nkind = \"fedprox\"\n[stop]\nmax_versions = 1",
+                "algorithm.kind = \"fedprox\": valid kinds: sync_fl, async_fl, afl_dw",
+            ),
+            (
+                "[delays.train]\nmean = -1.0\n[stop]\nmax_versions = 1",
+                "delays.train.mean = -1: delay means must be finite and >= 0",
+            ),
+            (
+                "[delays.upload]\nmixture = [[0.5, 0.1], [0.4, 0.2]]\n[stop]\nmax_versions = 1",
+                "mixture probabilities must sum to 1",
+            ),
+            (
+                "[algorithm]\nactive_jobs = 2000\n[stop]\nmax_versions = 1",
+                "algorithm.active_jobs = 2000: must be between 1 and data.num_clients (1000)",
+            ),
+            (
+                "[algorithm]\nbuffer_size = 0\n[stop]\nmax_versions = 1",
+                "algorithm.buffer_size = 0: must be at least 1",
+            ),
+            ("[delays.train]\ndistribution = \"gamma\"\n[stop]\nmax_versions = 1", "unknown variant `gamma`"),
+            ("seed = 1", "set stop.max_versions or stop.max_virtual_time"),
+            (
+                "[model]\nkind = \"vgg\"\n[stop]\nmax_versions = 1",
+                "unknown variant `vgg`, expected `convnet` or `resnet18`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "for {text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn overrides_set_nested_keys_with_toml_values() {
+        let overrides = [
+            "algorithm.buffer_size=1".to_owned(),
+            "data.partition=iid".to_owned(),
+            "stop.max_virtual_time=5.5".to_owned(),
+        ];
+        let c = Config::from_toml(MINIMAL, "t", "t", &overrides).unwrap();
+        assert_eq!(c.buffer_size, 1);
+        assert_eq!(c.partition, PartitionKind::Iid);
+        assert_eq!(c.max_virtual_time, Some(5.5));
+        let err = Config::from_toml(MINIMAL, "t", "t", &["nonsense".to_owned()]).unwrap_err().to_string();
+        assert!(err.contains("expected key=value"), "{err}");
+        let err = Config::from_toml(MINIMAL, "t", "t", &["algorithm.bufer_size=1".to_owned()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `bufer_size`"), "{err}");
+    }
+
+    #[test]
+    fn nvflare_spelling_becomes_normal_delays() {
+        let text = "[delays]\ndevice_speed = { mean = [1.0, 2.0], std = [0.1, 0.2] }\ncommunication_delay = { mean = 0.05, std = 0.01 }\n[stop]\nmax_versions = 1";
+        let c = load(text).unwrap();
+        assert_eq!(c.delays.train.distribution, Distribution::Normal);
+        assert_eq!(c.delays.train.components.len(), 2);
+        assert_eq!(c.delays.train.components[1], Component { probability: 0.5, mean: 2.0, std: 0.2 });
+        assert_eq!(c.delays.upload.components[0].mean, 0.05);
+    }
+
+    #[test]
+    fn a_delay_table_overrides_only_what_it_names() {
+        let c = load("[delays.upload]\nstd = 0.05\n[stop]\nmax_versions = 1").unwrap();
+        assert_eq!(c.delays.upload.distribution, Distribution::Uniform);
+        assert!(c.delays.upload.components.iter().all(|c| c.std == 0.05));
+        assert_eq!(c.delays.upload.components[1].mean, 0.25);
+    }
+}

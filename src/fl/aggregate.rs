@@ -1,0 +1,164 @@
+//! The server step every algorithm shares: theta <- theta + server_lr * sum_i c_i delta_i
+//! with c_i = w_i / sum_j w_j * s(tau_i) * (1 - beta(tau_i) for AFL-DW), summed in plan
+//! order so that the floats never depend on which worker finished first. A negative
+//! server_lr interpolates instead: theta <- (1 - |lr|) theta + |lr| sum_i c'_i theta_i with
+//! c' = c normalised to sum 1 and theta_i the client's trained model.
+
+use super::weights::{BetaSchedule, ClientWeighting, StalenessWeight};
+
+/// One client update as the server sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Update<'a> {
+    /// theta_i - theta_{v_i}.
+    pub delta: &'a [f32],
+    /// theta_i itself; needed only for interpolation (server_lr < 0).
+    pub model: Option<&'a [f32]>,
+    pub staleness: u64,
+    pub samples: usize,
+}
+
+/// An algorithm's server update rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ServerRule {
+    pub server_lr: f64,
+    pub weighting: ClientWeighting,
+    pub staleness: StalenessWeight,
+    /// AFL-DW: scale each delta by 1 - beta(tau).
+    pub down_weight: Option<BetaSchedule>,
+}
+
+impl ServerRule {
+    /// Whether updates must carry the client's model (interpolation).
+    pub fn needs_models(&self) -> bool {
+        self.server_lr < 0.0
+    }
+
+    /// The coefficient c_i of each update.
+    pub fn coefficients(&self, updates: &[Update]) -> Vec<f64> {
+        let total: f64 = updates.iter().map(|u| self.weighting.weight(u.samples)).sum();
+        updates
+            .iter()
+            .map(|u| {
+                let client = if total > 0.0 { self.weighting.weight(u.samples) / total } else { 0.0 };
+                let down = self.down_weight.map_or(1.0, |b| 1.0 - b.beta(u.staleness));
+                client * self.staleness.weight(u.staleness) * down
+            })
+            .collect()
+    }
+
+    /// Applies one aggregation to `theta` in place.
+    pub fn apply(&self, theta: &mut [f32], updates: &[Update]) {
+        let coefficients = self.coefficients(updates);
+        if self.server_lr > 0.0 {
+            let mut step = vec![0f32; theta.len()];
+            for (update, &c) in updates.iter().zip(&coefficients) {
+                axpy(&mut step, c as f32, update.delta);
+            }
+            axpy(theta, self.server_lr as f32, &step);
+        } else {
+            let mix = -self.server_lr;
+            let total: f64 = coefficients.iter().sum();
+            let mut mean = vec![0f32; theta.len()];
+            for (update, &c) in updates.iter().zip(&coefficients) {
+                let model =
+                    update.model.expect("interpolation needs the client models (ServerRule::needs_models)");
+                axpy(&mut mean, (c / total) as f32, model);
+            }
+            for (t, m) in theta.iter_mut().zip(&mean) {
+                *t = (1.0 - mix as f32) * *t + mix as f32 * m;
+            }
+        }
+    }
+}
+
+/// y <- y + a x.
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    assert_eq!(y.len(), x.len(), "weight vectors differ in length");
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rule(server_lr: f64) -> ServerRule {
+        ServerRule {
+            server_lr,
+            weighting: ClientWeighting::Equal,
+            staleness: StalenessWeight::Constant,
+            down_weight: None,
+        }
+    }
+
+    fn vectors(n: usize) -> impl Strategy<Value = Vec<f32>> {
+        prop::collection::vec(-10.0f32..10.0, n)
+    }
+
+    proptest! {
+        #[test]
+        fn one_update_with_server_lr_one_gives_the_clients_model(theta in vectors(16), delta in vectors(16)) {
+            let client: Vec<f32> = theta.iter().zip(&delta).map(|(t, d)| t + d).collect();
+            let mut server = theta.clone();
+            rule(1.0).apply(&mut server, &[Update { delta: &delta, model: None, staleness: 0, samples: 350 }]);
+            prop_assert_eq!(server, client);
+        }
+
+        #[test]
+        fn identical_updates_average_to_themselves(theta in vectors(8), delta in vectors(8), n in 1usize..9) {
+            let updates: Vec<Update> = (0..n).map(|_| Update { delta: &delta, model: None, staleness: 3, samples: 10 }).collect();
+            let mut many = theta.clone();
+            rule(0.7).apply(&mut many, &updates);
+            let mut one = theta.clone();
+            rule(0.7).apply(&mut one, &updates[..1]);
+            for (a, b) in many.iter().zip(&one) {
+                prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{} vs {}", a, b);
+            }
+        }
+
+        #[test]
+        fn client_weights_sum_to_one_before_staleness(samples in prop::collection::vec(1usize..1000, 1..10), by_samples in any::<bool>()) {
+            let weighting = if by_samples { ClientWeighting::Samples } else { ClientWeighting::Equal };
+            let r = ServerRule { weighting, ..rule(1.0) };
+            let delta = [0.0f32];
+            let updates: Vec<Update> = samples.iter().map(|&s| Update { delta: &delta, model: None, staleness: 5, samples: s }).collect();
+            let c = r.coefficients(&updates);
+            prop_assert!((c.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+            if by_samples {
+                let total: usize = samples.iter().sum();
+                for (ci, &s) in c.iter().zip(&samples) {
+                    prop_assert!((ci - s as f64 / total as f64).abs() < 1e-12);
+                }
+            }
+        }
+
+        #[test]
+        fn interpolation_mixes_theta_with_the_mean_client_model(theta in vectors(6), a in vectors(6), b in vectors(6), mix in 0.01f64..1.0) {
+            let zero = [0.0f32; 6];
+            let updates = [
+                Update { delta: &zero, model: Some(&a), staleness: 0, samples: 1 },
+                Update { delta: &zero, model: Some(&b), staleness: 9, samples: 1 },
+            ];
+            let mut server = theta.clone();
+            rule(-mix).apply(&mut server, &updates);
+            for i in 0..6 {
+                let expected = (1.0 - mix as f32) * theta[i] + mix as f32 * (0.5 * a[i] + 0.5 * b[i]);
+                prop_assert!((server[i] - expected).abs() <= 1e-4 * (1.0 + expected.abs()));
+            }
+        }
+    }
+
+    #[test]
+    fn staleness_and_down_weighting_multiply() {
+        let r = ServerRule {
+            staleness: StalenessWeight::Polynomial { a: 1.0 },
+            down_weight: Some(BetaSchedule::Constant { beta: 0.25 }),
+            ..rule(1.0)
+        };
+        let delta = [1.0f32];
+        let c = r.coefficients(&[Update { delta: &delta, model: None, staleness: 1, samples: 1 }]);
+        assert_eq!(c, [0.5 * 0.75]);
+    }
+}

@@ -1,0 +1,378 @@
+//! The scheduler: runs the event queue over virtual time and emits the plan, a stream of
+//! [`Step`]s. Who trains when, on which version, and which updates each aggregation takes
+//! depend only on seeded draws, never on model values, so the plan runs ahead of training.
+//!
+//! Policies (FEDREVIVE.md section 2):
+//! - sync (FedAvg): dispatch K clients; when all K updates are in, aggregate and dispatch K
+//!   new ones.
+//! - buffered async (FedBuff, AFL-DW, FedRevive): keep K jobs in flight; each arriving update
+//!   joins a buffer, B buffered updates make an aggregation; after each arrival one idle client
+//!   is dispatched, on the version that exists once the arrival is handled.
+//!
+//! Clients are chosen uniformly among clients not in flight (the reference may also pick a
+//! client that is still downloading or uploading, which gives it 1-4% more versions; fedsim
+//! keeps one job per client). A job's chain is download -> train -> upload; its base version
+//! is the version at dispatch, its staleness the version count when it is aggregated minus
+//! that base.
+
+use std::collections::VecDeque;
+
+use rand::Rng as _;
+
+use crate::sim::delay::{ClientDelays, DelayKind, DelayModel};
+use crate::sim::queue::EventQueue;
+use crate::sim::rng::{self, Purpose, Rng};
+use crate::sim::time::{SimDuration, SimTime};
+
+/// One client job, as planned at dispatch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainTask {
+    /// Dispatch order, from 0; also the id of the task's random stream.
+    pub task: u64,
+    pub client: u32,
+    pub base_version: u64,
+    pub dispatched_at: SimTime,
+    pub train_time: SimDuration,
+    pub arrives_at: SimTime,
+}
+
+/// An update taken by an aggregation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateInput {
+    pub task: u64,
+    pub staleness: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Train this task as soon as its base version exists.
+    Train(TrainTask),
+    /// Apply these updates (in this order) to make `version`.
+    Aggregate { version: u64, at: SimTime, inputs: Vec<UpdateInput> },
+    /// Evaluate `version` (the latest at that point of the plan).
+    Evaluate { version: u64, at: SimTime },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    Sync,
+    Buffered { buffer_size: usize },
+}
+
+/// Why the plan ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanEnd {
+    MaxVersions,
+    MaxVirtualTime,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlanConfig {
+    pub policy: Policy,
+    /// K: jobs in flight.
+    pub active_jobs: usize,
+    pub num_clients: usize,
+    pub delays: DelayModel,
+    pub seed: u64,
+    pub eval_interval: u64,
+    pub max_versions: Option<u64>,
+    pub max_virtual_time: Option<SimTime>,
+}
+
+/// The planner. An iterator of steps; call [`Scheduler::end`] after it is exhausted.
+pub struct Scheduler {
+    config: PlanConfig,
+    queue: EventQueue<TrainTask>,
+    delays: Vec<ClientDelays>,
+    idle: Vec<u32>,
+    selection: Rng,
+    version: u64,
+    buffer: Vec<UpdateInput>,
+    next_task: u64,
+    now: SimTime,
+    out: VecDeque<Step>,
+    started: bool,
+    last_evaluated: Option<u64>,
+    end: Option<PlanEnd>,
+}
+
+impl Scheduler {
+    pub fn new(config: PlanConfig) -> Self {
+        assert!(
+            config.active_jobs >= 1 && config.active_jobs <= config.num_clients,
+            "validated by the config"
+        );
+        Scheduler {
+            delays: config.delays.clients(config.seed, config.num_clients),
+            idle: (0..config.num_clients as u32).collect(),
+            selection: rng::stream(config.seed, Purpose::ClientSelection, 0),
+            queue: EventQueue::new(),
+            version: 0,
+            buffer: Vec::new(),
+            next_task: 0,
+            now: SimTime::ZERO,
+            out: VecDeque::new(),
+            started: false,
+            last_evaluated: None,
+            end: None,
+            config,
+        }
+    }
+
+    /// Why the plan ended, once it has.
+    pub fn end(&self) -> Option<PlanEnd> {
+        self.end
+    }
+
+    /// Dispatches one idle client, chosen uniformly, on the current version.
+    fn dispatch(&mut self) {
+        let index = self.selection.random_range(0..self.idle.len());
+        let client = self.idle.swap_remove(index);
+        let delays = &mut self.delays[client as usize];
+        let download = delays.draw(DelayKind::Download);
+        let train_time = delays.draw(DelayKind::Train);
+        let upload = delays.draw(DelayKind::Upload);
+        let task = TrainTask {
+            task: self.next_task,
+            client,
+            base_version: self.version,
+            dispatched_at: self.now,
+            train_time,
+            arrives_at: self.now + download + train_time + upload,
+        };
+        self.next_task += 1;
+        // A job that cannot arrive within the horizon is never trained.
+        if self.config.max_virtual_time.is_none_or(|limit| task.arrives_at <= limit) {
+            self.out.push_back(Step::Train(task.clone()));
+        }
+        self.queue.push(task.arrives_at, task);
+    }
+
+    fn evaluate(&mut self) {
+        if self.last_evaluated != Some(self.version) {
+            self.out.push_back(Step::Evaluate { version: self.version, at: self.now });
+            self.last_evaluated = Some(self.version);
+        }
+    }
+
+    fn finish(&mut self, why: PlanEnd) {
+        self.evaluate();
+        self.end = Some(why);
+    }
+
+    /// Handles the next arrival; returns false when the plan has ended.
+    fn advance(&mut self) -> bool {
+        if !self.started {
+            self.started = true;
+            self.evaluate();
+            for _ in 0..self.config.active_jobs {
+                self.dispatch();
+            }
+            return true;
+        }
+        let Some((time, task)) = self.queue.pop() else {
+            self.finish(PlanEnd::MaxVirtualTime);
+            return false;
+        };
+        if let Some(limit) = self.config.max_virtual_time {
+            if time > limit {
+                self.now = limit;
+                self.finish(PlanEnd::MaxVirtualTime);
+                return false;
+            }
+        }
+        self.now = time;
+        self.idle.push(task.client);
+        self.buffer.push(UpdateInput { task: task.task, staleness: self.version - task.base_version });
+        let full = match self.config.policy {
+            Policy::Sync => self.buffer.len() == self.config.active_jobs,
+            Policy::Buffered { buffer_size } => self.buffer.len() == buffer_size,
+        };
+        if full {
+            self.version += 1;
+            let inputs = std::mem::take(&mut self.buffer);
+            self.out.push_back(Step::Aggregate { version: self.version, at: self.now, inputs });
+            if self.version % self.config.eval_interval == 0 {
+                self.evaluate();
+            }
+            if self.config.max_versions.is_some_and(|max| self.version >= max) {
+                self.finish(PlanEnd::MaxVersions);
+                return false;
+            }
+        }
+        match self.config.policy {
+            Policy::Sync if full => (0..self.config.active_jobs).for_each(|_| self.dispatch()),
+            Policy::Sync => {}
+            Policy::Buffered { .. } => self.dispatch(),
+        }
+        true
+    }
+}
+
+impl Iterator for Scheduler {
+    type Item = Step;
+
+    fn next(&mut self) -> Option<Step> {
+        loop {
+            if let Some(step) = self.out.pop_front() {
+                return Some(step);
+            }
+            if self.end.is_some() || !self.advance() {
+                return self.out.pop_front();
+            }
+        }
+    }
+}
+
+/// Counts of a plan, as `fedsim plan` prints them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlanSummary {
+    pub versions: u64,
+    pub dispatched_jobs: u64,
+    pub aggregated_updates: u64,
+    pub mean_staleness: f64,
+    pub max_staleness: u64,
+    pub evaluations: u64,
+    pub virtual_time: f64,
+}
+
+/// Runs a plan to its end without training anything.
+pub fn summarize(config: PlanConfig) -> (PlanSummary, Option<PlanEnd>) {
+    let mut scheduler = Scheduler::new(config);
+    let mut summary = PlanSummary::default();
+    let mut staleness_sum = 0u64;
+    for step in scheduler.by_ref() {
+        match step {
+            Step::Train(_) => {}
+            Step::Aggregate { version, at, inputs } => {
+                summary.versions = version;
+                summary.virtual_time = at.units();
+                summary.aggregated_updates += inputs.len() as u64;
+                for input in &inputs {
+                    staleness_sum += input.staleness;
+                    summary.max_staleness = summary.max_staleness.max(input.staleness);
+                }
+            }
+            Step::Evaluate { .. } => summary.evaluations += 1,
+        }
+    }
+    summary.dispatched_jobs = scheduler.next_task;
+    summary.mean_staleness = staleness_sum as f64 / summary.aggregated_updates.max(1) as f64;
+    (summary, scheduler.end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(policy: Policy, k: usize, horizon: f64) -> PlanConfig {
+        PlanConfig {
+            policy,
+            active_jobs: k,
+            num_clients: 1000,
+            delays: DelayModel::reference_default(),
+            seed: 10,
+            eval_interval: 10,
+            max_versions: None,
+            max_virtual_time: Some(SimTime::from_units(horizon)),
+        }
+    }
+
+    #[test]
+    fn every_aggregated_task_was_planned_before_and_based_on_an_earlier_version() {
+        let mut planned = std::collections::HashMap::new();
+        for step in Scheduler::new(config(Policy::Buffered { buffer_size: 2 }, 20, 30.0)) {
+            match step {
+                Step::Train(t) => {
+                    planned.insert(t.task, t);
+                }
+                Step::Aggregate { version, inputs, at } => {
+                    assert_eq!(inputs.len(), 2);
+                    for input in inputs {
+                        let t = planned.remove(&input.task).expect("trained before aggregated");
+                        assert_eq!(t.base_version + input.staleness, version - 1);
+                        assert!(t.arrives_at <= at && t.dispatched_at < t.arrives_at);
+                    }
+                }
+                Step::Evaluate { .. } => {}
+            }
+        }
+    }
+
+    #[test]
+    fn sync_rounds_take_all_k_updates_with_zero_staleness() {
+        let mut steps = Scheduler::new(config(Policy::Sync, 10, 40.0));
+        let mut rounds = 0;
+        for step in steps.by_ref() {
+            if let Step::Aggregate { inputs, .. } = step {
+                assert_eq!(inputs.len(), 10);
+                assert!(inputs.iter().all(|i| i.staleness == 0));
+                rounds += 1;
+            }
+        }
+        assert!(rounds >= 4, "{rounds} rounds in 40 time units");
+        assert_eq!(steps.end(), Some(PlanEnd::MaxVirtualTime));
+    }
+
+    #[test]
+    fn a_client_is_never_in_flight_twice() {
+        let mut in_flight = std::collections::HashSet::new();
+        let mut arrivals: Vec<(SimTime, u32)> = Vec::new();
+        for step in Scheduler::new(config(Policy::Buffered { buffer_size: 1 }, 50, 20.0)) {
+            if let Step::Train(t) = step {
+                // Clients whose job arrived by this dispatch are free again.
+                arrivals.retain(|&(at, client)| {
+                    let done = at <= t.dispatched_at;
+                    if done {
+                        in_flight.remove(&client);
+                    }
+                    !done
+                });
+                assert!(in_flight.insert(t.client), "client {} dispatched while in flight", t.client);
+                arrivals.push((t.arrives_at, t.client));
+            }
+        }
+    }
+
+    #[test]
+    fn the_plan_is_a_function_of_the_seed() {
+        let plan = |seed| {
+            let mut c = config(Policy::Buffered { buffer_size: 2 }, 30, 15.0);
+            c.seed = seed;
+            Scheduler::new(c).collect::<Vec<_>>()
+        };
+        assert_eq!(plan(1), plan(1));
+        assert_ne!(plan(1), plan(2));
+    }
+
+    #[test]
+    fn max_versions_ends_the_plan_with_a_final_evaluation() {
+        let mut c = config(Policy::Buffered { buffer_size: 1 }, 10, 1e9);
+        c.max_versions = Some(25);
+        let steps: Vec<Step> = Scheduler::new(c).collect();
+        assert!(matches!(steps.last(), Some(Step::Evaluate { version: 25, .. })));
+        let evaluated: Vec<u64> = steps
+            .iter()
+            .filter_map(|s| if let Step::Evaluate { version, .. } = s { Some(*version) } else { None })
+            .collect();
+        assert_eq!(evaluated, [0, 10, 20, 25]);
+    }
+
+    /// FEDREVIVE.md section 6 / issue 3: within 5% of the published version counts.
+    #[test]
+    fn reference_world_version_counts_land_near_the_published_ones() {
+        for (policy, published) in [
+            (Policy::Sync, 28.0),
+            (Policy::Buffered { buffer_size: 2 }, 6_343.0),
+            (Policy::Buffered { buffer_size: 1 }, 12_687.0),
+        ] {
+            let (summary, _) = summarize(config(policy, 100, 200.0));
+            let ratio = summary.versions as f64 / published;
+            assert!(
+                (0.95..=1.05).contains(&ratio),
+                "{policy:?}: {} versions, published {published}",
+                summary.versions
+            );
+        }
+    }
+}

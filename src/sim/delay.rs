@@ -1,0 +1,253 @@
+//! Client delays (FEDREVIVE.md section 1). For each delay kind (download, train, upload) a
+//! client picks once a component of a discrete mixture `(probability, mean, std)`; each later
+//! event of that kind draws its duration, in time units, from a distribution around that mean:
+//! exponential, constant, uniform U(max(0, mean - std), mean + std), normal truncated at 0,
+//! or lognormal with that mean and standard deviation.
+
+use rand::Rng as _;
+use rand_distr::{Distribution as _, Exp, LogNormal, Normal};
+use serde::{Deserialize, Serialize};
+
+use super::rng::{self, Purpose, Rng};
+use super::time::SimDuration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    Exponential,
+    Constant,
+    Uniform,
+    Normal,
+    LogNormal,
+}
+
+impl Distribution {
+    pub const NAMES: &'static str = "exponential, constant, uniform, normal, lognormal";
+}
+
+/// One mixture component: picked with `probability`; draws centre on `mean` (time units).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Component {
+    pub probability: f64,
+    pub mean: f64,
+    pub std: f64,
+}
+
+/// The delay model of one kind, shared by all clients.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DelaySpec {
+    pub distribution: Distribution,
+    pub components: Vec<Component>,
+}
+
+impl DelaySpec {
+    pub fn constant(mean: f64) -> Self {
+        DelaySpec {
+            distribution: Distribution::Constant,
+            components: vec![Component { probability: 1.0, mean, std: 0.0 }],
+        }
+    }
+
+    /// Picks a component by its probability (the client's profile for this kind).
+    pub fn pick(&self, rng: &mut Rng) -> Component {
+        let u: f64 = rng.random();
+        let mut acc = 0.0;
+        for component in &self.components {
+            acc += component.probability;
+            if u < acc {
+                return *component;
+            }
+        }
+        *self.components.last().expect("validated: at least one component")
+    }
+
+    /// The mean of a draw, averaged over the mixture (for tests and summaries).
+    pub fn expected(&self) -> f64 {
+        self.components.iter().map(|c| c.probability * expected_draw(self.distribution, c)).sum()
+    }
+}
+
+/// Draws one duration in time units; never negative.
+pub fn draw(distribution: Distribution, component: &Component, rng: &mut Rng) -> f64 {
+    let Component { mean, std, .. } = *component;
+    if mean <= 0.0 && distribution != Distribution::Normal {
+        return 0.0;
+    }
+    match distribution {
+        Distribution::Constant => mean,
+        Distribution::Exponential => Exp::new(1.0 / mean).map_or(mean, |d| d.sample(rng)),
+        Distribution::Uniform => {
+            let (low, high) = ((mean - std).max(0.0), mean + std);
+            if high > low {
+                rng.random_range(low..high)
+            } else {
+                mean
+            }
+        }
+        Distribution::Normal => match Normal::new(mean, std) {
+            // Truncated at 0 by rejection; a mean far below zero gives 0.
+            Ok(normal) if std > 0.0 => (0..64).map(|_| normal.sample(rng)).find(|x| *x >= 0.0).unwrap_or(0.0),
+            _ => mean.max(0.0),
+        },
+        Distribution::LogNormal => {
+            let sigma2 = (1.0 + (std / mean).powi(2)).ln();
+            LogNormal::new(mean.ln() - sigma2 / 2.0, sigma2.sqrt()).map_or(mean, |d| d.sample(rng))
+        }
+    }
+}
+
+/// The expected value of [`draw`] for a component (truncation of the normal ignored).
+fn expected_draw(distribution: Distribution, c: &Component) -> f64 {
+    match distribution {
+        Distribution::Uniform => ((c.mean - c.std).max(0.0) + c.mean + c.std) / 2.0,
+        _ => c.mean.max(0.0),
+    }
+}
+
+/// The three delay kinds of a client job, in the order of its event chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DelayKind {
+    Download = 0,
+    Train = 1,
+    Upload = 2,
+}
+
+/// Delay specs for the three kinds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DelayModel {
+    pub download: DelaySpec,
+    pub train: DelaySpec,
+    pub upload: DelaySpec,
+}
+
+impl DelayModel {
+    fn spec(&self, kind: DelayKind) -> &DelaySpec {
+        match kind {
+            DelayKind::Download => &self.download,
+            DelayKind::Train => &self.train,
+            DelayKind::Upload => &self.upload,
+        }
+    }
+
+    /// FEDREVIVE.md's CIFAR-10 defaults.
+    pub fn reference_default() -> Self {
+        let c = |probability, mean, std| Component { probability, mean, std };
+        DelayModel {
+            download: DelaySpec::constant(0.1),
+            train: DelaySpec {
+                distribution: Distribution::Exponential,
+                components: vec![c(0.25, 1.0, 0.0), c(0.5, 1.3, 0.0), c(0.25, 1.6, 0.0)],
+            },
+            upload: DelaySpec {
+                distribution: Distribution::Uniform,
+                components: vec![c(0.5, 0.15, 0.02), c(0.5, 0.25, 0.02)],
+            },
+        }
+    }
+
+    /// The reference's "shifted" (faster) world.
+    pub fn reference_shifted() -> Self {
+        let c = |probability, mean, std| Component { probability, mean, std };
+        DelayModel {
+            download: DelaySpec::constant(0.02),
+            train: DelaySpec { distribution: Distribution::Exponential, components: vec![c(1.0, 0.1, 0.0)] },
+            upload: DelaySpec {
+                distribution: Distribution::Uniform,
+                components: vec![c(0.5, 0.05, 0.01), c(0.5, 0.10, 0.01)],
+            },
+        }
+    }
+
+    /// Every client's profile and draw streams.
+    pub fn clients(&self, seed: u64, count: usize) -> Vec<ClientDelays> {
+        (0..count as u64)
+            .map(|client| {
+                let mut profile = rng::stream(seed, Purpose::DelayProfile, client);
+                let kinds = [DelayKind::Download, DelayKind::Train, DelayKind::Upload];
+                ClientDelays {
+                    components: kinds.map(|k| self.spec(k).pick(&mut profile)),
+                    distributions: kinds.map(|k| self.spec(k).distribution),
+                    draws: kinds.map(|k| rng::stream(seed, Purpose::DelayDraw, 3 * client + k as u64)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// One client's delays: its picked components and its own draw streams.
+pub struct ClientDelays {
+    components: [Component; 3],
+    distributions: [Distribution; 3],
+    draws: [Rng; 3],
+}
+
+impl ClientDelays {
+    pub fn draw(&mut self, kind: DelayKind) -> SimDuration {
+        let k = kind as usize;
+        SimDuration::from_units(draw(self.distributions[k], &self.components[k], &mut self.draws[k]))
+    }
+
+    pub fn component(&self, kind: DelayKind) -> Component {
+        self.components[kind as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample_mean(distribution: Distribution, mean: f64, std: f64, seed: u64) -> f64 {
+        let component = Component { probability: 1.0, mean, std };
+        let mut rng = rng::stream(seed, Purpose::DelayDraw, 0);
+        let n = 20_000;
+        (0..n).map(|_| draw(distribution, &component, &mut rng)).sum::<f64>() / n as f64
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn sample_means_are_near_the_configured_means(mean in 0.05f64..3.0, rel_std in 0.0f64..0.3, seed in 0u64..100) {
+            let std = mean * rel_std;
+            for distribution in [Distribution::Exponential, Distribution::Constant, Distribution::Uniform, Distribution::Normal, Distribution::LogNormal] {
+                let got = sample_mean(distribution, mean, std, seed);
+                // Exponential has std = mean: 20,000 draws put the sample mean within 3% (4 sigma).
+                prop_assert!((got - mean).abs() <= 0.03 * mean + 1e-9, "{:?}: mean {} got {}", distribution, mean, got);
+            }
+        }
+
+        #[test]
+        fn draws_are_never_negative(mean in -1.0f64..1.0, std in 0.0f64..2.0, seed in 0u64..50) {
+            let component = Component { probability: 1.0, mean, std };
+            let mut rng = rng::stream(seed, Purpose::DelayDraw, 1);
+            for distribution in [Distribution::Exponential, Distribution::Constant, Distribution::Uniform, Distribution::Normal, Distribution::LogNormal] {
+                for _ in 0..50 {
+                    prop_assert!(draw(distribution, &component, &mut rng) >= 0.0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn profiles_follow_the_mixture_probabilities() {
+        let model = DelayModel::reference_default();
+        let clients = model.clients(10, 4_000);
+        let slow = clients.iter().filter(|c| c.component(DelayKind::Train).mean == 1.6).count();
+        let middle = clients.iter().filter(|c| c.component(DelayKind::Train).mean == 1.3).count();
+        assert!((900..1_100).contains(&slow), "{slow} of 4000 with mean 1.6 (expected ~1000)");
+        assert!((1_850..2_150).contains(&middle), "{middle} of 4000 with mean 1.3 (expected ~2000)");
+        assert!((model.train.expected() - 1.3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_seed_decides_every_draw() {
+        let model = DelayModel::reference_default();
+        let draws = |seed| {
+            let mut clients = model.clients(seed, 5);
+            clients.iter_mut().map(|c| c.draw(DelayKind::Train)).collect::<Vec<_>>()
+        };
+        assert_eq!(draws(1), draws(1));
+        assert_ne!(draws(1), draws(2));
+    }
+}

@@ -14,11 +14,21 @@ default:
 setup:
     scripts/setup.sh
 
-# The default experiment: machine facts, then a short centralised ConvNet run on CIFAR-10.
+# The default experiment: the quickstart FedBuff run (one to two minutes on 2 cores).
 [group('experiments')]
 demo: setup
     {{fedsim}} info
-    {{fedsim}} train-central --model convnet --epochs 2
+    {{fedsim}} run sim-configs/quickstart.toml
+
+# Run a simulation, e.g. `just run sim-configs/fedbuff.toml --workers 2 --set seed=11`.
+[group('experiments')]
+run config *args: setup
+    {{fedsim}} run {{config}} {{args}}
+
+# Print a config's schedule without training, e.g. `just plan sim-configs/fedbuff.toml 200`.
+[group('experiments')]
+plan config horizon="200": setup
+    {{fedsim}} plan {{config}} --horizon {{horizon}}
 
 # Centralised training, the upper bound for federated runs (e.g. `just central 10`).
 [group('experiments')]
@@ -37,8 +47,17 @@ test: setup
 test-only:
     if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --release --no-fail-fast; else cargo test --release --no-fail-fast; fi
 
-# Benchmarks: the criterion suites and the local-update throughput command.
+# Benchmarks: criterion suites, local-update throughput, and the quickstart at 1 and 2 workers.
 [group('checks')]
 bench: setup
-    cargo bench --bench local_update
+    cargo bench --bench scheduler --bench local_update
     {{fedsim}} bench local-update --model convnet --repeats 10
+    just bench-workers
+
+# The quickstart with 1 and 2 workers: same final hash, and the wall-time ratio.
+[group('checks')]
+bench-workers: setup
+    mkdir -p runs
+    for w in 1 2; do {{fedsim}} run sim-configs/quickstart.toml --workers $w --out runs/bench-workers | tee runs/bench-workers-$w.log; done
+    grep -h "final weights sha256" runs/bench-workers-1.log runs/bench-workers-2.log
+    awk '/^wall/ { gsub("wall ", ""); print $1 }' runs/bench-workers-1.log runs/bench-workers-2.log | paste -sd' ' | awk '{ printf "speed-up with 2 workers: %.2fx\n", $1 / $2 }'

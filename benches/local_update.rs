@@ -38,6 +38,7 @@ fn local_update(c: &mut Criterion) {
         local_iters: STEPS,
         batch_size: BATCH,
         augment: Augment::default(),
+        return_model: false,
     };
     let base = initial_weights(ModelKind::ConvNet, input, 10);
 

@@ -57,6 +57,7 @@ pub fn train(
         local_iters: 0,
         batch_size: options.batch_size,
         augment: Augment::default(),
+        return_model: false,
     };
     let mut model = Model::new(options.model, input, device);
     model.load(&initial_weights(options.model, input, options.seed));

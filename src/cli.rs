@@ -64,6 +64,31 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: DeviceChoice,
     },
+    /// Run a federated simulation from a config file into runs/<name>-<timestamp>/.
+    Run {
+        config: PathBuf,
+        /// Training threads (overrides run.workers).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Master seed (overrides seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Override any config key, e.g. --set algorithm.buffer_size=1 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Folder for run directories.
+        #[arg(long, default_value = "runs")]
+        out: PathBuf,
+    },
+    /// Print a config's schedule (versions, client jobs, staleness) without training.
+    Plan {
+        config: PathBuf,
+        /// Virtual-time horizon in time units (replaces the config's stop conditions).
+        #[arg(long)]
+        horizon: Option<f64>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
     /// Throughput measurements that run where cargo does not (e.g. on a GPU machine).
     Bench {
         #[command(subcommand)]
@@ -137,6 +162,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::TrainCentral { model, dataset, epochs, batch_size, lr, optimizer, seed, device } => {
             let options = CentralOptions { model, epochs, batch_size, lr, optimizer, seed };
             train_central(&dirs, dataset, &options, device)
+        }
+        Command::Run { config, workers, seed, mut overrides, out } => {
+            overrides.extend(workers.map(|w| format!("run.workers={w}")));
+            overrides.extend(seed.map(|s| format!("seed={s}")));
+            crate::run_command::run(&dirs, &config, &overrides, &out)
+        }
+        Command::Plan { config, horizon, mut overrides } => {
+            if let Some(h) = horizon {
+                overrides.push(format!("stop.max_virtual_time={h}"));
+            }
+            crate::run_command::plan(&config, &overrides, horizon.is_some())
         }
         Command::Bench {
             command:
@@ -295,6 +331,7 @@ fn bench_local_update(
         local_iters,
         batch_size,
         augment: Augment::default(),
+        return_model: false,
     };
     let base = initial_weights(model, input, seed);
     println!(

@@ -162,6 +162,16 @@ impl Model {
         });
     }
 
+    /// Saves `weights` as safetensors (named by variable), through a temporary file so that
+    /// a crash never leaves half a file.
+    pub fn save(&mut self, weights: &[f32], path: &std::path::Path) -> Result<(), tch::TchError> {
+        self.load(weights);
+        let staging = path.with_extension("partial.safetensors");
+        self.vs.save(&staging)?;
+        std::fs::rename(&staging, path)
+            .map_err(|e| tch::TchError::FileFormat(format!("{}: {e}", path.display())))
+    }
+
     /// The variables as flat weights on the host.
     pub fn weights(&self) -> Vec<f32> {
         let variables = self.vs.variables();

@@ -55,6 +55,8 @@ pub struct TrainSpec {
     pub local_iters: usize,
     pub batch_size: usize,
     pub augment: Augment,
+    /// Also return the trained weights (server rules that interpolate models need them).
+    pub return_model: bool,
 }
 
 /// What a local update produced.
@@ -62,6 +64,8 @@ pub struct TrainSpec {
 pub struct TrainOutcome {
     /// theta_after - theta_before, in the model's layout.
     pub delta: Vec<f32>,
+    /// theta_after, when [`TrainSpec::return_model`] asks for it.
+    pub model: Option<Vec<f32>>,
     pub first_loss: f32,
     pub last_loss: f32,
     /// Samples seen (local_iters x batch_size).
@@ -139,7 +143,8 @@ pub fn train_local(
         }
         last_loss = loss;
     }
-    let delta = crate::params::delta(&model.weights(), base);
+    let trained = model.weights();
+    let delta = crate::params::delta(&trained, base);
     let value = |t: &Tensor| {
         if t.defined() {
             t.double_value(&[]) as f32
@@ -149,6 +154,7 @@ pub fn train_local(
     };
     Ok(TrainOutcome {
         delta,
+        model: spec.return_model.then_some(trained),
         first_loss: value(&first_loss),
         last_loss: value(&last_loss),
         samples: spec.local_iters * spec.batch_size,

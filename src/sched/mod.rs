@@ -119,11 +119,6 @@ impl Scheduler {
         }
     }
 
-    /// Why the plan ended, once it has.
-    pub fn end(&self) -> Option<PlanEnd> {
-        self.end
-    }
-
     /// Dispatches one idle client, chosen uniformly, on the current version.
     fn dispatch(&mut self) {
         let index = self.selection.random_range(0..self.idle.len());
@@ -206,6 +201,17 @@ impl Scheduler {
             Policy::Buffered { .. } => self.dispatch(),
         }
         true
+    }
+}
+
+/// A stream of steps that can say why it ended.
+pub trait Plan: Iterator<Item = Step> {
+    fn end(&self) -> Option<PlanEnd>;
+}
+
+impl Plan for Scheduler {
+    fn end(&self) -> Option<PlanEnd> {
+        self.end
     }
 }
 

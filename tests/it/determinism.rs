@@ -34,6 +34,7 @@ fn run_task(task: u64) -> TrainOutcome {
         local_iters: 25,
         batch_size: 32,
         augment: Augment::default(),
+        return_model: false,
     };
     let base = initial_weights(ModelKind::ConvNet, input, SEED);
     train_local(&spec, &base, &shard, &ctx, &mut stream(SEED, Purpose::TrainTask, task)).unwrap()

@@ -4,6 +4,7 @@
 mod bad_input;
 mod data;
 mod determinism;
+mod simulate;
 mod training;
 
 use std::path::PathBuf;

@@ -20,6 +20,7 @@ fn spec(input: InputSpec, local_iters: usize) -> TrainSpec {
         local_iters,
         batch_size: 32,
         augment: Augment::default(),
+        return_model: false,
     }
 }
 

@@ -1,0 +1,228 @@
+//! The run directory `runs/<name>-<timestamp>/`: the resolved config, `run.json`,
+//! `updates.parquet` (a row per applied client update), `evals.parquet` (a row per
+//! evaluation) and the final weights (`final.safetensors`). Every file is written to a
+//! temporary name and renamed into place, so a crash never leaves a half-written one.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::exec::{EvalRecord, Sink, UpdateRecord};
+
+/// Collects a run's rows in memory; [`RunDir::write_tables`] saves them.
+#[derive(Default)]
+pub struct Recorder {
+    pub updates: Vec<UpdateRecord>,
+    pub evals: Vec<EvalRecord>,
+}
+
+impl Sink for Recorder {
+    fn update(&mut self, record: UpdateRecord) {
+        self.updates.push(record);
+    }
+    fn eval(&mut self, record: EvalRecord) {
+        self.evals.push(record);
+    }
+}
+
+/// A run's folder.
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+/// run.json: what a run was and how it ended.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct RunInfo {
+    pub name: String,
+    pub algorithm: String,
+    pub seed: u64,
+    pub fedsim_version: String,
+    pub git_commit: String,
+    pub libtorch: String,
+    pub device: String,
+    pub workers: usize,
+    pub versions: u64,
+    pub virtual_time: f64,
+    pub wall_seconds: f64,
+    pub stop_reason: String,
+    pub final_weights_sha256: String,
+    pub tasks_trained: u64,
+    pub updates_applied: u64,
+    pub train_seconds: f64,
+    pub server_seconds: f64,
+    pub eval_seconds: f64,
+}
+
+impl RunDir {
+    /// Creates `<out>/<name>-<UTC timestamp>/` (or `<out>` itself when `exact` is set).
+    pub fn create(out: &Path, name: &str, exact: bool) -> std::io::Result<RunDir> {
+        let path = if exact { out.to_path_buf() } else { out.join(format!("{name}-{}", timestamp())) };
+        std::fs::create_dir_all(&path)?;
+        Ok(RunDir { path })
+    }
+
+    pub fn write_config(&self, toml: &str) -> std::io::Result<()> {
+        write_atomically(&self.path.join("config.toml"), toml.as_bytes())
+    }
+
+    pub fn write_info(&self, info: &RunInfo) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(info).map_err(std::io::Error::other)?;
+        write_atomically(&self.path.join("run.json"), json.as_bytes())
+    }
+
+    pub fn write_tables(&self, recorder: &Recorder) -> PolarsResult<()> {
+        write_parquet(&self.path.join("updates.parquet"), &mut updates_frame(&recorder.updates)?)?;
+        write_parquet(&self.path.join("evals.parquet"), &mut evals_frame(&recorder.evals)?)
+    }
+
+    /// Where the final weights go; [`crate::nn::Model::save`] writes them.
+    pub fn weights_path(&self) -> PathBuf {
+        self.path.join("final.safetensors")
+    }
+}
+
+pub fn updates_frame(rows: &[UpdateRecord]) -> PolarsResult<DataFrame> {
+    let col = |name: &str, values: Vec<u64>| Column::new(name.into(), values);
+    let float = |name: &str, values: Vec<f64>| Column::new(name.into(), values);
+    DataFrame::new(
+        rows.len(),
+        vec![
+            col("task", rows.iter().map(|r| r.task).collect()),
+            Column::new("client".into(), rows.iter().map(|r| r.client).collect::<Vec<u32>>()),
+            col("base_version", rows.iter().map(|r| r.base_version).collect()),
+            col("applied_version", rows.iter().map(|r| r.applied_version).collect()),
+            col("staleness", rows.iter().map(|r| r.staleness).collect()),
+            float("dispatched_at", rows.iter().map(|r| r.dispatched_at).collect()),
+            float("arrived_at", rows.iter().map(|r| r.arrived_at).collect()),
+            Column::new("first_loss".into(), rows.iter().map(|r| r.first_loss).collect::<Vec<f32>>()),
+            Column::new("last_loss".into(), rows.iter().map(|r| r.last_loss).collect::<Vec<f32>>()),
+            float("train_ms", rows.iter().map(|r| r.train_ms).collect()),
+            Column::new("worker".into(), rows.iter().map(|r| r.worker).collect::<Vec<u32>>()),
+            float("server_ms", rows.iter().map(|r| r.server_ms).collect()),
+        ],
+    )
+}
+
+pub fn evals_frame(rows: &[EvalRecord]) -> PolarsResult<DataFrame> {
+    let classes = rows.first().map_or(0, |r| r.per_class_accuracy.len());
+    let mut columns = vec![
+        Column::new("version".into(), rows.iter().map(|r| r.version).collect::<Vec<u64>>()),
+        Column::new("virtual_time".into(), rows.iter().map(|r| r.virtual_time).collect::<Vec<f64>>()),
+        Column::new("accuracy".into(), rows.iter().map(|r| r.accuracy).collect::<Vec<f64>>()),
+        Column::new("loss".into(), rows.iter().map(|r| r.loss).collect::<Vec<f64>>()),
+    ];
+    for class in 0..classes {
+        columns.push(Column::new(
+            format!("accuracy_class_{class}").into(),
+            rows.iter()
+                .map(|r| r.per_class_accuracy.get(class).copied().unwrap_or(f64::NAN))
+                .collect::<Vec<f64>>(),
+        ));
+    }
+    columns.push(Column::new("wall_s".into(), rows.iter().map(|r| r.wall_s).collect::<Vec<f64>>()));
+    DataFrame::new(rows.len(), columns)
+}
+
+fn write_parquet(path: &Path, frame: &mut DataFrame) -> PolarsResult<()> {
+    let staging = staging_path(path);
+    let file = std::fs::File::create(&staging)?;
+    ParquetWriter::new(file).finish(frame)?;
+    std::fs::rename(&staging, path)?;
+    Ok(())
+}
+
+pub fn read_parquet(path: &Path) -> PolarsResult<DataFrame> {
+    let file = std::fs::File::open(path)?;
+    ParquetReader::new(file).finish()
+}
+
+/// Writes a file under a temporary name in the same folder, then renames it into place.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let staging = staging_path(path);
+    std::fs::write(&staging, bytes)?;
+    std::fs::rename(&staging, path)
+}
+
+pub fn staging_path(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    path.with_file_name(format!(".{name}.partial"))
+}
+
+/// UTC `YYYYMMDD-HHMMSS`, from the system clock (no time-zone database needed).
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The current git commit of the working directory, or "unknown".
+pub fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_look_like_dates() {
+        let t = timestamp();
+        assert_eq!(t.len(), 15);
+        assert!(t.starts_with("20") && t.as_bytes()[8] == b'-');
+    }
+
+    #[test]
+    fn tables_round_trip_through_parquet() {
+        let dir = std::env::temp_dir().join(format!("fedsim-record-test-{}", std::process::id()));
+        let run = RunDir::create(&dir, "t", true).unwrap();
+        let recorder = Recorder {
+            updates: vec![UpdateRecord {
+                task: 3,
+                client: 7,
+                base_version: 1,
+                applied_version: 2,
+                staleness: 1,
+                dispatched_at: 0.5,
+                arrived_at: 1.75,
+                first_loss: 2.3,
+                last_loss: 1.9,
+                train_ms: 12.0,
+                worker: 1,
+                server_ms: 0.2,
+            }],
+            evals: vec![EvalRecord {
+                version: 2,
+                virtual_time: 1.75,
+                accuracy: 0.25,
+                loss: 2.0,
+                per_class_accuracy: vec![0.5, 0.0],
+                wall_s: 1.0,
+            }],
+        };
+        run.write_tables(&recorder).unwrap();
+        let updates = read_parquet(&run.path.join("updates.parquet")).unwrap();
+        assert_eq!(updates.height(), 1);
+        assert_eq!(updates.column("client").unwrap().u32().unwrap().get(0), Some(7));
+        let evals = read_parquet(&run.path.join("evals.parquet")).unwrap();
+        assert_eq!(evals.column("accuracy_class_0").unwrap().f64().unwrap().get(0), Some(0.5));
+        assert!(!staging_path(&run.path.join("evals.parquet")).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,204 @@
+//! `fedsim run` and `fedsim plan`: load and validate a config, build the simulation, run it
+//! with a progress bar into a run directory, and print what it cost.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Config;
+use crate::data::DataDirs;
+use crate::exec::{EvalRecord, Progress, Sink, UpdateRecord};
+use crate::params::weights_hash;
+use crate::record::{git_commit, Recorder, RunDir, RunInfo};
+use crate::runtime::{self, DeviceChoice};
+use crate::sched::summarize;
+use crate::simulation::{plan_config, Simulation};
+
+/// Forwards rows to the recorder and keeps the progress bar current.
+struct ProgressSink<'a> {
+    recorder: &'a mut Recorder,
+    bar: ProgressBar,
+    horizon: Option<f64>,
+    last_accuracy: Option<f64>,
+}
+
+impl Sink for ProgressSink<'_> {
+    fn update(&mut self, record: UpdateRecord) {
+        self.recorder.update(record);
+    }
+    fn eval(&mut self, record: EvalRecord) {
+        self.last_accuracy = Some(record.accuracy);
+        self.recorder.eval(record);
+    }
+    fn progress(&mut self, p: &Progress) {
+        let position = match self.horizon {
+            Some(_) => (p.virtual_time * 100.0) as u64,
+            None => p.version,
+        };
+        self.bar.set_position(position);
+        self.bar.set_message(format!(
+            "t {:.2}  version {}  accuracy {}  {:.1} updates/s",
+            p.virtual_time,
+            p.version,
+            self.last_accuracy.map_or("-".to_owned(), |a| format!("{a:.4}")),
+            p.updates as f64 / p.elapsed.as_secs_f64().max(1e-9)
+        ));
+    }
+}
+
+pub fn run(dirs: &DataDirs, config_path: &Path, overrides: &[String], out: &Path) -> Result<()> {
+    let config = Config::load(config_path, overrides)?;
+    let device = config.device.parse::<DeviceChoice>()?.resolve()?;
+    // Everything that can fail on input fails here, before the run directory exists.
+    let setup_started = Instant::now();
+    let simulation = Simulation::build(&config, dirs, device)?;
+    let setup_seconds = setup_started.elapsed().as_secs_f64();
+    let run_dir = RunDir::create(out, &config.name, false)
+        .with_context(|| format!("creating a run folder in {}", out.display()))?;
+    run_dir.write_config(&config.to_toml())?;
+    println!(
+        "fedsim run {}: {} on {}, {} worker{}, {} clients in flight (K), buffer {}; {} tasks ready at the start",
+        config.name,
+        config.algorithm.name(),
+        runtime::describe(device),
+        config.workers,
+        if config.workers == 1 { "" } else { "s" },
+        config.active_jobs,
+        config.buffer_size,
+        config.active_jobs,
+    );
+    println!(
+        "  start-up {:.2} s (load {}, split, partition {} clients, initial model)",
+        setup_seconds, config.dataset, config.num_clients
+    );
+    println!("  results in {}", run_dir.path.display());
+    let horizon = config.max_virtual_time;
+    let length = horizon.map_or(config.max_versions.unwrap_or(0), |h| (h * 100.0) as u64);
+    let template = if horizon.is_some() {
+        "{bar:30} virtual time {elapsed_precise} {msg}"
+    } else {
+        "{bar:30} {pos}/{len} versions {elapsed_precise} {msg}"
+    };
+    let bar = ProgressBar::new(length).with_style(ProgressStyle::with_template(template)?);
+    let mut recorder = Recorder::default();
+    let started = Instant::now();
+    let outcome = {
+        let mut sink =
+            ProgressSink { recorder: &mut recorder, bar: bar.clone(), horizon, last_accuracy: None };
+        simulation_run(simulation, &mut sink)?
+    };
+    bar.finish_and_clear();
+    let wall = started.elapsed().as_secs_f64();
+    run_dir.write_tables(&recorder).context("writing the run's Parquet tables")?;
+    let mut model = crate::nn::Model::new(config.model, outcome.input, tch::Device::Cpu);
+    model.save(&outcome.run.final_weights, &run_dir.weights_path())?;
+    let hash = weights_hash(&outcome.run.final_weights);
+    let run = &outcome.run;
+    run_dir.write_info(&RunInfo {
+        name: config.name.clone(),
+        algorithm: config.algorithm.name().to_owned(),
+        seed: config.seed,
+        fedsim_version: env!("CARGO_PKG_VERSION").to_owned(),
+        git_commit: git_commit(),
+        libtorch: runtime::LIBTORCH_VERSION.to_owned(),
+        device: runtime::describe(device),
+        workers: config.workers,
+        versions: run.version,
+        virtual_time: run.virtual_time,
+        wall_seconds: wall,
+        stop_reason: run.stop.to_string(),
+        final_weights_sha256: hash.clone(),
+        tasks_trained: run.tasks_trained,
+        updates_applied: run.updates_applied,
+        train_seconds: run.train_time.as_secs_f64(),
+        server_seconds: run.server_time.as_secs_f64(),
+        eval_seconds: run.eval_time.as_secs_f64(),
+    })?;
+    let rounds = run.updates_applied as f64 / config.active_jobs as f64;
+    let last = recorder.evals.last();
+    println!(
+        "stopped: {} at version {}, virtual time {:.2}; final accuracy {}",
+        run.stop,
+        run.version,
+        run.virtual_time,
+        last.map_or("-".to_owned(), |e| format!("{:.4} (version {})", e.accuracy, e.version))
+    );
+    println!(
+        "wall {:.1} s: {:.1} ms per version, {:.1} ms per round of K updates, {:.1} client updates/s",
+        wall,
+        wall * 1e3 / run.version.max(1) as f64,
+        wall * 1e3 / rounds.max(1e-9),
+        run.updates_applied as f64 / wall
+    );
+    println!(
+        "workers busy {:.0}% (training {:.1} s over {} tasks; server {:.2} s; evaluation {:.1} s); up to {} tasks ready at once",
+        100.0 * run.busy_share(config.workers),
+        run.train_time.as_secs_f64(),
+        run.tasks_trained,
+        run.server_time.as_secs_f64(),
+        run.eval_time.as_secs_f64(),
+        run.max_ready
+    );
+    let evals = recorder.evals.len().max(1);
+    println!(
+        "evaluation {:.3} s each on {} test images; peak memory {}",
+        run.eval_time.as_secs_f64() / evals as f64,
+        outcome.test_images,
+        peak_memory().map_or("unknown".to_owned(), |kb| format!("{:.0} MB", kb as f64 / 1024.0))
+    );
+    println!("final weights sha256 {hash}");
+    println!("results in {}", run_dir.path.display());
+    Ok(())
+}
+
+struct Finished {
+    run: crate::exec::RunOutcome,
+    input: crate::nn::InputSpec,
+    test_images: usize,
+}
+
+fn simulation_run(simulation: Simulation, sink: &mut dyn Sink) -> Result<Finished> {
+    let input = simulation.experiment.spec.input;
+    let test_images = simulation.experiment.dataset.test.len();
+    Ok(Finished { run: simulation.run(sink)?, input, test_images })
+}
+
+/// The process's peak resident memory in kB (Linux), for the end-of-run summary.
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+pub fn plan(config_path: &Path, overrides: &[String], replace_stops: bool) -> Result<()> {
+    let mut config = Config::load(config_path, overrides)?;
+    if replace_stops {
+        config.max_versions = None;
+    }
+    let started = Instant::now();
+    let (summary, end) = summarize(plan_config(&config));
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "plan {}: {} with K = {}, B = {}, seed {}",
+        config.name,
+        config.algorithm.name(),
+        config.active_jobs,
+        config.buffer_size,
+        config.seed
+    );
+    println!("  versions            {}", summary.versions);
+    println!(
+        "  client jobs         {} dispatched, {} aggregated",
+        summary.dispatched_jobs, summary.aggregated_updates
+    );
+    println!("  staleness           mean {:.2}, max {}", summary.mean_staleness, summary.max_staleness);
+    println!("  evaluations         {}", summary.evaluations);
+    println!("  virtual time        {:.2} (ended by {:?})", summary.virtual_time, end);
+    println!(
+        "  planned in {:.3} s ({:.0} jobs/s)",
+        seconds,
+        summary.dispatched_jobs as f64 / seconds.max(1e-9)
+    );
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! Setting up a run: from a validated [`Config`] to a [`Simulation`] that can only run. The
+//! builder loads and partitions the data, draws the initial model and wires the scheduler,
+//! the server rule and the executor; nothing here trains.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tch::Device;
+
+use crate::config::{AlgorithmKind, Config};
+use crate::data::augment::Augment;
+use crate::data::{partition, split, DataDirs};
+use crate::exec::{execute, Experiment, RunOutcome, Sink};
+use crate::fl::ServerRule;
+use crate::nn::train::TrainSpec;
+use crate::nn::{initial_weights, InputSpec};
+use crate::sched::{PlanConfig, Policy, Scheduler};
+use crate::sim::time::SimTime;
+
+/// The scheduler's view of a config.
+pub fn plan_config(config: &Config) -> PlanConfig {
+    PlanConfig {
+        policy: if config.algorithm.is_sync() {
+            Policy::Sync
+        } else {
+            Policy::Buffered { buffer_size: config.buffer_size }
+        },
+        active_jobs: config.active_jobs,
+        num_clients: config.num_clients,
+        delays: config.delays.clone(),
+        seed: config.seed,
+        eval_interval: config.eval_interval,
+        max_versions: config.max_versions,
+        max_virtual_time: config.max_virtual_time.map(SimTime::from_units),
+    }
+}
+
+/// The server rule of a config's algorithm.
+pub fn server_rule(config: &Config) -> ServerRule {
+    ServerRule {
+        server_lr: config.server_lr,
+        weighting: config.client_weighting,
+        staleness: config.staleness_weight,
+        down_weight: (config.algorithm == AlgorithmKind::AflDw).then_some(config.beta),
+    }
+}
+
+/// A wired simulation, ready to run once.
+pub struct Simulation {
+    scheduler: Scheduler,
+    pub experiment: Experiment,
+}
+
+impl Simulation {
+    pub fn build(config: &Config, dirs: &DataDirs, device: Device) -> Result<Simulation> {
+        let dataset = crate::data::load(config.dataset, dirs)?.to_device(device);
+        let input = InputSpec::of(&dataset);
+        let pool = split::split(dataset.train.len(), config.seed).train;
+        let partition = partition::partition(
+            &dataset.train.host_labels,
+            &pool,
+            dataset.num_classes(),
+            config.num_clients,
+            config.client_data_size,
+            config.partition,
+            config.seed,
+        )
+        .context("partitioning the training data")?;
+        let rule = server_rule(config);
+        let spec = TrainSpec {
+            model: config.model,
+            input,
+            optimizer: config.optimizer,
+            lr: config.lr,
+            local_iters: config.local_iters,
+            batch_size: config.batch_size,
+            augment: Augment::default(),
+            return_model: rule.needs_models(),
+        };
+        let experiment = Experiment {
+            initial_weights: initial_weights(config.model, input, config.seed),
+            dataset: Arc::new(dataset),
+            partition: Arc::new(partition),
+            spec,
+            rule,
+            seed: config.seed,
+            device,
+            workers: config.workers,
+            lookahead: config.active_jobs + config.lookahead,
+            target_accuracy: config.target_accuracy,
+            early_stop: config.early_stop.clone(),
+        };
+        Ok(Simulation { scheduler: Scheduler::new(plan_config(config)), experiment })
+    }
+
+    pub fn run(mut self, sink: &mut dyn Sink) -> Result<RunOutcome> {
+        execute(&mut self.scheduler, &self.experiment, sink)
+    }
+}

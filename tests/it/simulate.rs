@@ -1,0 +1,239 @@
+//! The simulator end to end: results identical for any worker count, the plan independent of
+//! training, FedAvg equal to its textbook definition, and the run directory complete.
+
+use fedsim::config::Config;
+use fedsim::exec::{EvalRecord, UpdateRecord, VecSink};
+use fedsim::params::weights_hash;
+use fedsim::sched::{Scheduler, Step};
+use fedsim::simulation::{plan_config, Simulation};
+use tch::Device;
+
+use crate::{dirs, fedsim, scratch};
+
+/// A small world that trains in seconds: 30 clients, short local updates.
+fn small(algorithm: &str, extra: &str) -> String {
+    format!(
+        "name = \"small\"\nseed = 7\n\
+         [data]\nnum_clients = 30\nclient_data_size = 64\n\
+         [train]\nlocal_iters = 4\nbatch_size = 16\nlr = 1e-3\n\
+         [algorithm]\nkind = \"{algorithm}\"\nactive_jobs = 6\n{extra}\n\
+         [eval]\ninterval = 5\n\
+         [stop]\nmax_versions = 20\n"
+    )
+}
+
+fn config(text: &str, workers: usize) -> Config {
+    Config::from_toml(text, "test", "test", &[format!("run.workers={workers}")]).unwrap()
+}
+
+fn run(config: &Config) -> (String, VecSink) {
+    let mut sink = VecSink::default();
+    let outcome = Simulation::build(config, &dirs(), Device::Cpu).unwrap().run(&mut sink).unwrap();
+    (weights_hash(&outcome.final_weights), sink)
+}
+
+/// The rows without their wall-clock columns.
+fn timeless(updates: &[UpdateRecord], evals: &[EvalRecord]) -> (Vec<UpdateRecord>, Vec<EvalRecord>) {
+    let updates = updates
+        .iter()
+        .map(|u| UpdateRecord { train_ms: 0.0, worker: 0, server_ms: 0.0, ..u.clone() })
+        .collect();
+    let evals = evals.iter().map(|e| EvalRecord { wall_s: 0.0, ..e.clone() }).collect();
+    (updates, evals)
+}
+
+#[test]
+fn one_two_and_four_workers_give_identical_results() {
+    for (algorithm, extra) in [
+        ("async_fl", "buffer_size = 2\nserver_lr = 0.5"),
+        ("afl_dw", "buffer_size = 1\nserver_lr = 0.5\nbeta = { kind = \"cosine\", s_max = 3.0 }"),
+        ("sync_fl", "server_lr = 1.0"),
+    ] {
+        let text = small(algorithm, extra);
+        let (hash_1, sink_1) = run(&config(&text, 1));
+        assert_eq!(sink_1.evals.last().unwrap().version, 20, "{algorithm}");
+        assert!(
+            sink_1.updates.iter().any(|u| u.staleness > 0) || algorithm == "sync_fl",
+            "{algorithm}: no stale update"
+        );
+        for workers in [2, 4] {
+            let (hash_n, sink_n) = run(&config(&text, workers));
+            assert_eq!(hash_n, hash_1, "{algorithm}: final weights differ with {workers} workers");
+            assert_eq!(
+                timeless(&sink_n.updates, &sink_n.evals),
+                timeless(&sink_1.updates, &sink_1.evals),
+                "{algorithm}: tables differ with {workers} workers"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_plan_is_the_same_with_training_and_without() {
+    let config = config(&small("async_fl", "buffer_size = 2\nserver_lr = 0.5"), 2);
+    let (_, trained) = run(&config);
+    let mut planned = Vec::new();
+    let mut tasks = std::collections::HashMap::new();
+    for step in Scheduler::new(plan_config(&config)) {
+        match step {
+            Step::Train(t) => {
+                tasks.insert(t.task, t);
+            }
+            Step::Aggregate { version, inputs, .. } => {
+                for input in inputs {
+                    let t = &tasks[&input.task];
+                    planned.push((
+                        t.task,
+                        t.client,
+                        t.base_version,
+                        version,
+                        input.staleness,
+                        t.dispatched_at.units(),
+                        t.arrives_at.units(),
+                    ));
+                }
+            }
+            Step::Evaluate { .. } => {}
+        }
+    }
+    let executed: Vec<_> = trained
+        .updates
+        .iter()
+        .map(|u| {
+            (u.task, u.client, u.base_version, u.applied_version, u.staleness, u.dispatched_at, u.arrived_at)
+        })
+        .collect();
+    assert_eq!(executed, planned);
+}
+
+#[test]
+fn zero_delay_sync_fedavg_is_textbook_fedavg() {
+    use fedsim::data::augment::Normalize;
+    use fedsim::nn::train::{train_local, TrainContext};
+    use fedsim::sim::rng::{stream, Purpose};
+    let zero = "[delays.download]\ndistribution = \"constant\"\nmean = 0.0\n\
+                [delays.train]\ndistribution = \"constant\"\nmean = 0.0\n\
+                [delays.upload]\ndistribution = \"constant\"\nmean = 0.0\n";
+    let text = small("sync_fl", "server_lr = 1.0").replace("max_versions = 20", "max_versions = 3") + zero;
+    let config = config(&text, 2);
+    let (hash, _) = run(&config);
+    let simulation = Simulation::build(&config, &dirs(), Device::Cpu).unwrap();
+    let e = &simulation.experiment;
+    let (mean, std) = e.dataset.kind.normalization();
+    let normalize = Normalize::new(&mean, &std, Device::Cpu);
+    let ctx = TrainContext { data: &e.dataset.train, normalize: &normalize, device: Device::Cpu };
+    // theta_{r+1} = (1/K) sum_k theta_k, each client trained from theta_r.
+    let mut theta = e.initial_weights.clone();
+    let mut round: Vec<(u64, u32)> = Vec::new();
+    for step in Scheduler::new(plan_config(&config)) {
+        match step {
+            Step::Train(t) => round.push((t.task, t.client)),
+            Step::Aggregate { inputs, .. } => {
+                assert_eq!(inputs.len(), 6);
+                let mut average = vec![0f64; theta.len()];
+                for &(task, client) in &round {
+                    let mut rng = stream(config.seed, Purpose::TrainTask, task);
+                    let out =
+                        train_local(&e.spec, &theta, &e.partition.shards[client as usize], &ctx, &mut rng)
+                            .unwrap();
+                    for (a, (t, d)) in average.iter_mut().zip(theta.iter().zip(&out.delta)) {
+                        *a += (t + d) as f64 / round.len() as f64;
+                    }
+                }
+                theta = average.into_iter().map(|a| a as f32).collect();
+                round.clear();
+            }
+            Step::Evaluate { .. } => {}
+        }
+    }
+    let mut sink = VecSink::default();
+    let simulated =
+        Simulation::build(&config, &dirs(), Device::Cpu).unwrap().run(&mut sink).unwrap().final_weights;
+    assert_eq!(weights_hash(&simulated), hash);
+    let worst =
+        simulated.iter().zip(&theta).map(|(s, t)| (s - t).abs() / (1.0 + t.abs())).fold(0f32, f32::max);
+    assert!(worst < 1e-5, "simulated FedAvg differs from textbook FedAvg by {worst}");
+}
+
+#[test]
+fn fedsim_run_writes_a_complete_run_directory() {
+    let dir = scratch("cli-run");
+    let config_path = dir.join("tiny.toml");
+    std::fs::write(&config_path, small("async_fl", "buffer_size = 2\nserver_lr = 0.5")).unwrap();
+    let out = dir.join("runs");
+    let (code, stdout, stderr) =
+        fedsim(&["run", config_path.to_str().unwrap(), "--workers", "2", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("2 workers")
+            && stdout.contains("client updates/s")
+            && stdout.contains("workers busy"),
+        "{stdout}"
+    );
+    let runs: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert!(run.file_name().unwrap().to_str().unwrap().starts_with("small-"));
+    for file in ["config.toml", "run.json", "updates.parquet", "evals.parquet", "final.safetensors"] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info["versions"], 20);
+    assert_eq!(info["workers"], 2);
+    assert_eq!(info["stop_reason"], "max_versions");
+    let updates = fedsim::record::read_parquet(&run.join("updates.parquet")).unwrap();
+    assert_eq!(updates.height(), 40);
+    let evals = fedsim::record::read_parquet(&run.join("evals.parquet")).unwrap();
+    assert_eq!(evals.height(), 5, "versions 0, 5, 10, 15, 20");
+    let hash = info["final_weights_sha256"].as_str().unwrap();
+    assert!(stdout.contains(hash));
+    let weights = tch::Tensor::read_safetensors(run.join("final.safetensors")).unwrap();
+    assert!(weights.iter().any(|(name, _)| name == "fc3.weight"));
+}
+
+#[test]
+fn bad_configs_fail_before_anything_is_written() {
+    let dir = scratch("cli-bad-config");
+    let out = dir.join("runs");
+    let cases = [
+        ("[algorithm]\nbuffer_size = 0\n[stop]\nmax_versions = 3", "algorithm.buffer_size = 0"),
+        (
+            "[algorithm]\nactive_jobs = 5000\n[stop]\nmax_versions = 3",
+            "must be between 1 and data.num_clients (1000)",
+        ),
+        ("[delays.train]\nmean = -2.0\n[stop]\nmax_versions = 3", "delays.train.mean = -2"),
+        (
+            "[delays.upload]\nmixture = [[0.3, 0.1]]\n[stop]\nmax_versions = 3",
+            "mixture probabilities must sum to 1",
+        ),
+        ("[stop]\nmax_versions = 3\nmax_epochs = 2", "unknown field `max_epochs`"),
+    ];
+    for (i, (text, expected)) in cases.into_iter().enumerate() {
+        let path = dir.join(format!("bad-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let (code, _, stderr) = fedsim(&["run", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains(expected) && stderr.contains(&format!("bad-{i}.toml"))
+                || stderr.contains(expected),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!out.exists(), "nothing may be written for a bad config");
+    }
+    let empty = scratch("cli-no-data");
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[stop]\nmax_versions = 3").unwrap();
+    let (code, _, stderr) = fedsim(&[
+        "--data-dir",
+        empty.to_str().unwrap(),
+        "run",
+        good.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("fedsim data prepare"), "{stderr}");
+    assert!(!out.exists(), "nothing may be written when data is missing");
+}

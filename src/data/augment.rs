@@ -3,7 +3,7 @@
 //! own ChaCha stream (never torch's global RNG), so a task augments identically on any thread.
 
 use rand::Rng as _;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::sim::rng::Rng;
 
@@ -28,7 +28,10 @@ impl Normalize {
 
     /// uint8 images `[B, C, H, W]` -> normalised float images.
     pub fn apply(&self, images: &Tensor) -> Tensor {
-        self.shift.addcmul(&images.to_kind(Kind::Float), &self.scale)
+        // uint8 * float promotes to float: the conversion and the scaling are one pass.
+        let mut scaled = images * &self.scale;
+        let _ = scaled.g_add_(&self.shift);
+        scaled
     }
 }
 
@@ -48,29 +51,32 @@ impl Default for Augment {
 
 impl Augment {
     /// Crops and flips a uint8 batch `[B, C, H, W]`; draws 2 offsets and a coin per image.
-    /// The crop is one gather from the zero-padded batch: element (b, c, r, x) reads flat
-    /// position `c*H'*W' + r*W'` (the same for every image) plus a per-image, per-column part
-    /// `b*C*H'*W' + dy*W' + dx + (flipped ? W-1-x : x)`.
+    /// Two gathers from the zero-padded batch: `index_select` picks each image's H rows
+    /// (starting at its dy) for every channel, then `gather` picks its W columns (starting at
+    /// its dx, reversed when flipped) through an index expanded over channels and rows.
     pub fn apply(&self, images: &Tensor, rng: &mut Rng) -> Tensor {
         let (batch, channels, height, width) = images.size4().expect("images are [B, C, H, W]");
         let (padded_h, padded_w) = (height + 2 * self.pad, width + 2 * self.pad);
-        let mut per_column = Vec::with_capacity((batch * width) as usize);
+        let mut rows = Vec::with_capacity((batch * channels * height) as usize);
+        let mut cols = Vec::with_capacity((batch * width) as usize);
         for b in 0..batch {
             let dy = rng.random_range(0..=2 * self.pad);
             let dx = rng.random_range(0..=2 * self.pad);
             let flipped = self.flip && rng.random_bool(0.5);
-            let start = b * channels * padded_h * padded_w + dy * padded_w + dx;
-            per_column.extend((0..width).map(|x| start + if flipped { width - 1 - x } else { x }));
+            for c in 0..channels {
+                rows.extend((0..height).map(|r| (b * channels + c) * padded_h + dy + r));
+            }
+            cols.extend((0..width).map(|x| dx + if flipped { width - 1 - x } else { x }));
         }
-        let shared: Vec<i64> = (0..channels)
-            .flat_map(|c| (0..height).map(move |r| c * padded_h * padded_w + r * padded_w))
-            .collect();
         let device = images.device();
-        let shared = Tensor::from_slice(&shared).view([1, channels, height, 1]).to_device(device);
-        let per_column = Tensor::from_slice(&per_column).view([batch, 1, 1, width]).to_device(device);
-        let index = (shared + per_column).view([-1]);
+        let rows = Tensor::from_slice(&rows).to_device(device);
+        let cols = Tensor::from_slice(&cols).view([batch, 1, 1, width]).to_device(device);
         let padded = images.constant_pad_nd([self.pad, self.pad, self.pad, self.pad]);
-        padded.view([-1]).index_select(0, &index).view([batch, channels, height, width])
+        let picked_rows = padded
+            .view([batch * channels * padded_h, padded_w])
+            .index_select(0, &rows)
+            .view([batch, channels, height, padded_w]);
+        picked_rows.gather(3, &cols.expand([batch, channels, height, width], false), false)
     }
 }
 
@@ -78,6 +84,7 @@ impl Augment {
 mod tests {
     use super::*;
     use crate::sim::rng::{stream, Purpose};
+    use tch::Kind;
 
     fn batch() -> Tensor {
         Tensor::arange(2 * 3 * 8 * 8, (Kind::Int64, Device::Cpu))

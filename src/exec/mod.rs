@@ -151,6 +151,9 @@ pub struct RunOutcome {
     pub eval_time: Duration,
     /// The most tasks that were ready (base version present, not yet finished) at once.
     pub max_ready: usize,
+    /// The most planned-but-unapplied tasks and model versions held at once (memory bounds).
+    pub max_tasks_held: usize,
+    pub max_versions_held: usize,
 }
 
 impl RunOutcome {
@@ -221,6 +224,8 @@ pub fn execute(
         server_time: Duration::ZERO,
         eval_time: Duration::ZERO,
         max_ready: 0,
+        max_tasks_held: 0,
+        max_versions_held: 0,
     };
 
     let stop = loop {
@@ -263,6 +268,8 @@ pub fn execute(
             })
             .count();
         outcome.max_ready = outcome.max_ready.max(ready);
+        outcome.max_tasks_held = outcome.max_tasks_held.max(slots.len());
+        outcome.max_versions_held = outcome.max_versions_held.max(versions.len());
         if running < max_running {
             let startable: Vec<u64> = slots
                 .iter()

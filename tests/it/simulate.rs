@@ -237,3 +237,22 @@ fn bad_configs_fail_before_anything_is_written() {
     assert!(stderr.contains("fedsim data prepare"), "{stderr}");
     assert!(!out.exists(), "nothing may be written when data is missing");
 }
+
+#[test]
+fn memory_stays_flat_over_thousands_of_versions() {
+    // Tiny local updates so that 3,000 versions take seconds; only the bookkeeping is tested.
+    let text = "seed = 3\n[data]\nnum_clients = 40\nclient_data_size = 16\n\
+                [train]\nlocal_iters = 1\nbatch_size = 4\n\
+                [algorithm]\nkind = \"async_fl\"\nactive_jobs = 8\nbuffer_size = 1\nserver_lr = 0.5\n\
+                [eval]\ninterval = 100000\n[stop]\nmax_versions = 3000\n[run]\nlookahead = 8\n";
+    let config = config(text, 2);
+    let mut sink = VecSink::default();
+    let outcome = Simulation::build(&config, &dirs(), Device::Cpu).unwrap().run(&mut sink).unwrap();
+    assert_eq!(outcome.version, 3000);
+    assert_eq!(sink.updates.len(), 3000);
+    // K + lookahead planned tasks, plus at most K more to reach the next aggregation.
+    let task_bound = 8 + 8 + 8;
+    assert!(outcome.max_tasks_held <= task_bound, "{} tasks held", outcome.max_tasks_held);
+    assert!(outcome.max_versions_held <= task_bound + 1, "{} versions held", outcome.max_versions_held);
+    assert!(outcome.max_ready >= 2, "tasks should be ready in parallel");
+}

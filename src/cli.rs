@@ -263,14 +263,17 @@ fn train_central(
         },
         |report| {
             bar.set_message(format!("epoch {} test accuracy {:.4}", report.epoch, report.test.accuracy));
-            bar.println(format!(
-                "epoch {:>3}  train loss {:.4}  test loss {:.4}  test accuracy {:.4}  ({:.1} s)",
-                report.epoch,
-                report.mean_loss,
-                report.test.loss,
-                report.test.accuracy,
-                report.wall.as_secs_f64()
-            ));
+            // suspend, not println: println is dropped when stderr is not a terminal.
+            bar.suspend(|| {
+                println!(
+                    "epoch {:>3}  train loss {:.4}  test loss {:.4}  test accuracy {:.4}  ({:.1} s)",
+                    report.epoch,
+                    report.mean_loss,
+                    report.test.loss,
+                    report.test.accuracy,
+                    report.wall.as_secs_f64()
+                )
+            });
         },
     )?;
     bar.finish_and_clear();

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::partition::PartitionKind;
 use crate::data::DatasetKind;
 use crate::fl::{BetaSchedule, ClientWeighting, StalenessWeight};
+use crate::nn::kd::KdSettings;
 use crate::nn::train::OptimizerKind;
 use crate::nn::ModelKind;
 use crate::sim::delay::{Component, DelayModel, DelaySpec, Distribution};
@@ -48,6 +49,8 @@ pub struct RawConfig {
     pub train: RawTrain,
     #[serde(default)]
     pub algorithm: RawAlgorithm,
+    #[serde(default)]
+    pub kd: RawKd,
     #[serde(default)]
     pub delays: RawDelays,
     #[serde(default)]
@@ -97,6 +100,26 @@ pub struct RawAlgorithm {
     pub client_weighting: Option<ClientWeighting>,
     pub staleness_weight: Option<StalenessWeight>,
     pub beta: Option<BetaSchedule>,
+}
+
+/// Server-side distillation (the reference's dfkd_settings); used by dd_fedrevive.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKd {
+    /// Teachers: the most recent client models (kd_buffer_size).
+    pub buffer_size: Option<usize>,
+    /// Student steps per arrival (kd_nb_of_iters).
+    pub iters: Option<usize>,
+    pub lr: Option<f64>,
+    pub weight_decay: Option<f64>,
+    pub temperature: Option<f64>,
+    pub batch_per_teacher: Option<usize>,
+    /// Versions before which updates are applied raw.
+    pub freeze_rounds: Option<u64>,
+    /// Versions before which distillation does not train.
+    pub warmup_rounds: Option<u64>,
+    /// Reproduce the reference's quirk: (1 - beta) delta between freeze and warm-up.
+    pub quirk_down_weight_during_warmup: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -174,16 +197,18 @@ pub enum AlgorithmKind {
     SyncFl,
     AsyncFl,
     AflDw,
+    DdFedRevive,
 }
 
 impl AlgorithmKind {
-    const NAMES: &'static str = "sync_fl, async_fl, afl_dw";
+    const NAMES: &'static str = "sync_fl, async_fl, afl_dw, dd_fedrevive";
 
     pub fn name(self) -> &'static str {
         match self {
             AlgorithmKind::SyncFl => "sync_fl",
             AlgorithmKind::AsyncFl => "async_fl",
             AlgorithmKind::AflDw => "afl_dw",
+            AlgorithmKind::DdFedRevive => "dd_fedrevive",
         }
     }
 
@@ -212,6 +237,7 @@ pub struct Config {
     pub client_weighting: ClientWeighting,
     pub staleness_weight: StalenessWeight,
     pub beta: BetaSchedule,
+    pub kd: KdConfig,
     pub delays: DelayModel,
     pub eval_interval: u64,
     pub max_versions: Option<u64>,
@@ -221,6 +247,16 @@ pub struct Config {
     pub workers: usize,
     pub device: String,
     pub lookahead: usize,
+}
+
+/// Validated distillation settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct KdConfig {
+    pub buffer_size: usize,
+    pub settings: KdSettings,
+    pub freeze_rounds: u64,
+    pub warmup_rounds: u64,
+    pub quirk_down_weight_during_warmup: bool,
 }
 
 impl Config {
@@ -287,6 +323,7 @@ impl RawConfig {
             "sync_fl" | "fedavg" => AlgorithmKind::SyncFl,
             "async_fl" | "fedbuff" => AlgorithmKind::AsyncFl,
             "afl_dw" => AlgorithmKind::AflDw,
+            "dd_fedrevive" => AlgorithmKind::DdFedRevive,
             other => {
                 return Err(invalid(
                     "algorithm.kind",
@@ -340,8 +377,11 @@ impl RawConfig {
                 format!("must be between 1 and data.num_clients ({num_clients})"),
             ));
         }
-        let buffer_size =
-            self.algorithm.buffer_size.unwrap_or(if algorithm.is_sync() { active_jobs } else { 2 });
+        let buffer_size = self.algorithm.buffer_size.unwrap_or(match algorithm {
+            AlgorithmKind::SyncFl => active_jobs,
+            AlgorithmKind::AsyncFl => 2,
+            AlgorithmKind::AflDw | AlgorithmKind::DdFedRevive => 1,
+        });
         if buffer_size == 0 {
             return Err(invalid("algorithm.buffer_size", 0, "must be at least 1 (updates per aggregation)"));
         }
@@ -356,6 +396,7 @@ impl RawConfig {
             AlgorithmKind::SyncFl => 1.4,
             AlgorithmKind::AsyncFl => 0.05,
             AlgorithmKind::AflDw => 0.1,
+            AlgorithmKind::DdFedRevive => 0.2,
         });
         if !server_lr.is_finite() || server_lr == 0.0 || server_lr < -1.0 {
             return Err(invalid(
@@ -368,8 +409,12 @@ impl RawConfig {
         staleness_weight
             .validate()
             .map_err(|m| invalid("algorithm.staleness_weight", format!("{staleness_weight:?}"), m))?;
-        let beta = self.algorithm.beta.unwrap_or(BetaSchedule::Cosine { s_max: 75.0 });
+        let beta = self.algorithm.beta.unwrap_or(match algorithm {
+            AlgorithmKind::DdFedRevive => BetaSchedule::Constant { beta: 0.5 },
+            _ => BetaSchedule::Cosine { s_max: 75.0 },
+        });
         beta.validate().map_err(|m| invalid("algorithm.beta", format!("{beta:?}"), m))?;
+        let kd = self.kd.validate(algorithm)?;
         let delays = self.delays.resolve()?;
         let eval_interval = self.eval.interval.unwrap_or(if algorithm.is_sync() { 1 } else { 10 });
         if eval_interval == 0 {
@@ -431,6 +476,7 @@ impl RawConfig {
             client_weighting: self.algorithm.client_weighting.unwrap_or(ClientWeighting::Equal),
             staleness_weight,
             beta,
+            kd,
             delays,
             eval_interval,
             max_versions: stop.max_versions,
@@ -440,6 +486,56 @@ impl RawConfig {
             workers,
             device,
             lookahead: self.run.lookahead.unwrap_or(active_jobs),
+        })
+    }
+}
+
+impl RawKd {
+    fn validate(self, algorithm: AlgorithmKind) -> Result<KdConfig, ConfigError> {
+        let positive = |key: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                Err(invalid(key, v, "must be a positive number"))
+            }
+        };
+        let at_least_one =
+            |key: &str, v: usize| if v >= 1 { Ok(v) } else { Err(invalid(key, v, "must be at least 1")) };
+        let weight_decay = self.weight_decay.unwrap_or(1e-5);
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return Err(invalid("kd.weight_decay", weight_decay, "must be >= 0"));
+        }
+        let freeze_rounds = self.freeze_rounds.unwrap_or(50);
+        let warmup_rounds = self.warmup_rounds.unwrap_or(100);
+        if warmup_rounds < freeze_rounds {
+            return Err(invalid(
+                "kd.warmup_rounds",
+                warmup_rounds,
+                format!("must be >= kd.freeze_rounds ({freeze_rounds})"),
+            ));
+        }
+        Ok(KdConfig {
+            buffer_size: at_least_one("kd.buffer_size", self.buffer_size.unwrap_or(8))?,
+            settings: KdSettings {
+                iters: at_least_one("kd.iters", self.iters.unwrap_or(10))?,
+                lr: positive("kd.lr", self.lr.unwrap_or(1e-4))?,
+                weight_decay,
+                temperature: positive(
+                    "kd.temperature",
+                    self.temperature.unwrap_or(if algorithm == AlgorithmKind::DdFedRevive {
+                        2.0
+                    } else {
+                        1.0
+                    }),
+                )?,
+                batch_per_teacher: at_least_one(
+                    "kd.batch_per_teacher",
+                    self.batch_per_teacher.unwrap_or(32),
+                )?,
+            },
+            freeze_rounds,
+            warmup_rounds,
+            quirk_down_weight_during_warmup: self.quirk_down_weight_during_warmup.unwrap_or(false),
         })
     }
 }

@@ -11,7 +11,10 @@ use crate::config::{AlgorithmKind, Config};
 use crate::data::augment::Augment;
 use crate::data::{partition, split, DataDirs};
 use crate::exec::{execute, Experiment, RunOutcome, Sink};
+use crate::fl::revive::{ReviveSchedule, TeacherBuffer};
+use crate::fl::server::{Revive, Server};
 use crate::fl::ServerRule;
+use crate::nn::kd::RealDataDistiller;
 use crate::nn::train::TrainSpec;
 use crate::nn::{initial_weights, InputSpec};
 use crate::sched::{PlanConfig, Policy, Scheduler};
@@ -49,13 +52,15 @@ pub fn server_rule(config: &Config) -> ServerRule {
 pub struct Simulation {
     scheduler: Scheduler,
     pub experiment: Experiment,
+    server: Server,
 }
 
 impl Simulation {
     pub fn build(config: &Config, dirs: &DataDirs, device: Device) -> Result<Simulation> {
-        let dataset = crate::data::load(config.dataset, dirs)?.to_device(device);
+        let dataset = Arc::new(crate::data::load(config.dataset, dirs)?.to_device(device));
         let input = InputSpec::of(&dataset);
-        let pool = split::split(dataset.train.len(), config.seed).train;
+        let parts = split::split(dataset.train.len(), config.seed);
+        let pool = parts.train;
         let partition = partition::partition(
             &dataset.train.host_labels,
             &pool,
@@ -66,7 +71,29 @@ impl Simulation {
             config.seed,
         )
         .context("partitioning the training data")?;
-        let rule = server_rule(config);
+        let server = match config.algorithm {
+            AlgorithmKind::DdFedRevive => Server {
+                rule: server_rule(config),
+                revive: Some(Revive {
+                    schedule: ReviveSchedule {
+                        beta: config.beta,
+                        freeze_rounds: config.kd.freeze_rounds,
+                        warmup_rounds: config.kd.warmup_rounds,
+                        quirk_down_weight_during_warmup: config.kd.quirk_down_weight_during_warmup,
+                    },
+                    teachers: TeacherBuffer::new(config.kd.buffer_size),
+                    distiller: Box::new(RealDataDistiller::new(
+                        config.kd.settings,
+                        config.model,
+                        dataset.clone(),
+                        &parts.kd,
+                        device,
+                        config.seed,
+                    )),
+                }),
+            },
+            _ => Server::plain(server_rule(config)),
+        };
         let spec = TrainSpec {
             model: config.model,
             input,
@@ -75,14 +102,13 @@ impl Simulation {
             local_iters: config.local_iters,
             batch_size: config.batch_size,
             augment: Augment::default(),
-            return_model: rule.needs_models(),
+            return_model: server.needs_models(),
         };
         let experiment = Experiment {
             initial_weights: initial_weights(config.model, input, config.seed),
-            dataset: Arc::new(dataset),
+            dataset,
             partition: Arc::new(partition),
             spec,
-            rule,
             seed: config.seed,
             device,
             workers: config.workers,
@@ -90,10 +116,10 @@ impl Simulation {
             target_accuracy: config.target_accuracy,
             early_stop: config.early_stop.clone(),
         };
-        Ok(Simulation { scheduler: Scheduler::new(plan_config(config)), experiment })
+        Ok(Simulation { scheduler: Scheduler::new(plan_config(config)), experiment, server })
     }
 
     pub fn run(mut self, sink: &mut dyn Sink) -> Result<RunOutcome> {
-        execute(&mut self.scheduler, &self.experiment, sink)
+        execute(&mut self.scheduler, &self.experiment, &mut self.server, sink)
     }
 }

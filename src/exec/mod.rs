@@ -16,7 +16,7 @@ use tch::Device;
 use crate::data::augment::Normalize;
 use crate::data::partition::Partition;
 use crate::data::Dataset;
-use crate::fl::{ServerRule, Update};
+use crate::fl::server::{Arrival, Server};
 use crate::nn::eval::{evaluate, EvalResult};
 use crate::nn::train::{single_threaded_torch, train_local, TrainContext, TrainOutcome, TrainSpec};
 use crate::nn::Model;
@@ -28,7 +28,6 @@ pub struct Experiment {
     pub dataset: Arc<Dataset>,
     pub partition: Arc<Partition>,
     pub spec: TrainSpec,
-    pub rule: ServerRule,
     pub seed: u64,
     pub device: Device,
     pub workers: usize,
@@ -184,6 +183,7 @@ struct Finished {
 pub fn execute(
     plan: &mut dyn Plan,
     experiment: &Experiment,
+    server: &mut Server,
     sink: &mut dyn Sink,
 ) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
@@ -320,20 +320,22 @@ pub fn execute(
                 if let Some((slot, _)) = taken.iter().find(|(slot, _)| !is_finite(slot)) {
                     break Some(StopReason::NonFinite { task: slot.task.task });
                 }
-                let updates: Vec<Update> = taken
+                let arrivals: Vec<Arrival> = taken
                     .iter()
                     .map(|(slot, input)| {
                         let TaskState::Done { outcome, .. } = &slot.state else { unreachable!() };
-                        Update {
+                        let client = slot.task.client as usize;
+                        Arrival {
                             delta: &outcome.delta,
                             model: outcome.model.as_deref(),
                             staleness: input.staleness,
-                            samples: experiment.partition.shards[slot.task.client as usize].len(),
+                            samples: experiment.partition.shards[client].len(),
+                            class_proportions: experiment.partition.class_proportions(client),
                         }
                     })
                     .collect();
-                let mut next = (*current).clone();
-                experiment.rule.apply(&mut next, &updates);
+                let next = server.aggregate(&current, current_version, &arrivals)?;
+                drop(arrivals);
                 let server_time = server_started.elapsed();
                 outcome.server_time += server_time;
                 let old = current_version;

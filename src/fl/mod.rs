@@ -1,7 +1,10 @@
 //! Server update rules, as pure functions of plain weights: client and staleness weights,
-//! beta schedules, and the aggregation step every algorithm shares. No tensors, no clock.
+//! beta schedules, the aggregation step every algorithm shares, and FedRevive's blend and
+//! gates (its distillation is a trait implemented with tensors elsewhere). No clock.
 
 pub mod aggregate;
+pub mod revive;
+pub mod server;
 pub mod weights;
 
 pub use aggregate::{ServerRule, Update};

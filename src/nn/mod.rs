@@ -4,6 +4,7 @@
 
 pub mod convnet;
 pub mod eval;
+pub mod kd;
 pub mod resnet;
 pub mod tracker;
 pub mod train;

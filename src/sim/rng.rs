@@ -29,6 +29,8 @@ pub enum Purpose {
     DelayDraw,
     /// Which idle clients the scheduler dispatches.
     ClientSelection,
+    /// Server-side distillation of one version: sampling and augmentation (id = version).
+    Distill,
 }
 
 impl Purpose {
@@ -42,6 +44,7 @@ impl Purpose {
             Purpose::DelayProfile => "delay-profile",
             Purpose::DelayDraw => "delay-draw",
             Purpose::ClientSelection => "client-selection",
+            Purpose::Distill => "distill",
         }
     }
 }

@@ -4,6 +4,7 @@
 mod bad_input;
 mod data;
 mod determinism;
+mod revive;
 mod simulate;
 mod training;
 

@@ -1,0 +1,150 @@
+//! FedRevive's server-side policy, free of tensors: the teacher buffer, the gates, and the
+//! blend of a stale update with a knowledge-distilled one,
+//! delta~ = (1 - beta(tau)) delta + beta(tau) delta_KD (FEDREVIVE.md sections 2 and 3).
+//! The distillation itself is behind the [`Distiller`] trait, so the engine never sees how it
+//! is done (synthetic images for FedRevive, the real KD split for DD-FedRevive).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::weights::BetaSchedule;
+
+/// A recent client model and the class proportions of its shard.
+#[derive(Clone, Debug)]
+pub struct Teacher {
+    pub weights: Arc<Vec<f32>>,
+    pub class_proportions: Vec<f64>,
+}
+
+/// The `kd_buffer_size` most recent client models, oldest first.
+#[derive(Clone, Debug)]
+pub struct TeacherBuffer {
+    capacity: usize,
+    teachers: VecDeque<Teacher>,
+}
+
+impl TeacherBuffer {
+    pub fn new(capacity: usize) -> Self {
+        assert!(capacity >= 1, "validated by the config");
+        TeacherBuffer { capacity, teachers: VecDeque::with_capacity(capacity) }
+    }
+
+    pub fn push(&mut self, teacher: Teacher) {
+        if self.teachers.len() == self.capacity {
+            self.teachers.pop_front();
+        }
+        self.teachers.push_back(teacher);
+    }
+
+    pub fn teachers(&self) -> Vec<&Teacher> {
+        self.teachers.iter().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.teachers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.teachers.is_empty()
+    }
+}
+
+/// Produces delta_KD = theta_student - theta_current from the current global model and the
+/// teachers. `version` is the version being made; implementations derive their randomness
+/// from it, so that the result depends only on the plan.
+pub trait Distiller {
+    fn distill(&mut self, current: &[f32], teachers: &[&Teacher], version: u64) -> anyhow::Result<Vec<f32>>;
+}
+
+/// When distillation runs, and how stale updates are blended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReviveSchedule {
+    pub beta: BetaSchedule,
+    /// Before this many versions exist, updates are applied raw.
+    pub freeze_rounds: u64,
+    /// Distillation trains only from this many versions on.
+    pub warmup_rounds: u64,
+    /// The reference's QUIRK: between freeze and warm-up it applies (1 - beta) delta, as if
+    /// delta_KD were zero. fedsim's default applies the raw update until KD trains.
+    pub quirk_down_weight_during_warmup: bool,
+}
+
+/// What to do with one arriving update at a given server version.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReviveAction {
+    /// Apply delta as it is.
+    Raw,
+    /// Apply (1 - beta) delta (the reference's warm-up quirk).
+    DownWeight { beta: f64 },
+    /// Distil, then apply (1 - beta) delta + beta delta_KD.
+    Blend { beta: f64 },
+}
+
+impl ReviveSchedule {
+    /// The action for an update of `staleness` arriving while `version` versions exist.
+    pub fn action(&self, version: u64, staleness: u64) -> ReviveAction {
+        let beta = self.beta.beta(staleness);
+        if version < self.freeze_rounds || beta == 0.0 {
+            ReviveAction::Raw
+        } else if version < self.warmup_rounds {
+            if self.quirk_down_weight_during_warmup {
+                ReviveAction::DownWeight { beta }
+            } else {
+                ReviveAction::Raw
+            }
+        } else {
+            ReviveAction::Blend { beta }
+        }
+    }
+}
+
+/// (1 - beta) delta + beta delta_kd.
+pub fn blend(delta: &[f32], delta_kd: &[f32], beta: f64) -> Vec<f32> {
+    assert_eq!(delta.len(), delta_kd.len(), "weight vectors differ in length");
+    let (keep, take) = ((1.0 - beta) as f32, beta as f32);
+    delta.iter().zip(delta_kd).map(|(d, k)| keep * d + take * k).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(quirk: bool) -> ReviveSchedule {
+        ReviveSchedule {
+            beta: BetaSchedule::Cosine { s_max: 75.0 },
+            freeze_rounds: 50,
+            warmup_rounds: 100,
+            quirk_down_weight_during_warmup: quirk,
+        }
+    }
+
+    #[test]
+    fn gates_follow_the_version_count() {
+        let s = schedule(false);
+        assert_eq!(s.action(10, 80), ReviveAction::Raw, "before freeze_rounds: raw");
+        assert_eq!(s.action(70, 80), ReviveAction::Raw, "between freeze and warm-up: raw by default");
+        assert!(
+            matches!(schedule(true).action(70, 80), ReviveAction::DownWeight { .. }),
+            "the reference's quirk"
+        );
+        assert!(matches!(s.action(100, 80), ReviveAction::Blend { .. }));
+        assert_eq!(s.action(500, 0), ReviveAction::Raw, "beta(0) = 0: a fresh update is applied raw");
+    }
+
+    #[test]
+    fn blend_interpolates_between_the_update_and_the_distilled_one() {
+        assert_eq!(blend(&[1.0, 2.0], &[3.0, 6.0], 0.0), [1.0, 2.0]);
+        assert_eq!(blend(&[1.0, 2.0], &[3.0, 6.0], 1.0), [3.0, 6.0]);
+        assert_eq!(blend(&[1.0, 2.0], &[3.0, 6.0], 0.5), [2.0, 4.0]);
+    }
+
+    #[test]
+    fn the_teacher_buffer_keeps_the_most_recent() {
+        let mut buffer = TeacherBuffer::new(2);
+        for i in 0..5 {
+            buffer.push(Teacher { weights: Arc::new(vec![i as f32]), class_proportions: vec![1.0] });
+        }
+        let kept: Vec<f32> = buffer.teachers().iter().map(|t| t.weights[0]).collect();
+        assert_eq!(kept, [3.0, 4.0]);
+    }
+}

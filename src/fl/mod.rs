@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod revive;
 pub mod server;
+pub mod stabilizer;
 pub mod weights;
 
 pub use aggregate::{ServerRule, Update};

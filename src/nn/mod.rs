@@ -4,6 +4,7 @@
 
 pub mod convnet;
 pub mod eval;
+pub mod generator;
 pub mod kd;
 pub mod resnet;
 pub mod tracker;
@@ -191,20 +192,32 @@ impl Model {
 pub fn initial_weights(kind: ModelKind, input: InputSpec, seed: u64) -> Vec<f32> {
     let model = Model::new(kind, input, Device::Cpu);
     let mut weights = model.weights();
-    let mut rng = rng::stream(seed, Purpose::ModelInit, 0);
-    let fan_in = |name: &str| -> Option<i64> {
+    default_init(&model.layout, &mut weights, &mut rng::stream(seed, Purpose::ModelInit, 0));
+    weights
+}
+
+/// PyTorch's default initialisation, drawn from `rng` in layout order: convolution and linear
+/// weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BatchNorm (1-D weights) scale 1,
+/// shift 0. Non-trainable buffers keep their values.
+pub fn default_init(layout: &Layout, weights: &mut [f32], rng: &mut crate::sim::rng::Rng) {
+    let sibling_weight = |name: &str| -> Option<&LayoutEntry> {
         let weight_name = format!("{}.weight", name.rsplit_once('.')?.0);
-        let entry = model.layout.entries.iter().find(|e| e.name == weight_name)?;
-        Some(entry.shape[1..].iter().product())
+        layout.entries.iter().find(|e| e.name == weight_name)
     };
-    for entry in model.layout.entries.iter().filter(|e| e.trainable) {
-        let fan = fan_in(&entry.name).unwrap_or(1).max(1);
+    for entry in layout.entries.iter().filter(|e| e.trainable) {
+        let values = &mut weights[entry.offset..entry.offset + entry.numel];
+        let layer_weight = sibling_weight(&entry.name);
+        if layer_weight.is_some_and(|w| w.shape.len() == 1) {
+            let is_scale = entry.name.ends_with(".weight");
+            values.iter_mut().for_each(|v| *v = if is_scale { 1.0 } else { 0.0 });
+            continue;
+        }
+        let fan: i64 = layer_weight.map_or(1, |w| w.shape[1..].iter().product()).max(1);
         let bound = 1.0 / (fan as f32).sqrt();
-        for w in &mut weights[entry.offset..entry.offset + entry.numel] {
+        for w in values {
             *w = rng.random_range(-bound..bound);
         }
     }
-    weights
 }
 
 #[cfg(test)]

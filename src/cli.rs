@@ -110,6 +110,20 @@ enum DataCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Time FedRevive's per-arrival server step: synthesis (generator) plus KD steps.
+    Distill {
+        #[arg(long, default_value = "convnet")]
+        model: ModelKind,
+        /// Generator width (the reference's ngf).
+        #[arg(long, default_value_t = 128)]
+        ngf: i64,
+        #[arg(long, default_value_t = 8)]
+        teachers: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+    },
     /// Time client local updates (the reference's job: 25 Adam steps of batch 32 on a
     /// 350-sample Dirichlet shard) and check that a repeated task gives the same delta.
     LocalUpdate {
@@ -173,6 +187,9 @@ fn run(cli: Cli) -> Result<()> {
                 overrides.push(format!("stop.max_virtual_time={h}"));
             }
             crate::run_command::plan(&config, &overrides, horizon.is_some())
+        }
+        Command::Bench { command: BenchCommand::Distill { model, ngf, teachers, repeats, device } } => {
+            bench_distill(model, ngf, teachers, repeats, device)
         }
         Command::Bench {
             command:
@@ -369,6 +386,70 @@ fn bench_local_update(
         mean_s * 1e3,
         (local_iters * batch_size) as f64 / mean_s,
         if hashes.first() == hashes.last() { "yes" } else { "NO" }
+    );
+    Ok(())
+}
+
+fn bench_distill(
+    model: ModelKind,
+    ngf: i64,
+    teachers: usize,
+    repeats: usize,
+    device: DeviceChoice,
+) -> Result<()> {
+    use crate::fl::revive::{Distiller, Teacher};
+    use crate::nn::dfkd::{DataFreeDistiller, DfkdSettings};
+    use crate::nn::kd::KdSettings;
+    use rand_distr::{Distribution, Gamma};
+    anyhow::ensure!(
+        ngf > 0 && teachers > 0 && repeats > 0,
+        "--ngf, --teachers and --repeats must be at least 1"
+    );
+    let device = device.resolve()?;
+    if device == tch::Device::Cpu {
+        crate::nn::train::single_threaded_torch();
+    }
+    let input = InputSpec { channels: 3, height: 32, width: 32, classes: 10 };
+    let kd = KdSettings { iters: 10, lr: 1e-4, weight_decay: 1e-5, temperature: 1.0, batch_per_teacher: 32 };
+    // The adversarial term from the start, so that every call pays for all three losses.
+    let settings = DfkdSettings { ngf, adv_after: 0, ..DfkdSettings::reference() };
+    let mut distiller = DataFreeDistiller::new(kd, settings, model, DatasetKind::Cifar10, input, device, 10)?;
+    let gamma = Gamma::new(0.5, 1.0)?;
+    let mut rng = rng::stream(10, Purpose::Partition, 0);
+    let teacher_set: Vec<Teacher> = (0..teachers as u64)
+        .map(|k| {
+            let g: Vec<f64> = (0..10).map(|_| gamma.sample(&mut rng)).collect();
+            let total: f64 = g.iter().sum();
+            Teacher {
+                weights: std::sync::Arc::new(initial_weights(model, input, 100 + k)),
+                class_proportions: g.iter().map(|x| x / total).collect(),
+            }
+        })
+        .collect();
+    let refs: Vec<&Teacher> = teacher_set.iter().collect();
+    let current = initial_weights(model, input, 10);
+    println!(
+        "distillation step: {model} student, {teachers} teachers, generator ngf {ngf} (nz 256, batch 64, 2 steps), 10 KD steps of 32 images per teacher, on {}",
+        runtime::describe(device)
+    );
+    let mut times = Vec::new();
+    for call in 0..=repeats {
+        let started = Instant::now();
+        let delta = distiller.distill(&current, &refs, call as u64 + 1)?;
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "  call {call}: {:8.1} ms  |delta_KD| max {:.2e}",
+            seconds * 1e3,
+            delta.iter().fold(0f32, |m, d| m.max(d.abs()))
+        );
+        if call > 0 {
+            times.push(seconds);
+        }
+    }
+    println!(
+        "mean {:.1} ms per arrival after warm-up; pool holds {} images",
+        times.iter().sum::<f64>() * 1e3 / times.len() as f64,
+        distiller.pool_len()
     );
     Ok(())
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::partition::PartitionKind;
 use crate::data::DatasetKind;
 use crate::fl::{BetaSchedule, ClientWeighting, StalenessWeight};
+use crate::nn::dfkd::DfkdSettings;
 use crate::nn::kd::KdSettings;
 use crate::nn::train::OptimizerKind;
 use crate::nn::ModelKind;
@@ -51,6 +52,8 @@ pub struct RawConfig {
     pub algorithm: RawAlgorithm,
     #[serde(default)]
     pub kd: RawKd,
+    #[serde(default)]
+    pub dfkd: RawDfkd,
     #[serde(default)]
     pub delays: RawDelays,
     #[serde(default)]
@@ -120,6 +123,78 @@ pub struct RawKd {
     pub warmup_rounds: Option<u64>,
     /// Reproduce the reference's quirk: (1 - beta) delta between freeze and warm-up.
     pub quirk_down_weight_during_warmup: Option<bool>,
+}
+
+/// FedRevive's image synthesis (the generator part of the reference's dfkd_settings).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDfkd {
+    pub nz: Option<i64>,
+    /// Generator width (the reference's ngf, 128).
+    pub ngf: Option<i64>,
+    pub synthetic_batch: Option<usize>,
+    pub g_steps: Option<usize>,
+    pub lr_g: Option<f64>,
+    pub lr_z: Option<f64>,
+    pub bn_weight: Option<f64>,
+    pub oh_weight: Option<f64>,
+    pub adv_weight: Option<f64>,
+    pub adv_after: Option<u64>,
+    pub embedding_scale: Option<f64>,
+    pub pool_size: Option<usize>,
+}
+
+impl RawDfkd {
+    fn validate(self) -> Result<DfkdSettings, ConfigError> {
+        let r = DfkdSettings::reference();
+        let s = DfkdSettings {
+            nz: self.nz.unwrap_or(r.nz),
+            ngf: self.ngf.unwrap_or(r.ngf),
+            synthetic_batch: self.synthetic_batch.unwrap_or(r.synthetic_batch),
+            g_steps: self.g_steps.unwrap_or(r.g_steps),
+            lr_g: self.lr_g.unwrap_or(r.lr_g),
+            lr_z: self.lr_z.unwrap_or(r.lr_z),
+            bn_weight: self.bn_weight.unwrap_or(r.bn_weight),
+            oh_weight: self.oh_weight.unwrap_or(r.oh_weight),
+            adv_weight: self.adv_weight.unwrap_or(r.adv_weight),
+            adv_after: self.adv_after.unwrap_or(r.adv_after),
+            embedding_scale: self.embedding_scale.unwrap_or(r.embedding_scale),
+            pool_size: self.pool_size.unwrap_or(r.pool_size),
+        };
+        for (key, value) in [("dfkd.nz", s.nz), ("dfkd.ngf", s.ngf)] {
+            if value < 1 {
+                return Err(invalid(key, value, "must be at least 1"));
+            }
+        }
+        for (key, value) in [("dfkd.synthetic_batch", s.synthetic_batch), ("dfkd.g_steps", s.g_steps)] {
+            if value < 1 {
+                return Err(invalid(key, value, "must be at least 1"));
+            }
+        }
+        if s.pool_size < s.synthetic_batch {
+            return Err(invalid(
+                "dfkd.pool_size",
+                s.pool_size,
+                format!("must hold at least one synthetic batch ({})", s.synthetic_batch),
+            ));
+        }
+        for (key, value) in [("dfkd.lr_g", s.lr_g), ("dfkd.lr_z", s.lr_z)] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(invalid(key, value, "must be a positive number"));
+            }
+        }
+        for (key, value) in [
+            ("dfkd.bn_weight", s.bn_weight),
+            ("dfkd.oh_weight", s.oh_weight),
+            ("dfkd.adv_weight", s.adv_weight),
+            ("dfkd.embedding_scale", s.embedding_scale),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(invalid(key, value, "must be >= 0"));
+            }
+        }
+        Ok(s)
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -197,17 +272,19 @@ pub enum AlgorithmKind {
     SyncFl,
     AsyncFl,
     AflDw,
+    FedRevive,
     DdFedRevive,
 }
 
 impl AlgorithmKind {
-    const NAMES: &'static str = "sync_fl, async_fl, afl_dw, dd_fedrevive";
+    const NAMES: &'static str = "sync_fl, async_fl, afl_dw, fedrevive, dd_fedrevive";
 
     pub fn name(self) -> &'static str {
         match self {
             AlgorithmKind::SyncFl => "sync_fl",
             AlgorithmKind::AsyncFl => "async_fl",
             AlgorithmKind::AflDw => "afl_dw",
+            AlgorithmKind::FedRevive => "fedrevive",
             AlgorithmKind::DdFedRevive => "dd_fedrevive",
         }
     }
@@ -238,6 +315,7 @@ pub struct Config {
     pub staleness_weight: StalenessWeight,
     pub beta: BetaSchedule,
     pub kd: KdConfig,
+    pub dfkd: DfkdSettings,
     pub delays: DelayModel,
     pub eval_interval: u64,
     pub max_versions: Option<u64>,
@@ -323,6 +401,7 @@ impl RawConfig {
             "sync_fl" | "fedavg" => AlgorithmKind::SyncFl,
             "async_fl" | "fedbuff" => AlgorithmKind::AsyncFl,
             "afl_dw" => AlgorithmKind::AflDw,
+            "fedrevive" => AlgorithmKind::FedRevive,
             "dd_fedrevive" => AlgorithmKind::DdFedRevive,
             other => {
                 return Err(invalid(
@@ -380,7 +459,7 @@ impl RawConfig {
         let buffer_size = self.algorithm.buffer_size.unwrap_or(match algorithm {
             AlgorithmKind::SyncFl => active_jobs,
             AlgorithmKind::AsyncFl => 2,
-            AlgorithmKind::AflDw | AlgorithmKind::DdFedRevive => 1,
+            AlgorithmKind::AflDw | AlgorithmKind::FedRevive | AlgorithmKind::DdFedRevive => 1,
         });
         if buffer_size == 0 {
             return Err(invalid("algorithm.buffer_size", 0, "must be at least 1 (updates per aggregation)"));
@@ -396,6 +475,7 @@ impl RawConfig {
             AlgorithmKind::SyncFl => 1.4,
             AlgorithmKind::AsyncFl => 0.05,
             AlgorithmKind::AflDw => 0.1,
+            AlgorithmKind::FedRevive => 0.1,
             AlgorithmKind::DdFedRevive => 0.2,
         });
         if !server_lr.is_finite() || server_lr == 0.0 || server_lr < -1.0 {
@@ -415,6 +495,7 @@ impl RawConfig {
         });
         beta.validate().map_err(|m| invalid("algorithm.beta", format!("{beta:?}"), m))?;
         let kd = self.kd.validate(algorithm)?;
+        let dfkd = self.dfkd.validate()?;
         let delays = self.delays.resolve()?;
         let eval_interval = self.eval.interval.unwrap_or(if algorithm.is_sync() { 1 } else { 10 });
         if eval_interval == 0 {
@@ -477,6 +558,7 @@ impl RawConfig {
             staleness_weight,
             beta,
             kd,
+            dfkd,
             delays,
             eval_interval,
             max_versions: stop.max_versions,

@@ -14,6 +14,7 @@ use crate::exec::{execute, Experiment, RunOutcome, Sink};
 use crate::fl::revive::{ReviveSchedule, TeacherBuffer};
 use crate::fl::server::{Revive, Server};
 use crate::fl::ServerRule;
+use crate::nn::dfkd::DataFreeDistiller;
 use crate::nn::kd::RealDataDistiller;
 use crate::nn::train::TrainSpec;
 use crate::nn::{initial_weights, InputSpec};
@@ -48,6 +49,16 @@ pub fn server_rule(config: &Config) -> ServerRule {
     }
 }
 
+/// FedRevive's gates and beta.
+fn revive_schedule(config: &Config) -> ReviveSchedule {
+    ReviveSchedule {
+        beta: config.beta,
+        freeze_rounds: config.kd.freeze_rounds,
+        warmup_rounds: config.kd.warmup_rounds,
+        quirk_down_weight_during_warmup: config.kd.quirk_down_weight_during_warmup,
+    }
+}
+
 /// A wired simulation, ready to run once.
 pub struct Simulation {
     scheduler: Scheduler,
@@ -75,12 +86,7 @@ impl Simulation {
             AlgorithmKind::DdFedRevive => Server {
                 rule: server_rule(config),
                 revive: Some(Revive {
-                    schedule: ReviveSchedule {
-                        beta: config.beta,
-                        freeze_rounds: config.kd.freeze_rounds,
-                        warmup_rounds: config.kd.warmup_rounds,
-                        quirk_down_weight_during_warmup: config.kd.quirk_down_weight_during_warmup,
-                    },
+                    schedule: revive_schedule(config),
                     teachers: TeacherBuffer::new(config.kd.buffer_size),
                     distiller: Box::new(RealDataDistiller::new(
                         config.kd.settings,
@@ -90,6 +96,22 @@ impl Simulation {
                         device,
                         config.seed,
                     )),
+                }),
+            },
+            AlgorithmKind::FedRevive => Server {
+                rule: server_rule(config),
+                revive: Some(Revive {
+                    schedule: revive_schedule(config),
+                    teachers: TeacherBuffer::new(config.kd.buffer_size),
+                    distiller: Box::new(DataFreeDistiller::new(
+                        config.kd.settings,
+                        config.dfkd,
+                        config.model,
+                        config.dataset,
+                        input,
+                        device,
+                        config.seed,
+                    )?),
                 }),
             },
             _ => Server::plain(server_rule(config)),

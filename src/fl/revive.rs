@@ -54,6 +54,12 @@ impl TeacherBuffer {
 /// from it, so that the result depends only on the plan.
 pub trait Distiller {
     fn distill(&mut self, current: &[f32], teachers: &[&Teacher], version: u64) -> anyhow::Result<Vec<f32>>;
+
+    /// Work that runs between the freeze and warm-up gates, before distillation trains
+    /// (FedRevive warms its generator up here). Nothing by default.
+    fn warm_up(&mut self, _current: &[f32], _teachers: &[&Teacher], _version: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// When distillation runs, and how stale updates are blended.
@@ -74,7 +80,9 @@ pub struct ReviveSchedule {
 pub enum ReviveAction {
     /// Apply delta as it is.
     Raw,
-    /// Apply (1 - beta) delta (the reference's warm-up quirk).
+    /// Apply delta as it is, but let the distiller warm up (between the gates).
+    WarmUp,
+    /// Apply (1 - beta) delta and let the distiller warm up (the reference's warm-up quirk).
     DownWeight { beta: f64 },
     /// Distil, then apply (1 - beta) delta + beta delta_KD.
     Blend { beta: f64 },
@@ -90,7 +98,7 @@ impl ReviveSchedule {
             if self.quirk_down_weight_during_warmup {
                 ReviveAction::DownWeight { beta }
             } else {
-                ReviveAction::Raw
+                ReviveAction::WarmUp
             }
         } else {
             ReviveAction::Blend { beta }
@@ -122,7 +130,7 @@ mod tests {
     fn gates_follow_the_version_count() {
         let s = schedule(false);
         assert_eq!(s.action(10, 80), ReviveAction::Raw, "before freeze_rounds: raw");
-        assert_eq!(s.action(70, 80), ReviveAction::Raw, "between freeze and warm-up: raw by default");
+        assert_eq!(s.action(70, 80), ReviveAction::WarmUp, "between freeze and warm-up: raw by default");
         assert!(
             matches!(schedule(true).action(70, 80), ReviveAction::DownWeight { .. }),
             "the reference's quirk"

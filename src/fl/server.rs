@@ -62,7 +62,12 @@ impl Server {
             });
             deltas.push(match revive.schedule.action(version, arrival.staleness) {
                 ReviveAction::Raw => arrival.delta.to_vec(),
+                ReviveAction::WarmUp => {
+                    revive.distiller.warm_up(theta, &revive.teachers.teachers(), version + 1)?;
+                    arrival.delta.to_vec()
+                }
                 ReviveAction::DownWeight { beta } => {
+                    revive.distiller.warm_up(theta, &revive.teachers.teachers(), version + 1)?;
                     arrival.delta.iter().map(|d| (1.0 - beta) as f32 * d).collect()
                 }
                 ReviveAction::Blend { beta } => {

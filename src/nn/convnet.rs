@@ -4,7 +4,8 @@
 
 use tch::{nn, nn::ModuleT, Tensor};
 
-use super::{tracker::StatTracker, zero_init_conv, zero_init_linear, InputSpec};
+use super::tracker::{Probe, StatTracker};
+use super::{zero_init_conv, zero_init_linear, InputSpec};
 
 #[derive(Debug)]
 pub struct ConvNet {
@@ -18,7 +19,7 @@ pub struct ConvNet {
 }
 
 impl ConvNet {
-    pub fn new(p: &nn::Path, input: InputSpec) -> Self {
+    pub fn new(p: &nn::Path, input: InputSpec, probe: &Probe) -> Self {
         let conv = |name: &str, i, o| {
             nn::conv2d(p / name, i, o, 5, nn::ConvConfig { stride: 2, ..zero_init_conv() })
         };
@@ -27,9 +28,9 @@ impl ConvNet {
         let flat = 16 * side(input.height) * side(input.width);
         ConvNet {
             conv1: conv("conv1", input.channels, 6),
-            track1: StatTracker::new(p / "track1", 6),
+            track1: StatTracker::new(p / "track1", 6, probe),
             conv2: conv("conv2", 6, 16),
-            track2: StatTracker::new(p / "track2", 16),
+            track2: StatTracker::new(p / "track2", 16, probe),
             fc1: nn::linear(p / "fc1", flat, 120, zero_init_linear()),
             fc2: nn::linear(p / "fc2", 120, 84, zero_init_linear()),
             fc3: nn::linear(p / "fc3", 84, input.classes, zero_init_linear()),

@@ -30,103 +30,75 @@ pub struct KdSettings {
     pub batch_per_teacher: usize,
 }
 
-/// DD-FedRevive's distiller: KD on a held-out split of real training images.
-pub struct RealDataDistiller {
-    settings: KdSettings,
-    dataset: std::sync::Arc<Dataset>,
-    /// KD-split indices (into the training set) of each class.
-    by_class: Vec<Vec<u32>>,
-    normalize: Normalize,
-    device: Device,
-    seed: u64,
-    student: Model,
-    teachers: Vec<Model>,
+/// The student, the teacher models and the KD steps both distillers share.
+pub struct KdCore {
+    pub settings: KdSettings,
+    pub student: Model,
+    pub teachers: Vec<Model>,
+    pub normalize: Normalize,
+    pub device: Device,
     kind: ModelKind,
     input: InputSpec,
 }
 
-impl RealDataDistiller {
+impl KdCore {
     pub fn new(
         settings: KdSettings,
         kind: ModelKind,
-        dataset: std::sync::Arc<Dataset>,
-        kd_split: &[u32],
+        input: InputSpec,
+        normalize: Normalize,
         device: Device,
-        seed: u64,
     ) -> Self {
-        let input = InputSpec::of(&dataset);
-        let mut by_class = vec![Vec::new(); dataset.num_classes()];
-        for &i in kd_split {
-            by_class[dataset.train.host_labels[i as usize] as usize].push(i);
-        }
-        let (mean, std) = dataset.kind.normalization();
-        RealDataDistiller {
+        KdCore {
             settings,
-            normalize: Normalize::new(&mean, &std, device),
             student: Model::new(kind, input, device),
             teachers: Vec::new(),
-            dataset,
-            by_class,
+            normalize,
             device,
-            seed,
             kind,
             input,
         }
     }
 
-    /// Indices of `count` KD images drawn by class proportions `q` (uniform over the split's
-    /// classes where q has no mass on any class that has images).
-    fn sample(&self, q: &[f64], count: usize, rng: &mut Rng) -> Vec<i64> {
-        let available: Vec<usize> =
-            (0..self.by_class.len()).filter(|&c| !self.by_class[c].is_empty()).collect();
-        let mass: f64 = available.iter().map(|&c| q.get(c).copied().unwrap_or(0.0)).sum();
-        (0..count)
-            .map(|_| {
-                let class = if mass > 0.0 {
-                    let mut u = rng.random::<f64>() * mass;
-                    *available
-                        .iter()
-                        .find(|&&c| {
-                            u -= q.get(c).copied().unwrap_or(0.0);
-                            u < 0.0
-                        })
-                        .unwrap_or(available.last().expect("the KD split is not empty"))
-                } else {
-                    available[rng.random_range(0..available.len())]
-                };
-                let pool = &self.by_class[class];
-                pool[rng.random_range(0..pool.len())] as i64
-            })
-            .collect()
-    }
-}
-
-impl Distiller for RealDataDistiller {
-    fn distill(&mut self, current: &[f32], teachers: &[&Teacher], version: u64) -> anyhow::Result<Vec<f32>> {
+    /// Loads the teachers' weights into (frozen) teacher models.
+    pub fn load_teachers(&mut self, teachers: &[&Teacher]) {
         if self.device == Device::Cpu {
             single_threaded_torch();
         }
         while self.teachers.len() < teachers.len() {
-            self.teachers.push(Model::new(self.kind, self.input, self.device));
+            let mut model = Model::new(self.kind, self.input, self.device);
+            model.vs.freeze();
+            self.teachers.push(model);
         }
         for (model, teacher) in self.teachers.iter_mut().zip(teachers) {
             model.load(&teacher.weights);
         }
+    }
+
+    /// `iters` Adam steps of the student (from `current`) towards the loaded teachers on
+    /// images that `sample(q, count, rng)` draws by class proportions q (uint8-scale pixels,
+    /// `[count, C, H, W]`, on the device). Returns delta_KD.
+    pub fn distill(
+        &mut self,
+        current: &[f32],
+        teachers: &[&Teacher],
+        rng: &mut Rng,
+        mut sample: impl FnMut(&[f64], usize, &mut Rng) -> Tensor,
+    ) -> anyhow::Result<Vec<f32>> {
         self.student.load(current);
-        let mut rng = rng::stream(self.seed, Purpose::Distill, version);
         let s = self.settings;
         let mut optimizer =
             nn::Adam { wd: s.weight_decay, ..Default::default() }.build(&self.student.vs, s.lr)?;
         let per = s.batch_per_teacher as i64;
         for _ in 0..s.iters {
-            let indices: Vec<i64> = teachers
-                .iter()
-                .flat_map(|t| self.sample(&t.class_proportions, s.batch_per_teacher, &mut rng))
-                .collect();
-            let index = Tensor::from_slice(&indices).to_device(self.device);
-            let images =
-                Augment::default().apply(&self.dataset.train.images.index_select(0, &index), &mut rng);
-            let inputs = self.normalize.apply(&images);
+            let images = Tensor::cat(
+                &teachers
+                    .iter()
+                    .map(|t| sample(&t.class_proportions, s.batch_per_teacher, rng))
+                    .collect::<Vec<_>>(),
+                0,
+            );
+            let inputs = self.normalize.apply(&Augment::default().apply(&images, rng));
             let student_log_probs =
                 (self.student.net.forward_t(&inputs, false) / s.temperature).log_softmax(-1, Kind::Float);
             let mut loss = Tensor::zeros([], (Kind::Float, self.device));
@@ -141,7 +113,7 @@ impl Distiller for RealDataDistiller {
                     false,
                 );
             }
-            let loss = loss / indices.len() as f64;
+            let loss = loss / (per * teachers.len() as i64) as f64;
             // Adam normalises gradients, so the float noise of a zero KL (a teacher that equals
             // the student) would still move the student by about lr a step: skip such steps.
             if loss.double_value(&[]) < NOISE_LEVEL_KL {
@@ -150,6 +122,75 @@ impl Distiller for RealDataDistiller {
             optimizer.backward_step(&loss);
         }
         Ok(crate::params::delta(&self.student.weights(), current))
+    }
+}
+
+/// Draws `count` indices by class proportions `q` from per-class lists (uniformly over the
+/// non-empty classes where q puts no mass on them).
+pub fn sample_by_class(by_class: &[Vec<i64>], q: &[f64], count: usize, rng: &mut Rng) -> Vec<i64> {
+    let available: Vec<usize> = (0..by_class.len()).filter(|&c| !by_class[c].is_empty()).collect();
+    if available.is_empty() {
+        return Vec::new();
+    }
+    let mass: f64 = available.iter().map(|&c| q.get(c).copied().unwrap_or(0.0)).sum();
+    (0..count)
+        .map(|_| {
+            let class = if mass > 0.0 {
+                let mut u = rng.random::<f64>() * mass;
+                *available
+                    .iter()
+                    .find(|&&c| {
+                        u -= q.get(c).copied().unwrap_or(0.0);
+                        u < 0.0
+                    })
+                    .unwrap_or(available.last().expect("not empty"))
+            } else {
+                available[rng.random_range(0..available.len())]
+            };
+            let pool = &by_class[class];
+            pool[rng.random_range(0..pool.len())]
+        })
+        .collect()
+}
+
+/// DD-FedRevive's distiller: KD on a held-out split of real training images.
+pub struct RealDataDistiller {
+    core: KdCore,
+    dataset: std::sync::Arc<Dataset>,
+    /// KD-split indices (into the training set) of each class.
+    by_class: Vec<Vec<i64>>,
+    seed: u64,
+}
+
+impl RealDataDistiller {
+    pub fn new(
+        settings: KdSettings,
+        kind: ModelKind,
+        dataset: std::sync::Arc<Dataset>,
+        kd_split: &[u32],
+        device: Device,
+        seed: u64,
+    ) -> Self {
+        let input = InputSpec::of(&dataset);
+        let mut by_class = vec![Vec::new(); dataset.num_classes()];
+        for &i in kd_split {
+            by_class[dataset.train.host_labels[i as usize] as usize].push(i as i64);
+        }
+        let (mean, std) = dataset.kind.normalization();
+        let core = KdCore::new(settings, kind, input, Normalize::new(&mean, &std, device), device);
+        RealDataDistiller { core, dataset, by_class, seed }
+    }
+}
+
+impl Distiller for RealDataDistiller {
+    fn distill(&mut self, current: &[f32], teachers: &[&Teacher], version: u64) -> anyhow::Result<Vec<f32>> {
+        self.core.load_teachers(teachers);
+        let mut rng = rng::stream(self.seed, Purpose::Distill, version);
+        let (images, by_class, device) = (&self.dataset.train.images, &self.by_class, self.core.device);
+        self.core.distill(current, teachers, &mut rng, |q, count, rng| {
+            let index = Tensor::from_slice(&sample_by_class(by_class, q, count, rng)).to_device(device);
+            images.index_select(0, &index)
+        })
     }
 }
 

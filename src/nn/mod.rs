@@ -3,6 +3,7 @@
 //! its own `VarStore`, since a tensor must not be shared across threads.
 
 pub mod convnet;
+pub mod dfkd;
 pub mod eval;
 pub mod generator;
 pub mod kd;
@@ -135,18 +136,21 @@ pub struct Model {
     pub vs: nn::VarStore,
     pub net: Box<dyn nn::ModuleT>,
     pub layout: Layout,
+    /// Collects the trackers' batch statistics while armed (FedRevive's synthesis).
+    pub probe: tracker::Probe,
 }
 
 impl Model {
     pub fn new(kind: ModelKind, input: InputSpec, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
+        let probe = tracker::Probe::default();
         let net: Box<dyn nn::ModuleT> = match kind {
-            ModelKind::ConvNet => Box::new(convnet::ConvNet::new(&root, input)),
-            ModelKind::ResNet18 => Box::new(resnet::ResNet18::new(&root, input)),
+            ModelKind::ConvNet => Box::new(convnet::ConvNet::new(&root, input, &probe)),
+            ModelKind::ResNet18 => Box::new(resnet::ResNet18::new(&root, input, &probe)),
         };
         let layout = Layout::of(&vs);
-        Model { kind, vs, net, layout }
+        Model { kind, vs, net, layout, probe }
     }
 
     /// Copies flat weights into the variables.

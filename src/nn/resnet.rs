@@ -5,7 +5,8 @@
 
 use tch::{nn, nn::ModuleT, Tensor};
 
-use super::{tracker::StatTracker, zero_init_conv, zero_init_linear, InputSpec};
+use super::tracker::{Probe, StatTracker};
+use super::{zero_init_conv, zero_init_linear, InputSpec};
 
 fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv2D {
     let config = nn::ConvConfig { stride, padding: k / 2, bias: false, ..zero_init_conv() };
@@ -22,15 +23,18 @@ struct BasicBlock {
 }
 
 impl BasicBlock {
-    fn new(p: nn::Path, cin: i64, cout: i64, stride: i64) -> Self {
+    fn new(p: nn::Path, cin: i64, cout: i64, stride: i64, probe: &Probe) -> Self {
         let shortcut = (stride != 1 || cin != cout).then(|| {
-            (conv(&p / "shortcut_conv", cin, cout, 1, stride), StatTracker::new(&p / "shortcut_track", cout))
+            (
+                conv(&p / "shortcut_conv", cin, cout, 1, stride),
+                StatTracker::new(&p / "shortcut_track", cout, probe),
+            )
         });
         BasicBlock {
             conv1: conv(&p / "conv1", cin, cout, 3, stride),
-            track1: StatTracker::new(&p / "track1", cout),
+            track1: StatTracker::new(&p / "track1", cout, probe),
             conv2: conv(&p / "conv2", cout, cout, 3, 1),
-            track2: StatTracker::new(&p / "track2", cout),
+            track2: StatTracker::new(&p / "track2", cout, probe),
             shortcut,
         }
     }
@@ -55,18 +59,18 @@ pub struct ResNet18 {
 }
 
 impl ResNet18 {
-    pub fn new(p: &nn::Path, input: InputSpec) -> Self {
+    pub fn new(p: &nn::Path, input: InputSpec, probe: &Probe) -> Self {
         let mut blocks = Vec::new();
         let mut cin = 64;
         for (stage, (cout, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate() {
             for (i, s) in [stride, 1].into_iter().enumerate() {
-                blocks.push(BasicBlock::new(p / format!("layer{}", stage + 1) / i, cin, cout, s));
+                blocks.push(BasicBlock::new(p / format!("layer{}", stage + 1) / i, cin, cout, s, probe));
                 cin = cout;
             }
         }
         ResNet18 {
             stem: conv(p / "stem", input.channels, 64, 3, 1),
-            stem_track: StatTracker::new(p / "stem_track", 64),
+            stem_track: StatTracker::new(p / "stem_track", 64, probe),
             blocks,
             head: nn::linear(
                 p / "head",

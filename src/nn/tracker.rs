@@ -1,29 +1,79 @@
 //! Feature-statistic trackers: the reference's "StatTracker". In place of a BatchNorm, a
 //! tracker passes its input through unchanged and, in training mode, records a running mean
 //! and (unbiased) variance per channel with momentum 0.1, as BatchNorm would. FedRevive's
-//! generator later matches synthetic images to these statistics.
+//! generator later matches synthetic images to these statistics: while a model's [`Probe`]
+//! is armed, every tracker also reports its input's batch statistics (with gradients).
+
+use std::sync::{Arc, Mutex};
 
 use tch::{nn, Tensor};
 
 pub const MOMENTUM: f64 = 0.1;
 
-#[derive(Debug)]
-pub struct StatTracker {
+/// One tracker's view of one batch: its batch statistics (differentiable) beside its
+/// recorded running statistics.
+pub struct BatchStats {
+    pub mean: Tensor,
+    pub var: Tensor,
     pub running_mean: Tensor,
     pub running_var: Tensor,
 }
 
+/// Shared by all trackers of a model; armed, it collects [`BatchStats`] in forward order.
+#[derive(Clone, Default)]
+pub struct Probe(Arc<Mutex<Option<Vec<BatchStats>>>>);
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Probe")
+    }
+}
+
+impl Probe {
+    pub fn arm(&self) {
+        *self.0.lock().expect("probe lock") = Some(Vec::new());
+    }
+
+    /// The statistics collected since [`Probe::arm`]; disarms.
+    pub fn take(&self) -> Vec<BatchStats> {
+        self.0.lock().expect("probe lock").take().unwrap_or_default()
+    }
+
+    fn record(&self, stats: impl FnOnce() -> BatchStats) {
+        if let Some(collected) = self.0.lock().expect("probe lock").as_mut() {
+            collected.push(stats());
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct StatTracker {
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    probe: Probe,
+}
+
 impl StatTracker {
     /// A tracker for `channels` features; its buffers are not trained by the optimizer.
-    pub fn new(p: nn::Path, channels: i64) -> Self {
+    pub fn new(p: nn::Path, channels: i64, probe: &Probe) -> Self {
         StatTracker {
             running_mean: p.zeros_no_train("running_mean", &[channels]),
             running_var: p.ones_no_train("running_var", &[channels]),
+            probe: probe.clone(),
         }
     }
 
     /// Identity; in training mode also folds this batch's statistics into the running ones.
     pub fn track(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.probe.record(|| {
+            let dims: Vec<i64> = (0..xs.dim() as i64).filter(|&d| d != 1).collect();
+            BatchStats {
+                mean: xs.mean_dim(dims.as_slice(), false, None),
+                var: xs.var_correction(dims.as_slice(), 0, false),
+                running_mean: self.running_mean.shallow_clone(),
+                running_var: self.running_var.shallow_clone(),
+            }
+        });
         if train {
             // Reduce over every dimension but the channel one: [N, C] or [N, C, H, W].
             let dims: Vec<i64> = (0..xs.dim() as i64).filter(|&d| d != 1).collect();
@@ -48,7 +98,7 @@ mod tests {
     #[test]
     fn records_running_statistics_with_momentum_one_tenth_and_passes_input_through() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let tracker = StatTracker::new(vs.root() / "t", 2);
+        let tracker = StatTracker::new(vs.root() / "t", 2, &Probe::default());
         // Channel 0 holds 1, 3 (mean 2, var 2); channel 1 holds 10, 10 (mean 10, var 0).
         let xs = Tensor::from_slice(&[1.0f32, 10.0, 3.0, 10.0]).view([2, 2]);
         let out = tracker.track(&xs, true);
@@ -65,9 +115,26 @@ mod tests {
     }
 
     #[test]
+    fn an_armed_probe_collects_differentiable_batch_statistics() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let probe = Probe::default();
+        let tracker = StatTracker::new(vs.root(), 2, &probe);
+        let xs = Tensor::from_slice(&[1.0f32, 10.0, 3.0, 10.0]).view([2, 2]).set_requires_grad(true);
+        let _ = tracker.track(&xs, false);
+        assert!(probe.take().is_empty(), "unarmed: nothing recorded");
+        probe.arm();
+        let _ = tracker.track(&xs, false);
+        let stats = probe.take();
+        assert_eq!(stats.len(), 1);
+        assert_eq!(Vec::<f32>::try_from(&stats[0].mean).unwrap(), [2.0, 10.0]);
+        assert_eq!(Vec::<f32>::try_from(&stats[0].var).unwrap(), [1.0, 0.0], "biased batch variance");
+        assert!(stats[0].mean.requires_grad());
+    }
+
+    #[test]
     fn reduces_over_batch_and_space_for_feature_maps() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let tracker = StatTracker::new(vs.root(), 3);
+        let tracker = StatTracker::new(vs.root(), 3, &Probe::default());
         let xs = Tensor::ones([4, 3, 5, 5], (Kind::Float, Device::Cpu)) * 2.0;
         let _ = tracker.track(&xs, true);
         assert_eq!(Vec::<f32>::try_from(&tracker.running_mean).unwrap(), [0.2, 0.2, 0.2]);

@@ -31,6 +31,8 @@ pub enum Purpose {
     ClientSelection,
     /// Server-side distillation of one version: sampling and augmentation (id = version).
     Distill,
+    /// FedRevive's image synthesis for one version: targets, latents, embeddings, augmentation.
+    Synthesis,
 }
 
 impl Purpose {
@@ -45,6 +47,7 @@ impl Purpose {
             Purpose::DelayDraw => "delay-draw",
             Purpose::ClientSelection => "client-selection",
             Purpose::Distill => "distill",
+            Purpose::Synthesis => "synthesis",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! DD-FedRevive: knowledge distillation on the real KD split revives stale updates.
+//! FedRevive (data-free) and DD-FedRevive (real KD split): distillation revives stale updates,
+//! deterministically.
 
 use std::sync::Arc;
 
@@ -32,6 +33,31 @@ fn world(algorithm: &str, extra: &str) -> String {
 
 const SMALL_KD: &str =
     "[kd]\nbuffer_size = 3\niters = 2\nbatch_per_teacher = 8\nfreeze_rounds = 3\nwarmup_rounds = 5";
+/// A tiny generator, so that synthesis takes milliseconds; adversarial loss from the third call.
+const SMALL_DFKD: &str = "[dfkd]\nnz = 16\nngf = 8\nsynthetic_batch = 16\npool_size = 256\nadv_after = 2";
+
+#[test]
+fn fedrevive_is_identical_for_one_two_and_four_workers() {
+    let text = world("fedrevive", &format!("{SMALL_KD}\n{SMALL_DFKD}"));
+    let (hash_1, sink_1) = run(&text, 1);
+    for workers in [2, 4] {
+        let (hash_n, sink_n) = run(&text, workers);
+        assert_eq!(hash_n, hash_1, "{workers} workers");
+        let accuracies =
+            |s: &VecSink| s.evals.iter().map(|e| (e.version, e.accuracy.to_bits())).collect::<Vec<_>>();
+        assert_eq!(accuracies(&sink_n), accuracies(&sink_1));
+    }
+    let (fedbuff, _) = run(&world("async_fl", ""), 1);
+    assert_ne!(hash_1, fedbuff, "after the gates distillation changes the model");
+}
+
+#[test]
+fn before_the_freeze_gate_fedrevive_equals_fedbuff_with_buffer_one() {
+    let frozen = format!("[kd]\nfreeze_rounds = 1000\nwarmup_rounds = 1000\n{SMALL_DFKD}");
+    let (revive, _) = run(&world("fedrevive", &frozen), 2);
+    let (fedbuff, _) = run(&world("async_fl", ""), 2);
+    assert_eq!(revive, fedbuff);
+}
 
 #[test]
 fn dd_fedrevive_is_identical_for_one_two_and_four_workers() {

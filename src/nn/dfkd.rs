@@ -1,0 +1,290 @@
+//! FedRevive's data-free distillation (FEDREVIVE.md section 3). Per arrival, a fast copy of
+//! a persistent generator and its latents take `g_steps` Adam steps so that the teachers
+//! (the recent client models) recognise the synthetic images as the drawn targets:
+//! loss = bn_weight L_bn + oh_weight L_oh + adv_weight L_adv, where L_bn matches each
+//! teacher's recorded feature statistics, L_oh is the teacher-weighted cross-entropy of the
+//! targets, and L_adv (after `adv_after` synthesis calls) rewards images on which teachers and
+//! student agree yet diverge. A term that is NaN, infinite or a spike is dropped. A Reptile
+//! step then moves the persistent generator towards the fast copy, and the lowest-loss batch
+//! joins a FIFO image pool, from which the student is distilled ([`KdCore`]).
+//!
+//! Differences from the reference: the Reptile step's Adam uses eps 1e-8, not 0, since a
+//! parameter the fast copy left unchanged would divide 0 by 0; pool images are kept as uint8.
+
+use rand::Rng as _;
+use rand_distr::StandardNormal;
+use tch::{nn, nn::ModuleT, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
+
+use super::generator::Generator;
+use super::kd::{sample_by_class, KdCore, KdSettings};
+use super::{InputSpec, ModelKind};
+use crate::data::augment::{Augment, Normalize};
+use crate::data::DatasetKind;
+use crate::fl::revive::{Distiller, Teacher};
+use crate::fl::stabilizer::LossStabilizer;
+use crate::sim::rng::{self, Purpose, Rng};
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DfkdSettings {
+    pub nz: i64,
+    pub ngf: i64,
+    pub synthetic_batch: usize,
+    pub g_steps: usize,
+    pub lr_g: f64,
+    pub lr_z: f64,
+    pub bn_weight: f64,
+    pub oh_weight: f64,
+    pub adv_weight: f64,
+    /// L_adv joins after this many synthesis calls.
+    pub adv_after: u64,
+    pub embedding_scale: f64,
+    pub pool_size: usize,
+}
+
+impl DfkdSettings {
+    /// The reference's values.
+    pub fn reference() -> Self {
+        DfkdSettings {
+            nz: 256,
+            ngf: 128,
+            synthetic_batch: 64,
+            g_steps: 2,
+            lr_g: 3e-3,
+            lr_z: 1e-3,
+            bn_weight: 0.003,
+            oh_weight: 1.0,
+            adv_weight: 0.1,
+            adv_after: 100,
+            embedding_scale: 0.2,
+            pool_size: 16_000,
+        }
+    }
+}
+
+/// Synthetic images (uint8 pixels) with their target labels, first in first out.
+struct ImagePool {
+    images: Tensor,
+    labels: Vec<u8>,
+    next: usize,
+    filled: usize,
+}
+
+impl ImagePool {
+    fn new(capacity: usize, input: InputSpec, device: Device) -> Self {
+        let images = Tensor::zeros(
+            [capacity as i64, input.channels, input.height, input.width],
+            (Kind::Uint8, device),
+        );
+        ImagePool { images, labels: vec![0; capacity], next: 0, filled: 0 }
+    }
+
+    fn push(&mut self, batch: &Tensor, labels: &[i64]) {
+        let capacity = self.labels.len();
+        for (row, &label) in labels.iter().enumerate() {
+            self.images.get(self.next as i64).copy_(&batch.get(row as i64));
+            self.labels[self.next] = label as u8;
+            self.next = (self.next + 1) % capacity;
+            self.filled = (self.filled + 1).min(capacity);
+        }
+    }
+
+    fn by_class(&self, classes: usize) -> Vec<Vec<i64>> {
+        let mut out = vec![Vec::new(); classes];
+        for (i, &l) in self.labels[..self.filled].iter().enumerate() {
+            out[l as usize].push(i as i64);
+        }
+        out
+    }
+}
+
+pub struct DataFreeDistiller {
+    settings: DfkdSettings,
+    core: KdCore,
+    augment_normalize: Normalize,
+    /// The persistent generator's weights (each synthesis call builds its fast copy).
+    generator_vs: nn::VarStore,
+    meta_optimizer: nn::Optimizer,
+    stabilizer: LossStabilizer,
+    pool: ImagePool,
+    synthesis_calls: u64,
+    input: InputSpec,
+    seed: u64,
+}
+
+impl DataFreeDistiller {
+    pub fn new(
+        kd: KdSettings,
+        settings: DfkdSettings,
+        kind: ModelKind,
+        dataset: DatasetKind,
+        input: InputSpec,
+        device: Device,
+        seed: u64,
+    ) -> anyhow::Result<Self> {
+        let (mean, std) = dataset.normalization();
+        let (generator_vs, _) = Generator::build(settings.nz, settings.ngf, input, seed, device);
+        let meta_optimizer = nn::Adam { beta1: 0.5, beta2: 0.999, ..Default::default() }
+            .build(&generator_vs, settings.lr_g)?;
+        Ok(DataFreeDistiller {
+            core: KdCore::new(kd, kind, input, Normalize::new(&mean, &std, device), device),
+            augment_normalize: Normalize::new(&mean, &std, device),
+            pool: ImagePool::new(settings.pool_size, input, device),
+            stabilizer: LossStabilizer::new(3, 20, 3.0),
+            generator_vs,
+            meta_optimizer,
+            synthesis_calls: 0,
+            settings,
+            input,
+            seed,
+        })
+    }
+
+    pub fn pool_len(&self) -> usize {
+        self.pool.filled
+    }
+
+    /// One synthesis call; its best batch joins the pool.
+    fn synthesize(&mut self, current: &[f32], teachers: &[&Teacher], version: u64) -> anyhow::Result<()> {
+        self.core.load_teachers(teachers);
+        let s = self.settings;
+        let device = self.core.device;
+        let classes = self.input.classes as usize;
+        let mut rng = rng::stream(self.seed, Purpose::Synthesis, version);
+        // Targets from the teachers' mean class proportions; latents and class embeddings.
+        let mean_q: Vec<f64> = (0..classes)
+            .map(|c| teachers.iter().map(|t| t.class_proportions[c]).sum::<f64>() / teachers.len() as f64)
+            .collect();
+        let all: Vec<Vec<i64>> = (0..classes).map(|c| vec![c as i64]).collect();
+        let targets = sample_by_class(&all, &mean_q, s.synthetic_batch, &mut rng);
+        let normal = |n: usize, rng: &mut Rng| -> Vec<f32> {
+            (0..n).map(|_| rng.sample::<f32, _>(StandardNormal)).collect()
+        };
+        let batch = s.synthetic_batch as i64;
+        let z0 = Tensor::from_slice(&normal(s.synthetic_batch * s.nz as usize, &mut rng))
+            .view([batch, s.nz])
+            .to_device(device);
+        let embeddings = Tensor::from_slice(&normal(classes * s.nz as usize, &mut rng))
+            .view([classes as i64, s.nz])
+            .to_device(device);
+        let y = Tensor::from_slice(&targets).to_device(device);
+        // Teacher weight per class, w_k(j) = q_k(j) / sum_t q_t(j); per sample, [T, B].
+        let mut weights = Vec::with_capacity(teachers.len() * classes);
+        for t in teachers {
+            for c in 0..classes {
+                let total: f64 = teachers.iter().map(|u| u.class_proportions[c]).sum();
+                weights.push(if total > 0.0 { (t.class_proportions[c] / total) as f32 } else { 0.0 });
+            }
+        }
+        let per_sample = Tensor::from_slice(&weights)
+            .view([teachers.len() as i64, classes as i64])
+            .to_device(device)
+            .index_select(1, &y);
+
+        let mut fast_vs = nn::VarStore::new(device);
+        let fast = Generator::new(&fast_vs.root(), s.nz, s.ngf, self.input);
+        fast_vs.copy(&self.generator_vs)?;
+        let z_vs = nn::VarStore::new(device);
+        let z = z_vs.root().var_copy("z", &z0);
+        let mut fast_optimizer =
+            nn::Adam { beta1: 0.5, beta2: 0.999, ..Default::default() }.build(&fast_vs, s.lr_g)?;
+        let mut z_optimizer =
+            nn::Adam { beta1: 0.5, beta2: 0.999, ..Default::default() }.build(&z_vs, s.lr_z)?;
+        let adversarial = self.synthesis_calls >= s.adv_after;
+        self.core.student.load(current);
+        self.core.student.vs.freeze();
+        let mut best: Option<(f64, Tensor)> = None;
+        for _ in 0..s.g_steps {
+            let latent = &z + embeddings.index_select(0, &y) * s.embedding_scale;
+            let images = fast.forward_t(&latent, true);
+            let inputs =
+                self.augment_normalize.apply(&Augment::default().apply(&(&images * 255.0), &mut rng));
+            let student_probs =
+                adversarial.then(|| self.core.student.net.forward_t(&inputs, false).softmax(-1, Kind::Float));
+            let mut bn = Tensor::zeros([], (Kind::Float, device));
+            let mut one_hot = Tensor::zeros([], (Kind::Float, device));
+            let mut adv = Tensor::zeros([], (Kind::Float, device));
+            for (k, teacher) in self.core.teachers.iter().take(teachers.len()).enumerate() {
+                let w = per_sample.get(k as i64);
+                teacher.probe.arm();
+                let logits = teacher.net.forward_t(&inputs, false);
+                let stats = teacher.probe.take();
+                let mut teacher_bn = Tensor::zeros([], (Kind::Float, device));
+                for st in stats {
+                    teacher_bn += (st.var - st.running_var).norm() + (st.mean - st.running_mean).norm();
+                }
+                bn += teacher_bn * w.mean(Kind::Float);
+                let ce = logits.cross_entropy_loss(&y, None::<Tensor>, Reduction::None, -100, 0.0);
+                one_hot += (&w * ce).mean(Kind::Float);
+                if let Some(student) = &student_probs {
+                    let teacher_probs = logits.softmax(-1, Kind::Float);
+                    let kl = (&teacher_probs
+                        * (teacher_probs.clamp_min(1e-12).log() - student.clamp_min(1e-12).log()))
+                    .sum_dim_intlist(1, false, Kind::Float);
+                    let agree = teacher_probs
+                        .argmax(1, false)
+                        .eq_tensor(&student.argmax(1, false))
+                        .to_kind(Kind::Float);
+                    adv -= (&w * kl * agree).mean(Kind::Float);
+                }
+            }
+            let values = [
+                bn.double_value(&[]),
+                one_hot.double_value(&[]),
+                if adversarial { adv.double_value(&[]) } else { 0.0 },
+            ];
+            let keep = self.stabilizer.admit(&values);
+            let mut loss = Tensor::zeros([], (Kind::Float, device));
+            for ((term, weight), kept) in
+                [bn, one_hot, adv].into_iter().zip([s.bn_weight, s.oh_weight, s.adv_weight]).zip(keep)
+            {
+                if kept {
+                    loss += term * weight;
+                }
+            }
+            let value = loss.double_value(&[]);
+            if loss.requires_grad() {
+                fast_optimizer.zero_grad();
+                z_optimizer.zero_grad();
+                loss.backward();
+                fast_optimizer.step();
+                z_optimizer.step();
+            }
+            if value.is_finite() && best.as_ref().is_none_or(|(b, _)| value < *b) {
+                best = Some((value, images.detach()));
+            }
+        }
+        self.core.student.vs.unfreeze();
+        // Reptile: the gradient of 0.5 ||p - f||^2 is p - f.
+        let fast_variables = fast_vs.variables();
+        let mut pull = Tensor::zeros([], (Kind::Float, device));
+        for (name, p) in self.generator_vs.variables() {
+            if p.requires_grad() {
+                pull += (&p - fast_variables[&name].detach()).square().sum(Kind::Float) * 0.5;
+            }
+        }
+        self.meta_optimizer.backward_step(&pull);
+        self.synthesis_calls += 1;
+        if let Some((_, images)) = best {
+            let pixels = (images * 255.0).round().clamp(0.0, 255.0).to_kind(Kind::Uint8);
+            self.pool.push(&pixels, &targets);
+        }
+        Ok(())
+    }
+}
+
+impl Distiller for DataFreeDistiller {
+    fn warm_up(&mut self, current: &[f32], teachers: &[&Teacher], version: u64) -> anyhow::Result<()> {
+        self.synthesize(current, teachers, version)
+    }
+
+    fn distill(&mut self, current: &[f32], teachers: &[&Teacher], version: u64) -> anyhow::Result<Vec<f32>> {
+        self.synthesize(current, teachers, version)?;
+        let by_class = self.pool.by_class(self.input.classes as usize);
+        let mut rng = rng::stream(self.seed, Purpose::Distill, version);
+        let (images, device) = (&self.pool.images, self.core.device);
+        self.core.distill(current, teachers, &mut rng, |q, count, rng| {
+            let index = Tensor::from_slice(&sample_by_class(&by_class, q, count, rng)).to_device(device);
+            images.index_select(0, &index)
+        })
+    }
+}

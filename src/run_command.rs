@@ -9,16 +9,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
 use crate::data::DataDirs;
-use crate::exec::{EvalRecord, Progress, Sink, UpdateRecord};
+use crate::exec::{EvalRecord, Progress, Sink, UpdateRecord, VecSink};
 use crate::params::weights_hash;
-use crate::record::{git_commit, Recorder, RunDir, RunInfo};
+use crate::record::{git_commit, RunDir, RunInfo};
 use crate::runtime::{self, DeviceChoice};
 use crate::sched::summarize;
 use crate::simulation::{plan_config, Simulation};
 
 /// Forwards rows to the recorder and keeps the progress bar current.
 struct ProgressSink<'a> {
-    recorder: &'a mut Recorder,
+    recorder: &'a mut VecSink,
     bar: ProgressBar,
     horizon: Option<f64>,
     last_accuracy: Option<f64>,
@@ -82,7 +82,7 @@ pub fn run(dirs: &DataDirs, config_path: &Path, overrides: &[String], out: &Path
         "{bar:30} {pos}/{len} versions {elapsed_precise} {msg}"
     };
     let bar = ProgressBar::new(length).with_style(ProgressStyle::with_template(template)?);
-    let mut recorder = Recorder::default();
+    let mut recorder = VecSink::default();
     let started = Instant::now();
     let outcome = {
         let mut sink =

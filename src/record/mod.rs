@@ -8,23 +8,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::Serialize;
 
-use crate::exec::{EvalRecord, Sink, UpdateRecord};
-
-/// Collects a run's rows in memory; [`RunDir::write_tables`] saves them.
-#[derive(Default)]
-pub struct Recorder {
-    pub updates: Vec<UpdateRecord>,
-    pub evals: Vec<EvalRecord>,
-}
-
-impl Sink for Recorder {
-    fn update(&mut self, record: UpdateRecord) {
-        self.updates.push(record);
-    }
-    fn eval(&mut self, record: EvalRecord) {
-        self.evals.push(record);
-    }
-}
+use crate::exec::{EvalRecord, UpdateRecord, VecSink};
 
 /// A run's folder.
 pub struct RunDir {
@@ -71,7 +55,8 @@ impl RunDir {
         write_atomically(&self.path.join("run.json"), json.as_bytes())
     }
 
-    pub fn write_tables(&self, recorder: &Recorder) -> PolarsResult<()> {
+    /// Saves the rows a run collected.
+    pub fn write_tables(&self, recorder: &VecSink) -> PolarsResult<()> {
         write_parquet(&self.path.join("updates.parquet"), &mut updates_frame(&recorder.updates)?)?;
         write_parquet(&self.path.join("evals.parquet"), &mut evals_frame(&recorder.evals)?)
     }
@@ -192,7 +177,7 @@ mod tests {
     fn tables_round_trip_through_parquet() {
         let dir = std::env::temp_dir().join(format!("fedsim-record-test-{}", std::process::id()));
         let run = RunDir::create(&dir, "t", true).unwrap();
-        let recorder = Recorder {
+        let recorder = VecSink {
             updates: vec![UpdateRecord {
                 task: 3,
                 client: 7,

@@ -25,6 +25,13 @@ demo: setup
 run config *args: setup
     {{fedsim}} run {{config}} {{args}}
 
+# The algorithm comparison: FedAvg, FedBuff, AFL-DW, FedRevive, DD-FedRevive on the reference's
+# default world, same seed, over `horizon` time units; then accuracy at fixed virtual times.
+[group('experiments')]
+paper horizon="15" workers="2": setup
+    for a in fedavg fedbuff afl_dw dd_fedrevive fedrevive; do {{fedsim}} run sim-configs/$a.toml --workers {{workers}} --set stop.max_virtual_time={{horizon}} --out runs/paper-H{{horizon}}; done
+    {{fedsim}} compare $(ls -d runs/paper-H{{horizon}}/*/ | sort) --at $(python3 -c "h={{horizon}}; print(','.join(str(round(h*i/6, 2)) for i in range(7)))")
+
 # Print a config's schedule without training, e.g. `just plan sim-configs/fedbuff.toml 200`.
 [group('experiments')]
 plan config horizon="200": setup

@@ -80,6 +80,14 @@ enum Command {
         #[arg(long, default_value = "runs")]
         out: PathBuf,
     },
+    /// Accuracy at fixed virtual times for each run, as a markdown table.
+    Compare {
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Virtual times (time units), comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [0.0, 5.0, 10.0, 15.0, 20.0])]
+        at: Vec<f64>,
+    },
     /// Print a config's schedule (versions, client jobs, staleness) without training.
     Plan {
         config: PathBuf,
@@ -182,6 +190,7 @@ fn run(cli: Cli) -> Result<()> {
             overrides.extend(seed.map(|s| format!("seed={s}")));
             crate::run_command::run(&dirs, &config, &overrides, &out)
         }
+        Command::Compare { runs, at } => crate::run_command::compare(&runs, &at),
         Command::Plan { config, horizon, mut overrides } => {
             if let Some(h) = horizon {
                 overrides.push(format!("stop.max_virtual_time={h}"));

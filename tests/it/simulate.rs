@@ -190,6 +190,13 @@ fn fedsim_run_writes_a_complete_run_directory() {
     assert!(stdout.contains(hash));
     let weights = tch::Tensor::read_safetensors(run.join("final.safetensors")).unwrap();
     assert!(weights.iter().any(|(name, _)| name == "fc3.weight"));
+    // fedsim compare reads the run back: at time 0 the initial model's accuracy, version 0.
+    let first = evals.column("accuracy").unwrap().f64().unwrap().get(0).unwrap();
+    let (code, table, stderr) = fedsim(&["compare", run.to_str().unwrap(), "--at", "0,1000"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(table.contains("| virtual time | async_fl |"), "{table}");
+    assert!(table.contains(&format!("| 0 | {first:.4} (v0) |")), "{table}");
+    assert!(table.contains("(v20) |"), "{table}");
 }
 
 #[test]

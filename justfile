@@ -32,6 +32,11 @@ paper horizon="15" workers="2": setup
     for a in fedavg fedbuff afl_dw dd_fedrevive fedrevive; do {{fedsim}} run sim-configs/$a.toml --workers {{workers}} --set stop.max_virtual_time={{horizon}} --out runs/paper-H{{horizon}}; done
     {{fedsim}} compare $(ls -d runs/paper-H{{horizon}}/*/ | sort) --at $(python3 -c "h={{horizon}}; print(','.join(str(round(h*i/6, 2)) for i in range(7)))")
 
+# Run a sweep file (a grid of configs), e.g. `just sweep sim-configs/sweep-workers.toml`.
+[group('experiments')]
+sweep file: setup
+    {{fedsim}} sweep {{file}}
+
 # Print a config's schedule without training, e.g. `just plan sim-configs/fedbuff.toml 200`.
 [group('experiments')]
 plan config horizon="200": setup

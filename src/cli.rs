@@ -80,6 +80,13 @@ enum Command {
         #[arg(long, default_value = "runs")]
         out: PathBuf,
     },
+    /// Run a grid of configs (a sweep file), each into its own run directory, then compare them.
+    Sweep {
+        sweep: PathBuf,
+        /// Folder for the sweep's run directories (default runs/<sweep name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Accuracy at fixed virtual times for each run, as a markdown table.
     Compare {
         #[arg(required = true)]
@@ -188,8 +195,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run { config, workers, seed, mut overrides, out } => {
             overrides.extend(workers.map(|w| format!("run.workers={w}")));
             overrides.extend(seed.map(|s| format!("seed={s}")));
-            crate::run_command::run(&dirs, &config, &overrides, &out)
+            crate::run_command::run(&dirs, &config, &overrides, &out).map(|_| ())
         }
+        Command::Sweep { sweep, out } => crate::sweep::run(&dirs, &sweep, &out),
         Command::Compare { runs, at } => crate::run_command::compare(&runs, &at),
         Command::Plan { config, horizon, mut overrides } => {
             if let Some(h) = horizon {

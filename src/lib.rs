@@ -21,3 +21,4 @@ pub mod runtime;
 pub mod sched;
 pub mod sim;
 pub mod simulation;
+pub mod sweep;

@@ -48,7 +48,13 @@ impl Sink for ProgressSink<'_> {
     }
 }
 
-pub fn run(dirs: &DataDirs, config_path: &Path, overrides: &[String], out: &Path) -> Result<()> {
+/// Runs one config; returns its run directory.
+pub fn run(
+    dirs: &DataDirs,
+    config_path: &Path,
+    overrides: &[String],
+    out: &Path,
+) -> Result<std::path::PathBuf> {
     let config = Config::load(config_path, overrides)?;
     let device = config.device.parse::<DeviceChoice>()?.resolve()?;
     // Everything that can fail on input fails here, before the run directory exists.
@@ -150,7 +156,7 @@ pub fn run(dirs: &DataDirs, config_path: &Path, overrides: &[String], out: &Path
     );
     println!("final weights sha256 {hash}");
     println!("results in {}", run_dir.path.display());
-    Ok(())
+    Ok(run_dir.path)
 }
 
 struct Finished {

@@ -39,11 +39,24 @@ pub struct RunInfo {
 }
 
 impl RunDir {
-    /// Creates `<out>/<name>-<UTC timestamp>/` (or `<out>` itself when `exact` is set).
+    /// Creates `<out>/<name>-<UTC timestamp>/` (`-2`, `-3`, ... appended when runs start in
+    /// the same second), or `<out>` itself when `exact` is set.
     pub fn create(out: &Path, name: &str, exact: bool) -> std::io::Result<RunDir> {
-        let path = if exact { out.to_path_buf() } else { out.join(format!("{name}-{}", timestamp())) };
-        std::fs::create_dir_all(&path)?;
-        Ok(RunDir { path })
+        if exact {
+            std::fs::create_dir_all(out)?;
+            return Ok(RunDir { path: out.to_path_buf() });
+        }
+        std::fs::create_dir_all(out)?;
+        let stem = format!("{name}-{}", timestamp());
+        for attempt in 1.. {
+            let path = if attempt == 1 { out.join(&stem) } else { out.join(format!("{stem}-{attempt}")) };
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(RunDir { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns")
     }
 
     pub fn write_config(&self, toml: &str) -> std::io::Result<()> {
@@ -165,6 +178,15 @@ pub fn git_commit() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_started_in_the_same_second_get_their_own_folders() {
+        let dir = std::env::temp_dir().join(format!("fedsim-rundir-test-{}", std::process::id()));
+        let a = RunDir::create(&dir, "x", false).unwrap();
+        let b = RunDir::create(&dir, "x", false).unwrap();
+        assert_ne!(a.path, b.path);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn timestamps_look_like_dates() {

@@ -9,7 +9,12 @@ fn every_sim_config_validates() {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(repo().join("sim-configs")).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
+        let is_sweep = path.file_name().unwrap().to_str().unwrap().starts_with("sweep-");
+        if is_sweep {
+            let (_, points) =
+                fedsim::sweep::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            assert!(!points.is_empty());
+        } else if path.extension().is_some_and(|e| e == "toml") {
             let config = Config::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
             assert_eq!(config.name, stem, "{}: name differs from the file name", path.display());

@@ -263,3 +263,34 @@ fn memory_stays_flat_over_thousands_of_versions() {
     assert!(outcome.max_versions_held <= task_bound + 1, "{} versions held", outcome.max_versions_held);
     assert!(outcome.max_ready >= 2, "tasks should be ready in parallel");
 }
+
+#[test]
+fn a_worker_sweep_runs_every_point_and_finds_identical_results() {
+    let dir = scratch("cli-sweep");
+    std::fs::write(dir.join("tiny.toml"), small("async_fl", "buffer_size = 2\nserver_lr = 0.5")).unwrap();
+    std::fs::write(
+        dir.join("sweep.toml"),
+        "name = \"tiny-sweep\"\nconfigs = [\"tiny.toml\"]\n[set]\n\"stop.max_versions\" = 10\n[grid]\n\"run.workers\" = [1, 2]\n",
+    )
+    .unwrap();
+    let out = dir.join("runs");
+    let (code, stdout, stderr) =
+        fedsim(&["sweep", dir.join("sweep.toml").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2, "one run directory per point");
+    assert!(stdout.contains("sweep tiny-sweep: 2 runs"), "{stdout}");
+    assert!(stdout.contains("small (1, 2 workers): final weights identical"), "{stdout}");
+    assert!(stdout.contains("| 1.00x |"), "the 1-worker run is its own baseline: {stdout}");
+    // A bad point fails before anything runs.
+    std::fs::write(
+        dir.join("bad.toml"),
+        "configs = [\"tiny.toml\"]\n[grid]\n\"algorithm.buffer_size\" = [0]\n",
+    )
+    .unwrap();
+    let bad_out = dir.join("bad-runs");
+    let (code, _, stderr) =
+        fedsim(&["sweep", dir.join("bad.toml").to_str().unwrap(), "--out", bad_out.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("algorithm.buffer_size = 0"), "{stderr}");
+    assert!(!bad_out.exists());
+}

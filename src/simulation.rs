@@ -11,7 +11,7 @@ use crate::config::{AlgorithmKind, Config};
 use crate::data::augment::Augment;
 use crate::data::{partition, split, DataDirs};
 use crate::exec::{execute, Experiment, RunOutcome, Sink};
-use crate::fl::revive::{ReviveSchedule, TeacherBuffer};
+use crate::fl::revive::{Distiller, ReviveSchedule, TeacherBuffer};
 use crate::fl::server::{Revive, Server};
 use crate::fl::ServerRule;
 use crate::nn::dfkd::DataFreeDistiller;
@@ -82,39 +82,33 @@ impl Simulation {
             config.seed,
         )
         .context("partitioning the training data")?;
-        let server = match config.algorithm {
-            AlgorithmKind::DdFedRevive => Server {
-                rule: server_rule(config),
-                revive: Some(Revive {
-                    schedule: revive_schedule(config),
-                    teachers: TeacherBuffer::new(config.kd.buffer_size),
-                    distiller: Box::new(RealDataDistiller::new(
-                        config.kd.settings,
-                        config.model,
-                        dataset.clone(),
-                        &parts.kd,
-                        device,
-                        config.seed,
-                    )),
-                }),
-            },
-            AlgorithmKind::FedRevive => Server {
-                rule: server_rule(config),
-                revive: Some(Revive {
-                    schedule: revive_schedule(config),
-                    teachers: TeacherBuffer::new(config.kd.buffer_size),
-                    distiller: Box::new(DataFreeDistiller::new(
-                        config.kd.settings,
-                        config.dfkd,
-                        config.model,
-                        config.dataset,
-                        input,
-                        device,
-                        config.seed,
-                    )?),
-                }),
-            },
-            _ => Server::plain(server_rule(config)),
+        let distiller: Option<Box<dyn Distiller>> = match config.algorithm {
+            AlgorithmKind::DdFedRevive => Some(Box::new(RealDataDistiller::new(
+                config.kd.settings,
+                config.model,
+                dataset.clone(),
+                &parts.kd,
+                device,
+                config.seed,
+            ))),
+            AlgorithmKind::FedRevive => Some(Box::new(DataFreeDistiller::new(
+                config.kd.settings,
+                config.dfkd,
+                config.model,
+                config.dataset,
+                input,
+                device,
+                config.seed,
+            )?)),
+            _ => None,
+        };
+        let server = Server {
+            rule: server_rule(config),
+            revive: distiller.map(|distiller| Revive {
+                schedule: revive_schedule(config),
+                teachers: TeacherBuffer::new(config.kd.buffer_size),
+                distiller,
+            }),
         };
         let spec = TrainSpec {
             model: config.model,

@@ -31,10 +31,6 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn plain(rule: ServerRule) -> Self {
-        Server { rule, revive: None }
-    }
-
     /// Whether clients must send their trained models, not only deltas.
     pub fn needs_models(&self) -> bool {
         self.rule.needs_models() || self.revive.is_some()

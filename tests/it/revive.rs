@@ -22,6 +22,11 @@ fn run(text: &str, workers: usize) -> (String, VecSink) {
     (weights_hash(&outcome.final_weights), sink)
 }
 
+/// Each evaluation's version and exact accuracy.
+fn accuracies(sink: &VecSink) -> Vec<(u64, u64)> {
+    sink.evals.iter().map(|e| (e.version, e.accuracy.to_bits())).collect()
+}
+
 fn world(algorithm: &str, extra: &str) -> String {
     format!(
         "seed = 5\n[data]\nnum_clients = 30\nclient_data_size = 64\n\
@@ -43,8 +48,6 @@ fn fedrevive_is_identical_for_one_two_and_four_workers() {
     for workers in [2, 4] {
         let (hash_n, sink_n) = run(&text, workers);
         assert_eq!(hash_n, hash_1, "{workers} workers");
-        let accuracies =
-            |s: &VecSink| s.evals.iter().map(|e| (e.version, e.accuracy.to_bits())).collect::<Vec<_>>();
         assert_eq!(accuracies(&sink_n), accuracies(&sink_1));
     }
     let (fedbuff, _) = run(&world("async_fl", ""), 1);
@@ -72,8 +75,6 @@ fn dd_fedrevive_is_identical_for_one_two_and_four_workers() {
     for workers in [2, 4] {
         let (hash_n, sink_n) = run(&text, workers);
         assert_eq!(hash_n, hash_1, "{workers} workers");
-        let accuracies =
-            |s: &VecSink| s.evals.iter().map(|e| (e.version, e.accuracy.to_bits())).collect::<Vec<_>>();
         assert_eq!(accuracies(&sink_n), accuracies(&sink_1));
     }
 }

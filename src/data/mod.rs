@@ -34,9 +34,6 @@ pub enum DataError {
     /// A source for `data prepare` that is neither of the accepted layouts.
     #[error("{path}: not a CIFAR-10 source; expected a .tar.gz of <split>/<class>/*.jpg|png, a folder with data_batch_1..5.bin and test_batch.bin, or a folder with train/<class>/ and test/<class>/ images")]
     UnknownSource { path: PathBuf },
-    /// libtorch failed on a tensor operation while loading.
-    #[error("tensor operation failed while loading data: {0}")]
-    Torch(#[from] tch::TchError),
 }
 
 impl DataError {
@@ -145,17 +142,6 @@ impl ImageSet {
             images: SharedTensor::new(self.images.to_device(device)),
             labels: SharedTensor::new(self.labels.to_device(device)),
             host_labels: self.host_labels.clone(),
-        }
-    }
-
-    /// The rows at `indices`, as a new set (used for splits and subsets).
-    pub fn select(&self, indices: &[u32]) -> ImageSet {
-        let index = Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>())
-            .to_device(self.images.device());
-        ImageSet {
-            images: SharedTensor::new(self.images.index_select(0, &index)),
-            labels: SharedTensor::new(self.labels.index_select(0, &index)),
-            host_labels: indices.iter().map(|&i| self.host_labels[i as usize]).collect(),
         }
     }
 }

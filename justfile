@@ -25,17 +25,21 @@ demo: setup
 run config *args: setup
     {{fedsim}} run {{config}} {{args}}
 
-# The algorithm comparison: FedAvg, FedBuff, AFL-DW, FedRevive, DD-FedRevive on the reference's
-# default world, same seed, over `horizon` time units; then accuracy at fixed virtual times.
+# Over 15 time units of virtual time, from one seed; about 15 minutes on 2 cores.
+# The algorithm comparison (FedAvg, FedBuff, AFL-DW, FedRevive, DD-FedRevive) into reports/sweep-algorithms.
 [group('experiments')]
-paper horizon="15" workers="2": setup
-    for a in fedavg fedbuff afl_dw dd_fedrevive fedrevive; do {{fedsim}} run sim-configs/$a.toml --workers {{workers}} --set stop.max_virtual_time={{horizon}} --out runs/paper-H{{horizon}}; done
-    {{fedsim}} compare $(ls -d runs/paper-H{{horizon}}/*/ | sort) --at $(python3 -c "h={{horizon}}; print(','.join(str(round(h*i/6, 2)) for i in range(7)))")
+paper: setup
+    {{fedsim}} sweep sim-configs/sweep-algorithms.toml
 
-# Run a sweep file (a grid of configs), e.g. `just sweep sim-configs/sweep-workers.toml`.
+# Run a sweep file (a grid of configs) and report it, e.g. `just sweep sim-configs/sweep-workers.toml`.
 [group('experiments')]
 sweep file: setup
     {{fedsim}} sweep {{file}}
+
+# Report run directories: tables and figures, e.g. `just report reports/mine runs/a-*/ runs/b-*/`.
+[group('experiments')]
+report out +runs: setup
+    {{fedsim}} report {{runs}} --out {{out}}
 
 # Print a config's schedule without training, e.g. `just plan sim-configs/fedbuff.toml 200`.
 [group('experiments')]
@@ -59,17 +63,10 @@ test: setup
 test-only:
     if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --release --no-fail-fast; else cargo test --release --no-fail-fast; fi
 
-# Benchmarks: criterion suites, local-update throughput, and the quickstart at 1 and 2 workers.
+# The last step is the quickstart at 1, 2 and 4 workers: same results, and the speed-up.
+# Benchmarks: criterion suites, local-update throughput, the worker sweep into reports/sweep-workers.
 [group('checks')]
 bench: setup
     cargo bench --bench scheduler --bench local_update
     {{fedsim}} bench local-update --model convnet --repeats 10
-    just bench-workers
-
-# The quickstart with 1 and 2 workers: same final hash, and the wall-time ratio.
-[group('checks')]
-bench-workers: setup
-    mkdir -p runs
-    for w in 1 2; do {{fedsim}} run sim-configs/quickstart.toml --workers $w --out runs/bench-workers | tee runs/bench-workers-$w.log; done
-    grep -h "final weights sha256" runs/bench-workers-1.log runs/bench-workers-2.log
-    awk '/^wall/ { gsub("wall ", ""); print $1 }' runs/bench-workers-1.log runs/bench-workers-2.log | paste -sd' ' | awk '{ printf "speed-up with 2 workers: %.2fx\n", $1 / $2 }'
+    {{fedsim}} sweep sim-configs/sweep-workers.toml

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what fedsim needs on a fresh machine and is quick when it is all there:
-# libtorch (torch==2.11.0 from PyPI in .venv), the Fashion-MNIST Debian package, the release
-# build, and the prepared CIFAR-10 in data/.
+# libtorch (torch==2.11.0 from PyPI in .venv), the Fashion-MNIST Debian package, a font for
+# report figures, the release build, and the prepared CIFAR-10 in data/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 torch_version=2.11.0
@@ -22,6 +22,15 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
         || { $sudo apt-get update -qq && $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+fi
+
+# A TrueType font for the text in report figures (most images already have DejaVu).
+if [ -z "${FEDSIM_FONT:-}" ] && ! ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/TTF/DejaVuSans.ttf \
+        /usr/share/fonts/dejavu/DejaVuSans.ttf /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf >/dev/null 2>&1; then
+    echo "setup: installing Debian's fonts-dejavu-core (text in report figures)"
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get install -y -qq fonts-dejavu-core >/dev/null 2>&1 \
+        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq fonts-dejavu-core >/dev/null; }
 fi
 
 cargo build --release --quiet

@@ -18,6 +18,7 @@ use crate::data::{
 use crate::nn::train::{train_local, OptimizerKind, TrainContext, TrainSpec};
 use crate::nn::{initial_weights, InputSpec, Model, ModelKind};
 use crate::params::weights_hash;
+use crate::report::ReportOptions;
 use crate::runtime::{self, DeviceChoice, TorchInfo};
 use crate::sim::rng::{self, Purpose};
 
@@ -80,20 +81,30 @@ enum Command {
         #[arg(long, default_value = "runs")]
         out: PathBuf,
     },
-    /// Run a grid of configs (a sweep file), each into its own run directory, then compare them.
+    /// Run a grid of configs (a sweep file), each into its own run directory, then report them.
     Sweep {
         sweep: PathBuf,
         /// Folder for the sweep's run directories (default runs/<sweep name>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Folder for the report (default reports/<sweep name>).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
-    /// Accuracy at fixed virtual times for each run, as a markdown table.
-    Compare {
+    /// Compare run directories: summary.md with cost, speed-up, accuracy and determinism
+    /// tables, and figures (PNG and SVG).
+    Report {
         #[arg(required = true)]
         runs: Vec<PathBuf>,
-        /// Virtual times (time units), comma-separated.
-        #[arg(long, value_delimiter = ',', default_values_t = [0.0, 5.0, 10.0, 15.0, 20.0])]
-        at: Vec<f64>,
+        /// Folder for summary.md and the figures, e.g. reports/my-comparison.
+        #[arg(long)]
+        out: PathBuf,
+        /// Virtual times for the accuracy table, comma-separated (default: round steps).
+        #[arg(long, value_delimiter = ',')]
+        at: Option<Vec<f64>>,
+        /// Target accuracies for time-to-accuracy, comma-separated (default: 0.1, 0.2, ...).
+        #[arg(long, value_delimiter = ',')]
+        targets: Option<Vec<f64>>,
     },
     /// Print a config's schedule (versions, client jobs, staleness) without training.
     Plan {
@@ -197,8 +208,12 @@ fn run(cli: Cli) -> Result<()> {
             overrides.extend(seed.map(|s| format!("seed={s}")));
             crate::run_command::run(&dirs, &config, &overrides, &out).map(|_| ())
         }
-        Command::Sweep { sweep, out } => crate::sweep::run(&dirs, &sweep, &out),
-        Command::Compare { runs, at } => crate::run_command::compare(&runs, &at),
+        Command::Sweep { sweep, out, report } => crate::sweep::run(&dirs, &sweep, out, report),
+        Command::Report { runs, out, at, targets } => {
+            let command = std::iter::once("fedsim".to_owned()).chain(std::env::args().skip(1)).collect();
+            let options = ReportOptions { out, times: at, targets, command: shell_words(command) };
+            report_command(&runs, &options)
+        }
         Command::Plan { config, horizon, mut overrides } => {
             if let Some(h) = horizon {
                 overrides.push(format!("stop.max_virtual_time={h}"));
@@ -213,6 +228,30 @@ fn run(cli: Cli) -> Result<()> {
                 BenchCommand::LocalUpdate { model, dataset, repeats, local_iters, batch_size, seed, device },
         } => bench_local_update(&dirs, model, dataset, repeats, local_iters, batch_size, seed, device),
     }
+}
+
+/// Writes a report; fails (after writing it) when a run had to be left out.
+pub fn report_command(runs: &[PathBuf], options: &ReportOptions) -> Result<()> {
+    let report = crate::report::write(runs, options)?;
+    println!("{}", report.brief());
+    anyhow::ensure!(
+        report.skipped.is_empty(),
+        "{} of {} runs could not be read and were left out of {}:\n{}",
+        report.skipped.len(),
+        runs.len(),
+        report.summary.display(),
+        report.skipped.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+    );
+    Ok(())
+}
+
+/// The command line as one string a shell would accept (arguments with spaces quoted).
+fn shell_words(words: Vec<String>) -> String {
+    words
+        .into_iter()
+        .map(|w| if w.contains(char::is_whitespace) { format!("'{w}'") } else { w })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn info(dirs: &DataDirs) -> Result<()> {

@@ -5,7 +5,8 @@
 //! tensors), [`params`] and [`fl`] (weight maths and server rules on plain vectors),
 //! [`sched`] (policies that plan who trains when), [`data`] and [`nn`] (datasets, models,
 //! local training, evaluation), [`exec`] (carries out a plan on worker threads), [`record`]
-//! (run directories), and the commands in [`cli`].
+//! (run directories), [`report`] (tables and figures from run directories), and the
+//! commands in [`cli`].
 
 pub mod central;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod fl;
 pub mod nn;
 pub mod params;
 pub mod record;
+pub mod report;
 pub mod run_command;
 pub mod runtime;
 pub mod sched;

@@ -103,6 +103,7 @@ pub fn run(
     let hash = weights_hash(&outcome.run.final_weights);
     let run = &outcome.run;
     run_dir.write_info(&RunInfo {
+        log_format: crate::record::LOG_FORMAT,
         name: config.name.clone(),
         algorithm: config.algorithm.name().to_owned(),
         seed: config.seed,
@@ -206,43 +207,5 @@ pub fn plan(config_path: &Path, overrides: &[String], replace_stops: bool) -> Re
         seconds,
         summary.dispatched_jobs as f64 / seconds.max(1e-9)
     );
-    Ok(())
-}
-
-/// Accuracy of each run at fixed virtual times (the last evaluation at or before each time),
-/// with the versions reached, as a markdown table.
-pub fn compare(runs: &[std::path::PathBuf], times: &[f64]) -> Result<()> {
-    let mut header = "| virtual time |".to_owned();
-    let mut columns = Vec::new();
-    for run in runs {
-        let info: RunInfo = serde_json::from_str(
-            &std::fs::read_to_string(run.join("run.json"))
-                .with_context(|| format!("{}: no run.json", run.display()))?,
-        )
-        .with_context(|| format!("{}: run.json is not a fedsim run description", run.display()))?;
-        let evals = crate::record::read_parquet(&run.join("evals.parquet"))
-            .with_context(|| format!("{}: cannot read evals.parquet", run.display()))?;
-        let column = |name: &str| -> Result<Vec<f64>> {
-            let series = evals
-                .column(name)
-                .with_context(|| format!("{}: evals.parquet has no {name}", run.display()))?;
-            Ok(series.f64()?.into_no_null_iter().collect())
-        };
-        let versions: Vec<u64> = evals.column("version")?.u64()?.into_no_null_iter().collect();
-        columns.push((column("virtual_time")?, column("accuracy")?, versions));
-        header.push_str(&format!(" {} |", info.algorithm));
-    }
-    println!("{header}");
-    println!("|{}", " --- |".repeat(runs.len() + 1));
-    for &t in times {
-        let mut row = format!("| {t} |");
-        for (virtual_time, accuracy, versions) in &columns {
-            match virtual_time.iter().rposition(|&v| v <= t + 1e-9) {
-                Some(i) => row.push_str(&format!(" {:.4} (v{}) |", accuracy[i], versions[i])),
-                None => row.push_str(" - |"),
-            }
-        }
-        println!("{row}");
-    }
     Ok(())
 }

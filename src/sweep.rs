@@ -1,7 +1,7 @@
 //! `fedsim sweep SWEEP.toml`: one or more base configs over a grid of config keys (workers,
-//! seed, any key), each point run into its own directory under `runs/<sweep name>/`, then a
-//! table of what each cost and reached. Runs that differ only in `run.workers` must agree bit
-//! for bit; the table says whether they do.
+//! seed, any key), each point run into its own directory under `runs/<sweep name>/`, then the
+//! report of them all in `reports/<sweep name>/` (see [`crate::report`]): runs that differ
+//! only in `run.workers` must agree bit for bit, and the report says whether they do.
 //!
 //! ```toml
 //! name = "sweep-workers"
@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::data::DataDirs;
-use crate::record::RunInfo;
+use crate::report::ReportOptions;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,16 +38,6 @@ struct SweepFile {
 pub struct Point {
     pub config: PathBuf,
     pub overrides: Vec<String>,
-}
-
-impl Point {
-    /// The point without its worker count: runs with equal keys must give identical results.
-    fn without_workers(&self) -> (PathBuf, Vec<String>) {
-        (
-            self.config.clone(),
-            self.overrides.iter().filter(|o| !o.starts_with("run.workers=")).cloned().collect(),
-        )
-    }
 }
 
 /// Reads a sweep file and validates every point's config before anything runs.
@@ -93,67 +83,23 @@ pub fn load(path: &Path) -> Result<(String, Vec<Point>)> {
     Ok((name, points))
 }
 
-pub fn run(dirs: &DataDirs, path: &Path, out: &Option<PathBuf>) -> Result<()> {
+/// Runs every point of a sweep, then writes the report of all its runs.
+pub fn run(dirs: &DataDirs, path: &Path, out: Option<PathBuf>, report: Option<PathBuf>) -> Result<()> {
     let (name, points) = load(path)?;
-    let out = out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&name));
-    println!("sweep {name}: {} runs into {}", points.len(), out.display());
+    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    let report = report.unwrap_or_else(|| PathBuf::from("reports").join(&name));
+    println!("sweep {name}: {} runs into {}, report in {}", points.len(), out.display(), report.display());
     let mut finished = Vec::new();
     for (i, point) in points.iter().enumerate() {
         println!("\n[{}/{}] {} {}", i + 1, points.len(), point.config.display(), point.overrides.join(" "));
-        let run_dir = crate::run_command::run(dirs, &point.config, &point.overrides, &out)?;
-        finished.push((point.clone(), run_dir));
+        finished.push(crate::run_command::run(dirs, &point.config, &point.overrides, &out)?);
     }
-    println!("\n{}", summary(&finished)?);
-    Ok(())
-}
-
-/// A markdown table of the sweep's runs: cost, speed-up against the 1-worker run of the same
-/// point, final accuracy, and whether worker counts changed any result.
-pub fn summary(runs: &[(Point, PathBuf)]) -> Result<String> {
-    let infos: Vec<RunInfo> = runs
-        .iter()
-        .map(|(_, dir)| {
-            let text = std::fs::read_to_string(dir.join("run.json"))
-                .with_context(|| format!("{}: no run.json", dir.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{}: run.json is not a fedsim run", dir.display()))
-        })
-        .collect::<Result<_>>()?;
-    let mut table = String::from(
-        "| run | overrides | workers | wall s | versions | updates/s | speed-up | stop | final weights |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
-    );
-    let mut verdicts = Vec::new();
-    for (i, ((point, _), info)) in runs.iter().zip(&infos).enumerate() {
-        let key = point.without_workers();
-        let siblings: Vec<usize> = (0..runs.len()).filter(|&j| runs[j].0.without_workers() == key).collect();
-        let baseline = siblings.iter().map(|&j| &infos[j]).find(|other| other.workers == 1);
-        let speedup = baseline
-            .map_or("-".to_owned(), |b| format!("{:.2}x", b.wall_seconds / info.wall_seconds.max(1e-9)));
-        table.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {} | {:.1} | {} | {} | {} |\n",
-            info.name,
-            point.without_workers().1.join(" "),
-            info.workers,
-            info.wall_seconds,
-            info.versions,
-            info.updates_applied as f64 / info.wall_seconds.max(1e-9),
-            speedup,
-            info.stop_reason,
-            &info.final_weights_sha256[..16],
-        ));
-        if siblings.len() > 1 && siblings[0] == i {
-            let same = siblings.iter().all(|&j| infos[j].final_weights_sha256 == info.final_weights_sha256);
-            let workers: Vec<String> = siblings.iter().map(|&j| infos[j].workers.to_string()).collect();
-            verdicts.push(format!(
-                "{} ({} workers): final weights {}",
-                info.name,
-                workers.join(", "),
-                if same { "identical" } else { "DIFFER" }
-            ));
-        }
-    }
-    for verdict in verdicts {
-        table.push_str(&format!("\n{verdict}"));
-    }
-    Ok(table)
+    println!();
+    let options = ReportOptions {
+        out: report,
+        times: None,
+        targets: None,
+        command: format!("fedsim sweep {}", path.display()),
+    };
+    crate::cli::report_command(&finished, &options)
 }

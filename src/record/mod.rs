@@ -15,9 +15,16 @@ pub struct RunDir {
     pub path: PathBuf,
 }
 
+/// The layout of run.json and the Parquet tables. Raise it when a column or field changes
+/// meaning, so `fedsim report` refuses runs it would misread instead of guessing.
+pub const LOG_FORMAT: u32 = 1;
+
 /// run.json: what a run was and how it ended.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct RunInfo {
+    /// [`LOG_FORMAT`] of the fedsim that wrote the run (runs from before the field are format 1).
+    #[serde(default = "first_log_format")]
+    pub log_format: u32,
     pub name: String,
     pub algorithm: String,
     pub seed: u64,
@@ -36,6 +43,10 @@ pub struct RunInfo {
     pub train_seconds: f64,
     pub server_seconds: f64,
     pub eval_seconds: f64,
+}
+
+fn first_log_format() -> u32 {
+    1
 }
 
 impl RunDir {

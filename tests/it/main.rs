@@ -5,6 +5,7 @@ mod bad_input;
 mod configs;
 mod data;
 mod determinism;
+mod report;
 mod revive;
 mod simulate;
 mod training;

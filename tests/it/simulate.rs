@@ -190,13 +190,17 @@ fn fedsim_run_writes_a_complete_run_directory() {
     assert!(stdout.contains(hash));
     let weights = tch::Tensor::read_safetensors(run.join("final.safetensors")).unwrap();
     assert!(weights.iter().any(|(name, _)| name == "fc3.weight"));
-    // fedsim compare reads the run back: at time 0 the initial model's accuracy, version 0.
+    // fedsim report reads the run back: at time 0 the initial model's accuracy, version 0.
     let first = evals.column("accuracy").unwrap().f64().unwrap().get(0).unwrap();
-    let (code, table, stderr) = fedsim(&["compare", run.to_str().unwrap(), "--at", "0,1000"]);
+    let report = dir.join("report");
+    let (code, stdout, stderr) =
+        fedsim(&["report", run.to_str().unwrap(), "--out", report.to_str().unwrap(), "--at", "0,1000"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(table.contains("| virtual time | async_fl |"), "{table}");
+    assert!(stdout.contains("report in"), "{stdout}");
+    let table = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(table.contains("| virtual time | small |"), "{table}");
     assert!(table.contains(&format!("| 0 | {first:.4} (v0) |")), "{table}");
-    assert!(table.contains("(v20) |"), "{table}");
+    assert!(table.contains("| 1000 |") && table.contains("(v20) |"), "{table}");
 }
 
 #[test]
@@ -274,13 +278,26 @@ fn a_worker_sweep_runs_every_point_and_finds_identical_results() {
     )
     .unwrap();
     let out = dir.join("runs");
-    let (code, stdout, stderr) =
-        fedsim(&["sweep", dir.join("sweep.toml").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let report = dir.join("report");
+    let sweep = dir.join("sweep.toml");
+    let (code, stdout, stderr) = fedsim(&[
+        "sweep",
+        sweep.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2, "one run directory per point");
     assert!(stdout.contains("sweep tiny-sweep: 2 runs"), "{stdout}");
-    assert!(stdout.contains("small (1, 2 workers): final weights identical"), "{stdout}");
-    assert!(stdout.contains("| 1.00x |"), "the 1-worker run is its own baseline: {stdout}");
+    // The sweep ends with its report.
+    assert!(stdout.contains("identical results: small, workers 1 = small, workers 2"), "{stdout}");
+    let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(summary.contains("**small** (1, 2 workers): **identical**"), "{summary}");
+    assert!(summary.contains(&format!("fedsim sweep {}", sweep.display())), "{summary}");
+    assert!(summary.contains("| 1.00x | 100% |"), "the 1-worker run is its own baseline: {summary}");
+    assert!(report.join("speedup.png").is_file());
     // A bad point fails before anything runs.
     std::fs::write(
         dir.join("bad.toml"),

@@ -1,0 +1,350 @@
+//! A report's figures, drawn with plotters as PNG and SVG from the same drawing code:
+//! accuracy against virtual time and against version, speed-up against workers, staleness
+//! histograms and where the wall time went. Text is rendered with ab_glyph from a TrueType
+//! sans-serif font found on the system (DejaVu Sans, which scripts/setup.sh installs).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, Context, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::metrics::WallBreakdown;
+use crate::record::write_atomically;
+
+/// Every figure's size in pixels (PNG) and points (SVG).
+pub const SIZE: (u32, u32) = (1000, 620);
+
+/// Tableau's ten colours: distinguishable, and readable in print.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// Files where fedsim looks for a sans-serif font, in order (`FEDSIM_FONT` first).
+const FONT_FILES: [&str; 4] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+/// Registers the font with plotters once per process.
+fn ensure_font() -> Result<()> {
+    static FONT: OnceLock<Result<(), String>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        let candidates: Vec<PathBuf> = std::env::var_os("FEDSIM_FONT")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(FONT_FILES.iter().map(PathBuf::from))
+            .collect();
+        let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
+            format!(
+                "no TrueType font for the figures: looked for {}; install Debian's fonts-dejavu-core \
+                 (scripts/setup.sh does) or set FEDSIM_FONT to a .ttf file",
+                FONT_FILES.join(", ")
+            )
+        })?;
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // plotters keeps fonts for the life of the process.
+        plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
+            .map_err(|_| format!("{}: not a TrueType font", path.display()))
+    })
+    .clone()
+    .map_err(|e| anyhow!(e))
+}
+
+type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// Something that draws itself on any plotters backend.
+pub trait Figure {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
+}
+
+/// Draws `figure` into `<stem>.png` and `<stem>.svg`; returns the two paths.
+pub fn render(figure: &impl Figure, stem: &Path) -> Result<[PathBuf; 2]> {
+    ensure_font()?;
+    let (width, height) = SIZE;
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    let mut pixels = vec![0u8; width as usize * height as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
+        figure.draw(&root).map_err(|e| anyhow!("drawing {}: {e}", png.display()))?;
+        root.present().map_err(|e| anyhow!("drawing {}: {e}", png.display()))?;
+    }
+    let image =
+        image::RgbImage::from_raw(width, height, pixels).context("the bitmap has the figure's size")?;
+    let mut encoded = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut encoded, image::ImageFormat::Png)
+        .with_context(|| format!("encoding {}", png.display()))?;
+    write_atomically(&png, encoded.get_ref()).with_context(|| format!("writing {}", png.display()))?;
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, SIZE).into_drawing_area();
+        figure.draw(&root).map_err(|e| anyhow!("drawing {}: {e}", svg.display()))?;
+        root.present().map_err(|e| anyhow!("drawing {}: {e}", svg.display()))?;
+    }
+    write_atomically(&svg, text.as_bytes()).with_context(|| format!("writing {}", svg.display()))?;
+    Ok([png, svg])
+}
+
+const CAPTION: u32 = 26;
+const AXIS_NAME: u32 = 20;
+const TICKS: u32 = 16;
+
+/// One line per run: y against x.
+pub struct Lines {
+    pub title: String,
+    pub x_name: String,
+    pub y_name: String,
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+impl Figure for Lines {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
+        let points = || self.series.iter().flat_map(|(_, p)| p.iter());
+        let x_max = points().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
+        let y_max = points().map(|p| p.1).fold(0.0, f64::max);
+        let y_top = ((y_max * 10.0).ceil() / 10.0 + 0.05).clamp(0.1, 1.0);
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, ("sans-serif", CAPTION))
+            .margin(16)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..x_max * 1.02, 0.0..y_top)?;
+        chart
+            .configure_mesh()
+            .x_desc(&self.x_name)
+            .y_desc(&self.y_name)
+            .axis_desc_style(("sans-serif", AXIS_NAME))
+            .label_style(("sans-serif", TICKS))
+            .light_line_style(WHITE.mix(0.0))
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
+            .draw()?;
+        for (i, (name, points)) in self.series.iter().enumerate() {
+            // Later runs are drawn thinner, so identical curves (worker sweeps) stay visible.
+            let width = 2 + 2 * (self.series.len() - 1 - i) as u32;
+            let style = color(i).stroke_width(width.min(8));
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), style))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color(i).stroke_width(3)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font(("sans-serif", TICKS))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .draw()?;
+        Ok(())
+    }
+}
+
+/// Speed-up against worker count, one line per experiment, with the ideal (linear) line.
+pub struct Speedup {
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+impl Figure for Speedup {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
+        let points = || self.series.iter().flat_map(|(_, p)| p.iter());
+        let max_workers = points().map(|p| p.0).fold(1.0, f64::max);
+        let top = points().map(|p| p.1).fold(max_workers, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(root)
+            .caption("Speed-up against workers (same results, less wall time)", ("sans-serif", CAPTION))
+            .margin(16)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..max_workers + 0.5, 0.0..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("workers (training threads)")
+            .y_desc("speed-up (wall time of 1 worker / wall time)")
+            .axis_desc_style(("sans-serif", AXIS_NAME))
+            .label_style(("sans-serif", TICKS))
+            .light_line_style(WHITE.mix(0.0))
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
+            .draw()?;
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, 0.0), (max_workers + 0.5, max_workers + 0.5)],
+                8,
+                6,
+                BLACK.mix(0.6).stroke_width(2),
+            ))?
+            .label("ideal (linear)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], BLACK.mix(0.6).stroke_width(2)));
+        for (i, (name, points)) in self.series.iter().enumerate() {
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), color(i).stroke_width(3)))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color(i).stroke_width(3)));
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 6, color(i).filled())))?;
+            chart.draw_series(points.iter().map(|&(w, s)| {
+                Text::new(format!("{s:.2}x"), (w + 0.06, s - 0.05 * top), ("sans-serif", TICKS))
+            }))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", TICKS))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .draw()?;
+        Ok(())
+    }
+}
+
+/// One histogram of update staleness per run.
+pub struct StalenessHistograms {
+    pub panels: Vec<(String, Vec<u64>)>,
+}
+
+impl Figure for StalenessHistograms {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
+        let root = root.titled("Staleness of applied client updates", ("sans-serif", CAPTION))?;
+        let n = self.panels.len().max(1);
+        let columns = if n <= 3 { n } else { n.div_ceil(2) };
+        let rows = n.div_ceil(columns);
+        let areas = root.split_evenly((rows, columns));
+        for (i, (name, staleness)) in self.panels.iter().enumerate() {
+            let max = staleness.iter().copied().max().unwrap_or(0);
+            // At most about 50 bars per panel.
+            let width = (max + 1).div_ceil(50).max(1);
+            let mut counts = vec![0u64; (max / width + 1) as usize];
+            for &s in staleness {
+                counts[(s / width) as usize] += 1;
+            }
+            let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
+            let mut chart = ChartBuilder::on(&areas[i])
+                .caption(name, ("sans-serif", AXIS_NAME))
+                .margin(10)
+                .x_label_area_size(45)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0.0..((max + width) as f64), 0.0..top)?;
+            chart
+                .configure_mesh()
+                .x_desc("staleness (versions)")
+                .y_desc("client updates")
+                .axis_desc_style(("sans-serif", TICKS))
+                .label_style(("sans-serif", TICKS - 2))
+                .light_line_style(WHITE.mix(0.0))
+                .x_label_formatter(&tick)
+                .y_label_formatter(&tick)
+                .x_labels(6)
+                .y_labels(5)
+                .draw()?;
+            chart.draw_series(counts.iter().enumerate().filter(|(_, &c)| c > 0).map(|(b, &c)| {
+                let x = (b as u64 * width) as f64;
+                Rectangle::new([(x, 0.0), (x + width as f64 * 0.9, c as f64)], color(i).filled())
+            }))?;
+        }
+        Ok(())
+    }
+}
+
+/// Two stacked bars per run, each as long as its wall time: what the workers did (training,
+/// idle) and what the coordinating thread did (server, evaluation, other).
+pub struct WallTime {
+    pub bars: Vec<(String, WallBreakdown)>,
+}
+
+impl Figure for WallTime {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
+        // The legend gets its own strip below the chart, so it never covers a bar.
+        let (root, legend) = root.split_vertically(SIZE.1 - 80);
+        let longest = self.bars.iter().map(|(_, b)| b.wall).fold(1e-9, f64::max);
+        let n = self.bars.len();
+        let names: Vec<String> = self.bars.iter().map(|(name, _)| name.clone()).collect();
+        let longest_name = names.iter().map(|s| s.chars().count()).max().unwrap_or(0) as u32;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Where the wall time went", ("sans-serif", CAPTION))
+            .margin(16)
+            .x_label_area_size(50)
+            .y_label_area_size((longest_name * 9 + 20).clamp(60, 420))
+            .build_cartesian_2d(0.0..longest * 1.3, -0.5..n as f64 - 0.5)?;
+        chart
+            .configure_mesh()
+            .x_desc("wall time (s)")
+            .axis_desc_style(("sans-serif", AXIS_NAME))
+            .label_style(("sans-serif", TICKS))
+            .light_line_style(WHITE.mix(0.0))
+            .disable_y_mesh()
+            .x_label_formatter(&tick)
+            .y_labels(n.max(1))
+            .y_label_formatter(&|y| {
+                let i = y.round();
+                if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+                    names[n - 1 - i as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .draw()?;
+        type Part = (&'static str, RGBColor, bool, fn(&WallBreakdown) -> f64);
+        // (legend, colour, on the workers' bar, seconds)
+        let parts: [Part; 5] = [
+            ("workers: training (mean per worker)", color(0), true, |b| b.training),
+            ("workers: idle", RGBColor(200, 200, 200), true, |b| b.workers_idle),
+            ("coordinator: server (aggregation, distillation)", color(1), false, |b| b.server),
+            ("coordinator: evaluation", color(2), false, |b| b.evaluation),
+            ("coordinator: other (waiting, planning, logging)", RGBColor(120, 120, 120), false, |b| {
+                b.coordinator_other
+            }),
+        ];
+        for (p, &(part, fill, workers, seconds)) in parts.iter().enumerate() {
+            let bars = self.bars.iter().enumerate().map(|(i, (_, b))| {
+                let y = (n - 1 - i) as f64 + if workers { 0.2 } else { -0.2 };
+                let start: f64 = parts[..p].iter().filter(|q| q.2 == workers).map(|q| q.3(b)).sum();
+                Rectangle::new([(start, y - 0.17), (start + seconds(b), y + 0.17)], fill.filled())
+            });
+            chart.draw_series(bars)?;
+            // Workers' parts in the left column, the coordinator's in the right.
+            let row = parts[..p].iter().filter(|q| q.2 == workers).count() as i32;
+            let (x, y) = (if workers { 40 } else { 420 }, 8 + 24 * row);
+            legend.draw(&Rectangle::new([(x, y), (x + 16, y + 14)], fill.filled()))?;
+            legend.draw(&Text::new(part, (x + 24, y - 1), ("sans-serif", TICKS)))?;
+        }
+        chart.draw_series(self.bars.iter().enumerate().flat_map(|(i, (_, b))| {
+            let y = (n - 1 - i) as f64;
+            let x = b.wall + longest * 0.01;
+            [
+                Text::new(format!("workers {:.1} s", b.wall), (x, y + 0.27), ("sans-serif", TICKS)),
+                Text::new(format!("coordinator {:.1} s", b.wall), (x, y - 0.13), ("sans-serif", TICKS)),
+            ]
+        }))?;
+        Ok(())
+    }
+}
+
+/// Axis numbers without needless decimals: 600, 2.5, 0.35.
+fn tick(value: &f64) -> String {
+    if (value - value.round()).abs() < 1e-9 {
+        format!("{}", value.round() as i64)
+    } else {
+        let text = format!("{value:.3}");
+        text.trim_end_matches('0').to_owned()
+    }
+}

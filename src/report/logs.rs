@@ -1,0 +1,157 @@
+//! Reading one run directory back for a report: run.json, config.toml and the two Parquet
+//! tables, each checked before use. Every failure names the file and what is wrong with it,
+//! so one unreadable run can be skipped while the others still report.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::record::{read_parquet, RunInfo, LOG_FORMAT};
+
+/// What a report needs from one run.
+#[derive(Clone, Debug)]
+pub struct RunLogs {
+    pub dir: PathBuf,
+    pub info: RunInfo,
+    /// The resolved config the run was started with (config.toml).
+    pub config: toml::Table,
+    /// Client jobs in flight (K): a round is K client updates.
+    pub active_jobs: u64,
+    pub updates: DataFrame,
+    pub evals: DataFrame,
+}
+
+/// A file of a run directory that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", file.display())]
+pub struct LogError {
+    pub file: PathBuf,
+    pub problem: String,
+}
+
+/// Columns every updates.parquet has, with their types.
+pub const UPDATE_COLUMNS: [(&str, DataType); 12] = [
+    ("task", DataType::UInt64),
+    ("client", DataType::UInt32),
+    ("base_version", DataType::UInt64),
+    ("applied_version", DataType::UInt64),
+    ("staleness", DataType::UInt64),
+    ("dispatched_at", DataType::Float64),
+    ("arrived_at", DataType::Float64),
+    ("first_loss", DataType::Float32),
+    ("last_loss", DataType::Float32),
+    ("train_ms", DataType::Float64),
+    ("worker", DataType::UInt32),
+    ("server_ms", DataType::Float64),
+];
+
+/// Columns every evals.parquet has (per-class accuracies follow, one per class).
+pub const EVAL_COLUMNS: [(&str, DataType); 5] = [
+    ("version", DataType::UInt64),
+    ("virtual_time", DataType::Float64),
+    ("accuracy", DataType::Float64),
+    ("loss", DataType::Float64),
+    ("wall_s", DataType::Float64),
+];
+
+/// Columns that measure the machine, not the simulation: they may differ between otherwise
+/// identical runs and are left out of determinism checks.
+pub const WALL_CLOCK_COLUMNS: [&str; 4] = ["train_ms", "worker", "server_ms", "wall_s"];
+
+impl RunLogs {
+    pub fn load(dir: &Path) -> Result<RunLogs, LogError> {
+        let error = |file: &str, problem: String| LogError { file: dir.join(file), problem };
+        if !dir.is_dir() {
+            return Err(LogError { file: dir.to_owned(), problem: "not a folder".into() });
+        }
+        let info = read_info(&dir.join("run.json"))?;
+        let config_text = std::fs::read_to_string(dir.join("config.toml"))
+            .map_err(|e| error("config.toml", format!("cannot be read ({e})")))?;
+        let config: toml::Table =
+            config_text.parse().map_err(|e| error("config.toml", format!("is not TOML ({e})")))?;
+        let active_jobs = config
+            .get("active_jobs")
+            .and_then(toml::Value::as_integer)
+            .filter(|&k| k > 0)
+            .ok_or_else(|| error("config.toml", "has no positive active_jobs".into()))?
+            as u64;
+        let updates = read_table(&dir.join("updates.parquet"), &UPDATE_COLUMNS)?;
+        let evals = read_table(&dir.join("evals.parquet"), &EVAL_COLUMNS)?;
+        if evals.height() == 0 {
+            return Err(error("evals.parquet", "has no evaluations".into()));
+        }
+        Ok(RunLogs { dir: dir.to_owned(), info, config, active_jobs, updates, evals })
+    }
+
+    /// A float column of the evaluations as a vector (columns are checked when loading).
+    pub fn eval_column(&self, name: &str) -> Vec<f64> {
+        self.evals.column(name).and_then(|c| c.f64().cloned()).map_or_else(|_| Vec::new(), collect_f64)
+    }
+
+    pub fn eval_versions(&self) -> Vec<u64> {
+        self.evals
+            .column("version")
+            .and_then(|c| c.u64().cloned())
+            .map_or_else(|_| Vec::new(), |c| c.iter().map(|v| v.unwrap_or(0)).collect())
+    }
+
+    pub fn staleness(&self) -> Vec<u64> {
+        self.updates
+            .column("staleness")
+            .and_then(|c| c.u64().cloned())
+            .map_or_else(|_| Vec::new(), |c| c.iter().map(|v| v.unwrap_or(0)).collect())
+    }
+
+    /// The config without the worker count: runs with equal keys must agree bit for bit.
+    pub fn config_without_workers(&self) -> toml::Table {
+        let mut config = self.config.clone();
+        config.remove("workers");
+        config
+    }
+}
+
+fn collect_f64(column: Float64Chunked) -> Vec<f64> {
+    column.iter().map(|v| v.unwrap_or(f64::NAN)).collect()
+}
+
+fn read_info(path: &Path) -> Result<RunInfo, LogError> {
+    let error = |problem: String| LogError { file: path.to_owned(), problem };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        error(if e.kind() == std::io::ErrorKind::NotFound {
+            "missing: not a fedsim run directory, or the run did not finish".into()
+        } else {
+            format!("cannot be read ({e})")
+        })
+    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| error(format!("is not JSON ({e})")))?;
+    let format = json.get("log_format").map_or(Some(1), serde_json::Value::as_u64);
+    if format != Some(u64::from(LOG_FORMAT)) {
+        let version = json.get("fedsim_version").and_then(|v| v.as_str()).unwrap_or("unknown");
+        return Err(error(format!(
+            "written by fedsim {version} in log format {}; this fedsim {} reads log format {LOG_FORMAT} \
+             only (rerun the experiment, or report it with the fedsim that wrote it)",
+            json.get("log_format").map_or("1".into(), |f| f.to_string()),
+            env!("CARGO_PKG_VERSION"),
+        )));
+    }
+    serde_json::from_value(json).map_err(|e| error(format!("is not a fedsim run description ({e})")))
+}
+
+fn read_table(path: &Path, expected: &[(&str, DataType)]) -> Result<DataFrame, LogError> {
+    let error = |problem: String| LogError { file: path.to_owned(), problem };
+    if !path.exists() {
+        return Err(error("missing: the run wrote no logs (it did not finish)".into()));
+    }
+    let frame = read_parquet(path).map_err(|e| error(format!("is not a readable Parquet file ({e})")))?;
+    for (name, dtype) in expected {
+        match frame.column(name) {
+            Err(_) => return Err(error(format!("has no column {name} ({dtype})"))),
+            Ok(column) if column.dtype() != dtype => {
+                return Err(error(format!("column {name} is {}, expected {dtype}", column.dtype())))
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(frame)
+}

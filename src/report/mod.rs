@@ -1,0 +1,181 @@
+//! `fedsim report RUN_DIR... --out reports/NAME`: turns run directories into a comparison:
+//! `summary.md` (tables of cost, speed-up, accuracy at fixed virtual times, time to target
+//! accuracies, staleness, and the worker-count determinism check) and figures as PNG and SVG.
+//! A run that cannot be read is named with its file and reason and left out; the others
+//! still report.
+
+pub mod figures;
+pub mod logs;
+pub mod metrics;
+mod summary;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use self::figures::{render, Lines, Speedup, StalenessHistograms, WallTime};
+use self::logs::{LogError, RunLogs};
+use self::metrics::{RunStats, WorkerGroup};
+
+/// What to report and where.
+#[derive(Clone, Debug)]
+pub struct ReportOptions {
+    pub out: PathBuf,
+    /// Virtual times for the accuracy table (default: round steps up to the longest run).
+    pub times: Option<Vec<f64>>,
+    /// Target accuracies for the time-to-accuracy table (default: multiples of 0.1).
+    pub targets: Option<Vec<f64>>,
+    /// The command that regenerates the report, quoted in summary.md.
+    pub command: String,
+}
+
+/// A written report.
+#[derive(Debug)]
+pub struct Report {
+    pub summary: PathBuf,
+    pub runs: Vec<RunStats>,
+    pub groups: Vec<WorkerGroup>,
+    pub times: Vec<f64>,
+    pub targets: Vec<f64>,
+    pub figures: Vec<PathBuf>,
+    /// Runs left out, each with the file that could not be used.
+    pub skipped: Vec<LogError>,
+}
+
+/// The figures every report draws (stems; each is written as .png and .svg).
+pub const FIGURES: [&str; 5] =
+    ["accuracy_vs_time", "accuracy_vs_version", "speedup", "staleness", "wall_time"];
+
+/// Reads the runs, computes the tables, draws the figures and writes summary.md.
+pub fn write(run_dirs: &[PathBuf], options: &ReportOptions) -> Result<Report> {
+    let mut runs = Vec::new();
+    let mut skipped = Vec::new();
+    for dir in run_dirs {
+        match RunLogs::load(dir) {
+            Ok(run) => runs.push(run),
+            Err(error) => skipped.push(error),
+        }
+    }
+    if runs.is_empty() {
+        let reasons: Vec<String> = skipped.iter().map(|e| format!("  {e}")).collect();
+        anyhow::bail!("no run could be read, so no report was written:\n{}", reasons.join("\n"));
+    }
+    let labels = metrics::labels(&runs);
+    let groups = metrics::worker_groups(&runs).context("comparing runs that differ only in workers")?;
+    let times = options.times.clone().unwrap_or_else(|| metrics::default_times(&runs));
+    let targets = options.targets.clone().unwrap_or_else(|| metrics::default_targets(&runs));
+    let stats =
+        metrics::run_stats(&runs, &labels, &groups, &times, &targets).context("computing the report")?;
+
+    std::fs::create_dir_all(&options.out).with_context(|| format!("creating {}", options.out.display()))?;
+    let figures = draw_figures(&runs, &stats, &groups, &options.out)?;
+    let report = Report {
+        summary: options.out.join("summary.md"),
+        runs: stats,
+        groups,
+        times,
+        targets,
+        figures,
+        skipped,
+    };
+    let markdown = summary::markdown(&report, &runs, options);
+    crate::record::write_atomically(&report.summary, markdown.as_bytes())
+        .with_context(|| format!("writing {}", report.summary.display()))?;
+    Ok(report)
+}
+
+impl Report {
+    /// A few lines for the terminal: each run's cost and accuracy, the determinism verdicts,
+    /// where the report is, and which runs were left out.
+    pub fn brief(&self) -> String {
+        let mut lines: Vec<String> = self
+            .runs
+            .iter()
+            .map(|s| {
+                format!(
+                    "  {}: {} workers, wall {:.1} s, {:.1} updates/s{}, final accuracy {:.4} (v{})",
+                    s.label,
+                    s.workers,
+                    s.wall_seconds,
+                    s.updates_per_second,
+                    s.speedup.map_or(String::new(), |x| format!(", speed-up {x:.2}x")),
+                    s.final_accuracy,
+                    s.final_version
+                )
+            })
+            .collect();
+        for group in self.groups.iter().filter(|g| g.members.len() > 1) {
+            let names: Vec<&str> = group.members.iter().map(|&i| self.runs[i].label.as_str()).collect();
+            lines.push(if group.identical() {
+                format!("  identical results: {}", names.join(" = "))
+            } else {
+                format!("  DIFFERENT results ({} rows): {}", group.differing_rows, names.join(" vs "))
+            });
+        }
+        for error in &self.skipped {
+            lines.push(format!("  left out: {error}"));
+        }
+        lines.push(format!("report in {}", self.summary.display()));
+        lines.join("\n")
+    }
+}
+
+fn draw_figures(
+    runs: &[RunLogs],
+    stats: &[RunStats],
+    groups: &[WorkerGroup],
+    out: &Path,
+) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let series = |x: &dyn Fn(&RunLogs) -> Vec<f64>| -> Vec<(String, Vec<(f64, f64)>)> {
+        runs.iter()
+            .zip(stats)
+            .map(|(run, s)| (s.label.clone(), x(run).into_iter().zip(run.eval_column("accuracy")).collect()))
+            .collect()
+    };
+    let [time, version, speedup, staleness, wall] = FIGURES;
+    written.extend(render(
+        &Lines {
+            title: "Test accuracy against virtual time".into(),
+            x_name: "virtual time (time units)".into(),
+            y_name: "test accuracy".into(),
+            series: series(&|run| run.eval_column("virtual_time")),
+        },
+        &out.join(time),
+    )?);
+    written.extend(render(
+        &Lines {
+            title: "Test accuracy against model version".into(),
+            x_name: "model version (server aggregations)".into(),
+            y_name: "test accuracy".into(),
+            series: series(&|run| run.eval_versions().into_iter().map(|v| v as f64).collect()),
+        },
+        &out.join(version),
+    )?);
+    let speedups: Vec<(String, Vec<(f64, f64)>)> = groups
+        .iter()
+        .filter(|g| g.members.len() > 1 && stats[g.members[0]].speedup.is_some())
+        .map(|g| {
+            let name = runs[g.members[0]].info.name.clone();
+            (
+                name,
+                g.members
+                    .iter()
+                    .map(|&i| (stats[i].workers as f64, stats[i].speedup.unwrap_or(0.0)))
+                    .collect(),
+            )
+        })
+        .collect();
+    written.extend(render(&Speedup { series: speedups }, &out.join(speedup))?);
+    written.extend(render(
+        &StalenessHistograms {
+            panels: runs.iter().zip(stats).map(|(r, s)| (s.label.clone(), r.staleness())).collect(),
+        },
+        &out.join(staleness),
+    )?);
+    written.extend(render(
+        &WallTime { bars: stats.iter().map(|s| (s.label.clone(), s.breakdown.clone())).collect() },
+        &out.join(wall),
+    )?);
+    Ok(written)
+}

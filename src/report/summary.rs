@@ -1,0 +1,181 @@
+//! summary.md: a report's tables and figures as markdown, with the command that regenerates it.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use super::logs::RunLogs;
+use super::{Report, ReportOptions, FIGURES};
+
+pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> String {
+    let mut md = String::new();
+    let title = options.out.file_name().map_or("report".into(), |n| n.to_string_lossy().into_owned());
+    let _ = writeln!(md, "# {title}\n");
+    let _ = writeln!(md, "Regenerate:\n\n    {}\n", options.command);
+    let distinct = |f: &dyn Fn(&RunLogs) -> String| -> String {
+        runs.iter().map(f).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", ")
+    };
+    let _ = writeln!(
+        md,
+        "{} runs by fedsim {} (commit {}) on {} with libtorch {}. Wall times are this machine's; \
+         everything else is determined by the configs and seeds.\n",
+        runs.len(),
+        distinct(&|r| r.info.fedsim_version.clone()),
+        distinct(&|r| r.info.git_commit.clone()),
+        distinct(&|r| r.info.device.clone()),
+        distinct(&|r| r.info.libtorch.clone()),
+    );
+    if !report.skipped.is_empty() {
+        let _ = writeln!(md, "**Left out** (could not be read):\n");
+        for error in &report.skipped {
+            let _ = writeln!(md, "- {error}");
+        }
+        md.push('\n');
+    }
+
+    let _ = writeln!(md, "## Runs\n");
+    let _ = writeln!(
+        md,
+        "A round is K client updates (K = active_jobs). Speed-up and efficiency compare a run with \
+         the 1-worker run of the same config.\n"
+    );
+    md.push_str(
+        "| run | algorithm | workers | wall s | versions | virtual time | ms / version | s / round | updates / s | speed-up | efficiency | final accuracy | stop | folder |\n",
+    );
+    md.push_str(&"| --- ".repeat(14));
+    md.push_str("|\n");
+    for (s, run) in report.runs.iter().zip(runs) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.1} | {} | {:.2} | {:.1} | {:.2} | {:.2} | {} | {} | {:.4} (v{}) | {} | {} |",
+            s.label,
+            s.algorithm,
+            s.workers,
+            s.wall_seconds,
+            s.versions,
+            s.virtual_time,
+            s.ms_per_version,
+            s.seconds_per_round,
+            s.updates_per_second,
+            s.speedup.map_or("-".into(), |x| format!("{x:.2}x")),
+            s.efficiency.map_or("-".into(), |x| format!("{:.0}%", 100.0 * x)),
+            s.final_accuracy,
+            s.final_version,
+            s.stop_reason,
+            run.dir.file_name().map_or("".into(), |n| n.to_string_lossy()),
+        );
+    }
+
+    let _ = writeln!(md, "\n## Same results for every worker count\n");
+    let compared: Vec<_> = report.groups.iter().filter(|g| g.members.len() > 1).collect();
+    if compared.is_empty() {
+        let _ =
+            writeln!(md, "No two runs differ only in their worker count, so there is nothing to compare.");
+    }
+    for group in compared {
+        let first = &runs[group.members[0]];
+        let workers: Vec<String> = group.members.iter().map(|&i| runs[i].info.workers.to_string()).collect();
+        if group.identical() {
+            let _ = writeln!(
+                md,
+                "- **{}** ({} workers): **identical**. Final weights (sha256 {}), all {} evaluations and \
+                 all {} applied updates agree bit for bit (wall-clock columns aside).",
+                first.info.name,
+                workers.join(", "),
+                &first.info.final_weights_sha256[..16.min(first.info.final_weights_sha256.len())],
+                first.evals.height(),
+                first.updates.height(),
+            );
+        } else {
+            let _ = writeln!(
+                md,
+                "- **{}** ({} workers): **DIFFER** in {} rows or values:",
+                first.info.name,
+                workers.join(", "),
+                group.differing_rows
+            );
+            for line in &group.differences {
+                let _ = writeln!(md, "    - {line}");
+            }
+        }
+    }
+
+    let labels: Vec<&str> = report.runs.iter().map(|s| s.label.as_str()).collect();
+    let header = |first: &str| {
+        format!("| {first} | {} |\n{}|\n", labels.join(" | "), "| --- ".repeat(labels.len() + 1))
+    };
+    let _ = writeln!(md, "\n## Accuracy at fixed virtual times\n");
+    let _ = writeln!(
+        md,
+        "Test accuracy of the latest evaluation at or before each time (vN: the version it evaluated).\n"
+    );
+    md.push_str(&header("virtual time"));
+    for (t, &time) in report.times.iter().enumerate() {
+        let cells: Vec<String> = report
+            .runs
+            .iter()
+            .map(|s| s.accuracy_at[t].map_or("-".into(), |(a, v)| format!("{a:.4} (v{v})")))
+            .collect();
+        let _ = writeln!(md, "| {time} | {} |", cells.join(" | "));
+    }
+
+    let _ = writeln!(md, "\n## Time to accuracy\n");
+    let _ = writeln!(md, "The first evaluation at or above each target: virtual time, version and wall-clock seconds into the run.\n");
+    md.push_str(&header("target"));
+    for (t, &target) in report.targets.iter().enumerate() {
+        let cells: Vec<String> = report
+            .runs
+            .iter()
+            .map(|s| {
+                s.time_to[t].as_ref().map_or("not reached".into(), |r| {
+                    format!("{:.2} (v{}, {:.1} s)", r.virtual_time, r.version, r.wall_s)
+                })
+            })
+            .collect();
+        let _ = writeln!(md, "| {target} | {} |", cells.join(" | "));
+    }
+
+    let _ = writeln!(md, "\n## Staleness and wall time\n");
+    let _ = writeln!(
+        md,
+        "Staleness of applied updates, in versions. Wall time, seen from both sides: the workers \
+         train (mean per worker) or sit idle; meanwhile the coordinating thread aggregates (server), \
+         evaluates, or waits for workers, plans and logs (other). Each side sums to the wall time.\n"
+    );
+    md.push_str(
+        "| run | staleness mean | median | p90 | max | wall s | training s | workers idle s | server s | evaluation s | coordinator other s |\n",
+    );
+    md.push_str(&"| --- ".repeat(11));
+    md.push_str("|\n");
+    for s in &report.runs {
+        let b = &s.breakdown;
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} |",
+            s.label,
+            s.staleness.mean,
+            s.staleness.median,
+            s.staleness.p90,
+            s.staleness.max,
+            b.wall,
+            b.training,
+            b.workers_idle,
+            b.server,
+            b.evaluation,
+            b.coordinator_other
+        );
+    }
+
+    let _ = writeln!(md, "\n## Figures\n");
+    let _ = writeln!(md, "Each figure is also written as SVG beside the PNG.\n");
+    let captions = [
+        "Test accuracy against virtual time",
+        "Test accuracy against model version",
+        "Speed-up against workers, with the ideal line",
+        "Staleness histograms",
+        "Where the wall time went",
+    ];
+    for (stem, caption) in FIGURES.iter().zip(captions) {
+        let _ = writeln!(md, "![{caption}]({stem}.png)\n");
+    }
+    md
+}

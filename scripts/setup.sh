@@ -24,13 +24,16 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
         || { $sudo apt-get update -qq && $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
 fi
 
-# A TrueType font for the text in report figures (most images already have DejaVu).
-if [ -z "${FEDSIM_FONT:-}" ] && ! ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/TTF/DejaVuSans.ttf \
-        /usr/share/fonts/dejavu/DejaVuSans.ttf /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf >/dev/null 2>&1; then
-    echo "setup: installing Debian's fonts-dejavu-core (text in report figures)"
+# Report figures draw text with freetype in a fontconfig sans-serif font: the build needs their
+# headers, the figures a font. Images of this kind have all three; install what is missing.
+packages=()
+pkg-config --exists fontconfig freetype2 2>/dev/null || packages+=(pkgconf libfontconfig1-dev libfreetype-dev)
+[ -n "$(fc-match -f '%{file}' sans-serif 2>/dev/null)" ] || packages+=(fontconfig fonts-dejavu-core)
+if [ ${#packages[@]} -gt 0 ]; then
+    echo "setup: installing ${packages[*]} (text in report figures)"
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get install -y -qq fonts-dejavu-core >/dev/null 2>&1 \
-        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq fonts-dejavu-core >/dev/null; }
+    $sudo apt-get install -y -qq "${packages[@]}" >/dev/null 2>&1 \
+        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq "${packages[@]}" >/dev/null; }
 fi
 
 cargo build --release --quiet

@@ -1,7 +1,7 @@
 //! A report's figures, drawn with plotters as PNG and SVG from the same drawing code:
 //! accuracy against virtual time and against version, speed-up against workers, staleness
-//! histograms and where the wall time went. Text is rendered with ab_glyph from a TrueType
-//! sans-serif font found on the system (DejaVu Sans, which scripts/setup.sh installs).
+//! histograms and where the wall time went. Text is drawn by plotters' font-kit backend
+//! (freetype) in the system's sans-serif font, found through fontconfig.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -34,34 +34,17 @@ fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-/// Files where fedsim looks for a sans-serif font, in order (`FEDSIM_FONT` first).
-const FONT_FILES: [&str; 4] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-];
-
-/// Registers the font with plotters once per process.
+/// Checks once per process that fontconfig finds a sans-serif font, so that a machine without
+/// fonts gets one clear error instead of a failure deep inside a figure.
 fn ensure_font() -> Result<()> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
-        let candidates: Vec<PathBuf> = std::env::var_os("FEDSIM_FONT")
-            .map(PathBuf::from)
-            .into_iter()
-            .chain(FONT_FILES.iter().map(PathBuf::from))
-            .collect();
-        let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
+        ("sans-serif", 16).into_font().box_size("fedsim").map(|_| ()).map_err(|e| {
             format!(
-                "no TrueType font for the figures: looked for {}; install Debian's fonts-dejavu-core \
-                 (scripts/setup.sh does) or set FEDSIM_FONT to a .ttf file",
-                FONT_FILES.join(", ")
+                "no sans-serif font for the figures ({e}): install Debian's fonts-dejavu-core \
+                 (scripts/setup.sh does)"
             )
-        })?;
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        // plotters keeps fonts for the life of the process.
-        plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
-            .map_err(|_| format!("{}: not a TrueType font", path.display()))
+        })
     })
     .clone()
     .map_err(|e| anyhow!(e))
@@ -112,13 +95,21 @@ pub struct Lines {
     pub title: String,
     pub x_name: String,
     pub y_name: String,
-    pub series: Vec<(String, Vec<(f64, f64)>)>,
+    pub series: Vec<Line>,
+}
+
+pub struct Line {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    /// Stroke width in pixels: runs that must coincide are drawn ever thinner on top of
+    /// each other, so every one of them stays visible.
+    pub width: u32,
 }
 
 impl Figure for Lines {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         root.fill(&WHITE)?;
-        let points = || self.series.iter().flat_map(|(_, p)| p.iter());
+        let points = || self.series.iter().flat_map(|line| line.points.iter());
         let x_max = points().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
         let y_max = points().map(|p| p.1).fold(0.0, f64::max);
         let y_top = ((y_max * 10.0).ceil() / 10.0 + 0.05).clamp(0.1, 1.0);
@@ -138,13 +129,10 @@ impl Figure for Lines {
             .x_label_formatter(&tick)
             .y_label_formatter(&tick)
             .draw()?;
-        for (i, (name, points)) in self.series.iter().enumerate() {
-            // Later runs are drawn thinner, so identical curves (worker sweeps) stay visible.
-            let width = 2 + 2 * (self.series.len() - 1 - i) as u32;
-            let style = color(i).stroke_width(width.min(8));
+        for (i, line) in self.series.iter().enumerate() {
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), style))?
-                .label(name)
+                .draw_series(LineSeries::new(line.points.iter().copied(), color(i).stroke_width(line.width)))?
+                .label(&line.name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color(i).stroke_width(3)));
         }
         chart
@@ -167,7 +155,9 @@ impl Figure for Speedup {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         root.fill(&WHITE)?;
         let points = || self.series.iter().flat_map(|(_, p)| p.iter());
-        let max_workers = points().map(|p| p.0).fold(1.0, f64::max);
+        // Without a worker comparison the axes still span a useful range around the note.
+        let least = if self.series.is_empty() { 4.0 } else { 1.0 };
+        let max_workers = points().map(|p| p.0).fold(least, f64::max);
         let top = points().map(|p| p.1).fold(max_workers, f64::max) * 1.1;
         let mut chart = ChartBuilder::on(root)
             .caption("Speed-up against workers (same results, less wall time)", ("sans-serif", CAPTION))
@@ -194,6 +184,13 @@ impl Figure for Speedup {
             ))?
             .label("ideal (linear)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], BLACK.mix(0.6).stroke_width(2)));
+        if self.series.is_empty() {
+            chart.draw_series([Text::new(
+                "no runs in this report differ only in their worker count",
+                (0.3, top * 0.8),
+                ("sans-serif", AXIS_NAME),
+            )])?;
+        }
         for (i, (name, points)) in self.series.iter().enumerate() {
             chart
                 .draw_series(LineSeries::new(points.iter().copied(), color(i).stroke_width(3)))?
@@ -237,12 +234,14 @@ impl Figure for StalenessHistograms {
                 counts[(s / width) as usize] += 1;
             }
             let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
+            // At least ten bins wide, so that all-fresh updates (FedAvg) show as one thin bar.
+            let right = (max + width).max(10 * width) as f64;
             let mut chart = ChartBuilder::on(&areas[i])
                 .caption(name, ("sans-serif", AXIS_NAME))
                 .margin(10)
                 .x_label_area_size(45)
                 .y_label_area_size(60)
-                .build_cartesian_2d(0.0..((max + width) as f64), 0.0..top)?;
+                .build_cartesian_2d(0.0..right, 0.0..top)?;
             chart
                 .configure_mesh()
                 .x_desc("staleness (versions)")

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use self::figures::{render, Lines, Speedup, StalenessHistograms, WallTime};
+use self::figures::{render, Line, Lines, Speedup, StalenessHistograms, WallTime};
 use self::logs::{LogError, RunLogs};
 use self::metrics::{RunStats, WorkerGroup};
 
@@ -93,7 +93,7 @@ impl Report {
             .iter()
             .map(|s| {
                 format!(
-                    "  {}: {} workers, wall {:.1} s, {:.1} updates/s{}, final accuracy {:.4} (v{})",
+                    "  {}: workers {}, wall {:.1} s, {:.1} updates/s{}, final accuracy {:.4} (v{})",
                     s.label,
                     s.workers,
                     s.wall_seconds,
@@ -127,10 +127,21 @@ fn draw_figures(
     out: &Path,
 ) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    let series = |x: &dyn Fn(&RunLogs) -> Vec<f64>| -> Vec<(String, Vec<(f64, f64)>)> {
+    // Runs that differ only in workers must draw the same curve: thick first, thin last.
+    let width = |i: usize| {
+        let group = groups.iter().find(|g| g.members.contains(&i)).map_or(&[][..], |g| &g.members[..]);
+        let later = group.iter().filter(|&&j| j > i).count() as u32;
+        (2 + 2 * later).min(8)
+    };
+    let series = |x: &dyn Fn(&RunLogs) -> Vec<f64>| -> Vec<Line> {
         runs.iter()
             .zip(stats)
-            .map(|(run, s)| (s.label.clone(), x(run).into_iter().zip(run.eval_column("accuracy")).collect()))
+            .enumerate()
+            .map(|(i, (run, s))| Line {
+                name: s.label.clone(),
+                points: x(run).into_iter().zip(run.eval_column("accuracy")).collect(),
+                width: width(i),
+            })
             .collect()
     };
     let [time, version, speedup, staleness, wall] = FIGURES;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, Context, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -90,6 +91,47 @@ const CAPTION: u32 = 26;
 const AXIS_NAME: u32 = 20;
 const TICKS: u32 = 16;
 
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A titled chart with named axes (`[title, x name, y name]`) and a light grid.
+fn axes<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    [title, x_name, y_name]: [&str; 3],
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<Chart<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", CAPTION))
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_name)
+        .y_desc(y_name)
+        .axis_desc_style(("sans-serif", AXIS_NAME))
+        .label_style(("sans-serif", TICKS))
+        .light_line_style(WHITE.mix(0.0))
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .draw()?;
+    Ok(chart)
+}
+
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    position: SeriesLabelPosition,
+) -> DrawResult<DB> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font(("sans-serif", TICKS))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+}
+
 /// One line per run: y against x.
 pub struct Lines {
     pub title: String,
@@ -113,36 +155,15 @@ impl Figure for Lines {
         let x_max = points().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
         let y_max = points().map(|p| p.1).fold(0.0, f64::max);
         let y_top = ((y_max * 10.0).ceil() / 10.0 + 0.05).clamp(0.1, 1.0);
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, ("sans-serif", CAPTION))
-            .margin(16)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..x_max * 1.02, 0.0..y_top)?;
-        chart
-            .configure_mesh()
-            .x_desc(&self.x_name)
-            .y_desc(&self.y_name)
-            .axis_desc_style(("sans-serif", AXIS_NAME))
-            .label_style(("sans-serif", TICKS))
-            .light_line_style(WHITE.mix(0.0))
-            .x_label_formatter(&tick)
-            .y_label_formatter(&tick)
-            .draw()?;
+        let names = [self.title.as_str(), &self.x_name, &self.y_name];
+        let mut chart = axes(root, names, 0.0..x_max * 1.02, 0.0..y_top)?;
         for (i, line) in self.series.iter().enumerate() {
             chart
                 .draw_series(LineSeries::new(line.points.iter().copied(), color(i).stroke_width(line.width)))?
                 .label(&line.name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color(i).stroke_width(3)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font(("sans-serif", TICKS))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
     }
 }
 
@@ -159,22 +180,12 @@ impl Figure for Speedup {
         let least = if self.series.is_empty() { 4.0 } else { 1.0 };
         let max_workers = points().map(|p| p.0).fold(least, f64::max);
         let top = points().map(|p| p.1).fold(max_workers, f64::max) * 1.1;
-        let mut chart = ChartBuilder::on(root)
-            .caption("Speed-up against workers (same results, less wall time)", ("sans-serif", CAPTION))
-            .margin(16)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..max_workers + 0.5, 0.0..top)?;
-        chart
-            .configure_mesh()
-            .x_desc("workers (training threads)")
-            .y_desc("speed-up (wall time of 1 worker / wall time)")
-            .axis_desc_style(("sans-serif", AXIS_NAME))
-            .label_style(("sans-serif", TICKS))
-            .light_line_style(WHITE.mix(0.0))
-            .x_label_formatter(&tick)
-            .y_label_formatter(&tick)
-            .draw()?;
+        let names = [
+            "Speed-up against workers (same results, less wall time)",
+            "workers (training threads)",
+            "speed-up (wall time of 1 worker / wall time)",
+        ];
+        let mut chart = axes(root, names, 0.0..max_workers + 0.5, 0.0..top)?;
         chart
             .draw_series(DashedLineSeries::new(
                 [(0.0, 0.0), (max_workers + 0.5, max_workers + 0.5)],
@@ -201,14 +212,7 @@ impl Figure for Speedup {
                 Text::new(format!("{s:.2}x"), (w + 0.06, s - 0.05 * top), ("sans-serif", TICKS))
             }))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font(("sans-serif", TICKS))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)
     }
 }
 

@@ -342,17 +342,21 @@ fn short_value(value: &toml::Value) -> String {
     }
 }
 
-/// Six to ten round virtual times from 0 to the longest run's horizon.
+/// Round virtual times from 0 to the longest run's horizon.
 pub fn default_times(runs: &[RunLogs]) -> Vec<f64> {
-    let horizon = runs.iter().map(|r| r.info.virtual_time).fold(0.0, f64::max);
+    times_up_to(runs.iter().map(|r| r.info.virtual_time).fold(0.0, f64::max))
+}
+
+/// About six round steps from 0, then the horizon itself (rounded up to 0.01, so that the
+/// last evaluation is at or before it).
+fn times_up_to(horizon: f64) -> Vec<f64> {
     if horizon <= 0.0 {
         return vec![0.0];
     }
     let step = nice_step(horizon / 6.0);
     let mut times: Vec<f64> = (0..).map(|i| i as f64 * step).take_while(|&t| t <= horizon + 1e-9).collect();
     if times.last().is_some_and(|&t| t < horizon - 1e-9) {
-        // The end, rounded down so that every run's last evaluation is at or before it.
-        times.push((horizon * 100.0).floor() / 100.0);
+        times.push((horizon * 100.0).ceil() / 100.0);
     }
     times
 }
@@ -374,6 +378,13 @@ pub fn default_targets(runs: &[RunLogs]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_times_are_round_and_end_after_the_last_evaluation() {
+        assert_eq!(times_up_to(15.0), [0.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0]);
+        assert_eq!(times_up_to(642.0222), [0.0, 200.0, 400.0, 600.0, 642.03]);
+        assert_eq!(times_up_to(0.0), [0.0]);
+    }
 
     #[test]
     fn round_steps() {

@@ -53,6 +53,9 @@ pub struct RunStats {
     /// A round is K (active_jobs) client updates.
     pub seconds_per_round: f64,
     pub updates_per_second: f64,
+    /// Mean wall time of one client's local training: when it grows with the worker count,
+    /// the cores are contended, not the simulator.
+    pub ms_per_task: f64,
     pub breakdown: WallBreakdown,
     pub final_accuracy: f64,
     pub final_version: u64,
@@ -278,6 +281,7 @@ pub fn run_stats(
                 ms_per_version: info.wall_seconds * 1e3 / info.versions.max(1) as f64,
                 seconds_per_round: if rounds > 0.0 { info.wall_seconds / rounds } else { f64::NAN },
                 updates_per_second: info.updates_applied as f64 / wall,
+                ms_per_task: info.train_seconds * 1e3 / info.tasks_trained.max(1) as f64,
                 breakdown,
                 final_accuracy: accuracy.last().copied().unwrap_or(f64::NAN),
                 final_version: versions.last().copied().unwrap_or(0),

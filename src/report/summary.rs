@@ -139,18 +139,21 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
         md,
         "Staleness of applied updates, in versions. Wall time, seen from both sides: the workers \
          train (mean per worker) or sit idle; meanwhile the coordinating thread aggregates (server), \
-         evaluates, or waits for workers, plans and logs (other). Each side sums to the wall time.\n"
+         evaluates, or waits for workers, plans and logs (other). Each side sums to the wall time. \
+         The last column is one client's local training: if it grows with the worker count, the \
+         cores are contended (a speed-up below the worker count then is the machine's, not the \
+         simulator's).\n"
     );
     md.push_str(
-        "| run | staleness mean | median | p90 | max | wall s | training s | workers idle s | server s | evaluation s | coordinator other s |\n",
+        "| run | staleness mean | median | p90 | max | wall s | training s | workers idle s | server s | evaluation s | coordinator other s | ms / training task |\n",
     );
-    md.push_str(&"| --- ".repeat(11));
+    md.push_str(&"| --- ".repeat(12));
     md.push_str("|\n");
     for s in &report.runs {
         let b = &s.breakdown;
         let _ = writeln!(
             md,
-            "| {} | {:.2} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} |",
+            "| {} | {:.2} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} |",
             s.label,
             s.staleness.mean,
             s.staleness.median,
@@ -161,7 +164,8 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
             b.workers_idle,
             b.server,
             b.evaluation,
-            b.coordinator_other
+            b.coordinator_other,
+            s.ms_per_task
         );
     }
 

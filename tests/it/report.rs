@@ -164,6 +164,7 @@ fn report_numbers_match_hand_computed_values() {
     assert!(close(one.ms_per_version, 10_000.0), "100 s over 10 versions");
     assert!(close(one.seconds_per_round, 50.0), "8 updates are 2 rounds of K = 4");
     assert!(close(one.updates_per_second, 0.08));
+    assert!(close(one.ms_per_task, 11_250.0), "90 s of training over 8 tasks");
     assert_eq!(one.speedup, Some(1.0));
     let b = &one.breakdown;
     assert!(close(b.training, 90.0) && close(b.workers_idle, 10.0) && close(b.coordinator_other, 95.0));
@@ -215,6 +216,7 @@ fn report_numbers_match_hand_computed_values() {
         "| 2.5 | 0.2500 (v5) | 0.2500 (v5) | 0.2500 (v5) | 0.2600 (v5) |",
         "| 0.5 | not reached | not reached | not reached | not reached |",
         "| 0.2 | 2.50 (v5, 50.0 s) |",
+        "| alpha, workers 1 | 2.50 | 2.0 | 4.8 | 9 | 100.0 | 90.0 | 10.0 | 2.00 | 3.0 | 95.0 | 11250.0 |",
         "![Where the wall time went](wall_time.png)",
     ] {
         assert!(summary.contains(expected), "summary.md lacks {expected:?}:\n{summary}");

@@ -94,6 +94,7 @@ enum Command {
     /// Compare run directories: summary.md with cost, speed-up, accuracy and determinism
     /// tables, and figures (PNG and SVG).
     Report {
+        /// Run directories, as `fedsim run` and `fedsim sweep` write them.
         #[arg(required = true)]
         runs: Vec<PathBuf>,
         /// Folder for summary.md and the figures, e.g. reports/my-comparison.
@@ -102,7 +103,8 @@ enum Command {
         /// Virtual times for the accuracy table, comma-separated (default: round steps).
         #[arg(long, value_delimiter = ',')]
         at: Option<Vec<f64>>,
-        /// Target accuracies for time-to-accuracy, comma-separated (default: 0.1, 0.2, ...).
+        /// Target accuracies for time-to-accuracy, comma-separated (default: 0.2, 0.3, ...
+        /// up to the best accuracy reached).
         #[arg(long, value_delimiter = ',')]
         targets: Option<Vec<f64>>,
     },

@@ -67,7 +67,8 @@ pub fn write(run_dirs: &[PathBuf], options: &ReportOptions) -> Result<Report> {
     let stats =
         metrics::run_stats(&runs, &labels, &groups, &times, &targets).context("computing the report")?;
 
-    std::fs::create_dir_all(&options.out).with_context(|| format!("creating {}", options.out.display()))?;
+    std::fs::create_dir_all(&options.out)
+        .with_context(|| format!("creating the report folder {}", options.out.display()))?;
     let figures = draw_figures(&runs, &stats, &groups, &options.out)?;
     let report = Report {
         summary: options.out.join("summary.md"),

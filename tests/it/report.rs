@@ -309,4 +309,12 @@ fn unreadable_runs_are_named_and_the_others_still_report() {
     assert_eq!(code, 2);
     assert!(stderr.contains("no run could be read") && stderr.contains("run.json"), "{stderr}");
     assert!(!nothing.exists());
+
+    // An output path that is a file is refused by name, and the file is left as it was.
+    let file = root.join("a-file");
+    std::fs::write(&file, "keep me").unwrap();
+    let (code, _, stderr) = fedsim(&["report", good[0].to_str().unwrap(), "--out", file.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains(&format!("creating the report folder {}", file.display())), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }

@@ -111,6 +111,7 @@ pub fn run(
         git_commit: git_commit(),
         libtorch: runtime::LIBTORCH_VERSION.to_owned(),
         device: runtime::describe(device),
+        host: runtime::host_cpu(),
         workers: config.workers,
         versions: run.version,
         virtual_time: run.virtual_time,

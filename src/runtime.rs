@@ -87,6 +87,21 @@ pub fn deterministic_algorithms() -> bool {
 }
 
 /// A device in words, e.g. `cpu` or `cuda:0 (NVIDIA H100 80GB HBM3)`.
+/// The host's CPU, e.g. "AMD EPYC, 2 threads" (model from /proc/cpuinfo where there is one).
+pub fn host_cpu() -> String {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{model}, {threads} thread{}", if threads == 1 { "" } else { "s" })
+}
+
 pub fn describe(device: Device) -> String {
     match device {
         Device::Cuda(i) => {

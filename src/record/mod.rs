@@ -32,6 +32,9 @@ pub struct RunInfo {
     pub git_commit: String,
     pub libtorch: String,
     pub device: String,
+    /// The machine's CPU and thread count (runs from before the field say "unknown").
+    #[serde(default = "unknown")]
+    pub host: String,
     pub workers: usize,
     pub versions: u64,
     pub virtual_time: f64,
@@ -47,6 +50,10 @@ pub struct RunInfo {
 
 fn first_log_format() -> u32 {
     1
+}
+
+fn unknown() -> String {
+    "unknown".to_owned()
 }
 
 impl RunDir {

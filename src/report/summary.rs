@@ -16,12 +16,13 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
     };
     let _ = writeln!(
         md,
-        "{} runs by fedsim {} (commit {}) on {} with libtorch {}. Wall times are this machine's; \
-         everything else is determined by the configs and seeds.\n",
+        "{} runs by fedsim {} (commit {}) on {} ({}) with libtorch {}. Wall times are this \
+         machine's; everything else is determined by the configs and seeds.\n",
         runs.len(),
         distinct(&|r| r.info.fedsim_version.clone()),
         distinct(&|r| r.info.git_commit.clone()),
         distinct(&|r| r.info.device.clone()),
+        distinct(&|r| r.info.host.clone()),
         distinct(&|r| r.info.libtorch.clone()),
     );
     if !report.skipped.is_empty() {

@@ -75,6 +75,7 @@ fn write_run(root: &Path, run: &HandRun) -> PathBuf {
         git_commit: "abc".into(),
         libtorch: "2.11.0".into(),
         device: "cpu".into(),
+        host: "Test CPU, 8 threads".into(),
         workers: run.workers,
         versions: 10,
         virtual_time: 6.0,
@@ -210,6 +211,7 @@ fn report_numbers_match_hand_computed_values() {
     let summary = std::fs::read_to_string(&report.summary).unwrap();
     for expected in [
         "fedsim report ...",
+        "4 runs by fedsim 0.1.0 (commit abc) on cpu (Test CPU, 8 threads) with libtorch 2.11.0.",
         "| alpha, workers 2 | async_fl | 2 | 40.0 | 10 | 6.00 | 4000.0 | 20.00 | 0.20 | 2.50x | 125% | 0.4200 (v10) |",
         "**alpha** (1, 2 workers): **identical**",
         "**beta** (1, 4 workers): **DIFFER** in 2 rows",

@@ -182,6 +182,10 @@ fn fedsim_run_writes_a_complete_run_directory() {
     assert_eq!(info["versions"], 20);
     assert_eq!(info["workers"], 2);
     assert_eq!(info["stop_reason"], "max_versions");
+    assert!(
+        info["host"].as_str().unwrap().ends_with(" threads")
+            || info["host"].as_str().unwrap().ends_with(" thread")
+    );
     let updates = fedsim::record::read_parquet(&run.join("updates.parquet")).unwrap();
     assert_eq!(updates.height(), 40);
     let evals = fedsim::record::read_parquet(&run.join("evals.parquet")).unwrap();

@@ -275,13 +275,19 @@ fn unreadable_runs_are_named_and_the_others_still_report() {
     let future = copy("future");
     let info = std::fs::read_to_string(future.join("run.json")).unwrap();
     std::fs::write(future.join("run.json"), info.replace("\"log_format\": 1", "\"log_format\": 99")).unwrap();
+    // A run from a layout without the staleness column.
+    let old_layout = copy("old-layout");
+    let updates = fedsim::record::read_parquet(&old_layout.join("updates.parquet")).unwrap();
+    let mut updates = updates.drop("staleness").unwrap();
+    let file = std::fs::File::create(old_layout.join("updates.parquet")).unwrap();
+    polars::prelude::ParquetWriter::new(file).finish(&mut updates).unwrap();
     let not_a_run = root.join("empty");
     std::fs::create_dir_all(&not_a_run).unwrap();
 
     let out = root.join("report");
     let mut args = vec!["report".to_owned()];
     args.extend(
-        [&good[0], &no_logs, &truncated, &future, &good[1], &not_a_run]
+        [&good[0], &no_logs, &truncated, &future, &old_layout, &good[1], &not_a_run]
             .iter()
             .map(|p| p.display().to_string()),
     );
@@ -294,7 +300,8 @@ fn unreadable_runs_are_named_and_the_others_still_report() {
         format!("{}: is not a readable Parquet file", truncated.join("evals.parquet").display()),
         format!("{}: written by fedsim 0.1.0 in log format 99", future.join("run.json").display()),
         format!("{}: missing: not a fedsim run directory", not_a_run.join("run.json").display()),
-        "4 of 6 runs could not be read".to_owned(),
+        format!("{}: has no column staleness (u64)", old_layout.join("updates.parquet").display()),
+        "5 of 7 runs could not be read".to_owned(),
     ] {
         assert!(stderr.contains(&expected), "stderr lacks {expected:?}:\n{stderr}");
     }

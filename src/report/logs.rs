@@ -89,17 +89,16 @@ impl RunLogs {
     }
 
     pub fn eval_versions(&self) -> Vec<u64> {
-        self.evals
-            .column("version")
-            .and_then(|c| c.u64().cloned())
-            .map_or_else(|_| Vec::new(), |c| c.iter().map(|v| v.unwrap_or(0)).collect())
+        collect_u64(&self.evals, "version")
     }
 
     pub fn staleness(&self) -> Vec<u64> {
-        self.updates
-            .column("staleness")
-            .and_then(|c| c.u64().cloned())
-            .map_or_else(|_| Vec::new(), |c| c.iter().map(|v| v.unwrap_or(0)).collect())
+        collect_u64(&self.updates, "staleness")
+    }
+
+    /// The first 16 characters of the final-weight hash, as tables show it.
+    pub fn short_hash(&self) -> String {
+        self.info.final_weights_sha256.chars().take(16).collect()
     }
 
     /// The config without the worker count: runs with equal keys must agree bit for bit.
@@ -108,6 +107,13 @@ impl RunLogs {
         config.remove("workers");
         config
     }
+}
+
+fn collect_u64(frame: &DataFrame, name: &str) -> Vec<u64> {
+    frame
+        .column(name)
+        .and_then(|c| c.u64().cloned())
+        .map_or_else(|_| Vec::new(), |c| c.iter().map(|v| v.unwrap_or(0)).collect())
 }
 
 fn collect_f64(column: Float64Chunked) -> Vec<f64> {

@@ -92,10 +92,10 @@ const LISTED_DIFFERENCES: usize = 10;
 
 /// Partitions runs into experiments that differ only in their worker counts.
 pub fn worker_groups(runs: &[RunLogs]) -> PolarsResult<Vec<WorkerGroup>> {
+    let keys: Vec<toml::Table> = runs.iter().map(RunLogs::config_without_workers).collect();
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    for (i, run) in runs.iter().enumerate() {
-        let key = run.config_without_workers();
-        match groups.iter_mut().find(|g| runs[g[0]].config_without_workers() == key) {
+    for (i, key) in keys.iter().enumerate() {
+        match groups.iter_mut().find(|g| &keys[g[0]] == key) {
             Some(group) => group.push(i),
             None => groups.push(vec![i]),
         }
@@ -116,8 +116,8 @@ pub fn worker_groups(runs: &[RunLogs]) -> PolarsResult<Vec<WorkerGroup>> {
                     count += 1;
                     listed.push(format!(
                         "final weights sha256 {} vs {}",
-                        &first.info.final_weights_sha256[..16.min(first.info.final_weights_sha256.len())],
-                        &other.info.final_weights_sha256[..16.min(other.info.final_weights_sha256.len())]
+                        first.short_hash(),
+                        other.short_hash()
                     ));
                 }
                 for (name, a, b, key) in [

@@ -82,7 +82,7 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
                  all {} applied updates agree bit for bit (wall-clock columns aside).",
                 first.info.name,
                 workers.join(", "),
-                &first.info.final_weights_sha256[..16.min(first.info.final_weights_sha256.len())],
+                first.short_hash(),
                 first.evals.height(),
                 first.updates.height(),
             );

@@ -21,7 +21,7 @@ fn local_update(c: &mut Criterion) {
     let dataset =
         data::load(DatasetKind::Cifar10, &DataDirs::default()).expect("prepared CIFAR-10 (run `just setup`)");
     let input = InputSpec::of(&dataset);
-    let pool = split::split(dataset.train.len(), 10).train;
+    let pool = split::split(dataset.train.len(), split::VAL_SPLIT, split::KD_SPLIT, 10).train;
     let kind = partition::PartitionKind::Dirichlet { alpha: 0.5 };
     let shard = partition::partition(&dataset.train.host_labels, &pool, 10, 1, 350, kind, 10)
         .unwrap()
@@ -35,6 +35,7 @@ fn local_update(c: &mut Criterion) {
         input,
         optimizer: OptimizerKind::Adam,
         lr: 3e-4,
+        momentum: 0.9,
         local_iters: STEPS,
         batch_size: BATCH,
         augment: Augment::default(),
@@ -67,7 +68,7 @@ fn local_update(c: &mut Criterion) {
         b.iter(|| {
             let mut model = Model::new(ModelKind::ConvNet, input, Device::Cpu);
             model.load(&base);
-            let mut optimizer = OptimizerKind::Adam.build(&model.vs, 3e-4).unwrap();
+            let mut optimizer = OptimizerKind::Adam.build(&model.vs, 3e-4, 0.0).unwrap();
             for (images, labels) in &batches {
                 let loss = model.net.forward_t(images, true).cross_entropy_loss(
                     labels,

@@ -45,7 +45,7 @@ pub fn train(
         single_threaded_torch();
     }
     let input = InputSpec::of(dataset);
-    let pool = split::split(dataset.train.len(), options.seed).train;
+    let pool = split::split(dataset.train.len(), split::VAL_SPLIT, split::KD_SPLIT, options.seed).train;
     let (mean, std) = dataset.kind.normalization();
     let normalize = Normalize::new(&mean, &std, device);
     let ctx = TrainContext { data: &dataset.train, normalize: &normalize, device };
@@ -54,6 +54,7 @@ pub fn train(
         input,
         optimizer: options.optimizer,
         lr: options.lr,
+        momentum: 0.9,
         local_iters: 0,
         batch_size: options.batch_size,
         augment: Augment::default(),
@@ -61,7 +62,7 @@ pub fn train(
     };
     let mut model = Model::new(options.model, input, device);
     model.load(&initial_weights(options.model, input, options.seed));
-    let mut optimizer = options.optimizer.build(&model.vs, options.lr)?;
+    let mut optimizer = options.optimizer.build(&model.vs, options.lr, spec.momentum)?;
     let steps_per_epoch = pool.len() / options.batch_size;
     let mut reports = Vec::new();
     for epoch in 0..options.epochs {

@@ -149,6 +149,9 @@ enum BenchCommand {
         teachers: usize,
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// libtorch threads on CPU (a config's run.server_threads).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         #[arg(long, default_value = "auto")]
         device: DeviceChoice,
     },
@@ -222,9 +225,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             crate::run_command::plan(&config, &overrides, horizon.is_some())
         }
-        Command::Bench { command: BenchCommand::Distill { model, ngf, teachers, repeats, device } } => {
-            bench_distill(model, ngf, teachers, repeats, device)
-        }
+        Command::Bench {
+            command: BenchCommand::Distill { model, ngf, teachers, repeats, threads, device },
+        } => bench_distill(model, ngf, teachers, repeats, threads, device),
         Command::Bench {
             command:
                 BenchCommand::LocalUpdate { model, dataset, repeats, local_iters, batch_size, seed, device },
@@ -388,7 +391,7 @@ fn bench_local_update(
     let device = device.resolve()?;
     let dataset = load_dataset(dirs, kind, device)?;
     let input = InputSpec::of(&dataset);
-    let pool = split::split(dataset.train.len(), seed).train;
+    let pool = split::split(dataset.train.len(), split::VAL_SPLIT, split::KD_SPLIT, seed).train;
     let shards = partition::partition(
         &dataset.train.host_labels,
         &pool,
@@ -406,6 +409,7 @@ fn bench_local_update(
         input,
         optimizer: OptimizerKind::Adam,
         lr: 3e-4,
+        momentum: 0.9,
         local_iters,
         batch_size,
         augment: Augment::default(),
@@ -453,6 +457,7 @@ fn bench_distill(
     ngf: i64,
     teachers: usize,
     repeats: usize,
+    threads: usize,
     device: DeviceChoice,
 ) -> Result<()> {
     use crate::fl::revive::{Distiller, Teacher};
@@ -460,12 +465,12 @@ fn bench_distill(
     use crate::nn::kd::KdSettings;
     use rand_distr::{Distribution, Gamma};
     anyhow::ensure!(
-        ngf > 0 && teachers > 0 && repeats > 0,
-        "--ngf, --teachers and --repeats must be at least 1"
+        ngf > 0 && teachers > 0 && repeats > 0 && threads > 0,
+        "--ngf, --teachers, --repeats and --threads must be at least 1"
     );
     let device = device.resolve()?;
     if device == tch::Device::Cpu {
-        crate::nn::train::single_threaded_torch();
+        tch::set_num_threads(threads as i32);
     }
     let input = InputSpec { channels: 3, height: 32, width: 32, classes: 10 };
     let kd = KdSettings { iters: 10, lr: 1e-4, weight_decay: 1e-5, temperature: 1.0, batch_per_teacher: 32 };
@@ -487,7 +492,7 @@ fn bench_distill(
     let refs: Vec<&Teacher> = teacher_set.iter().collect();
     let current = initial_weights(model, input, 10);
     println!(
-        "distillation step: {model} student, {teachers} teachers, generator ngf {ngf} (nz 256, batch 64, 2 steps), 10 KD steps of 32 images per teacher, on {}",
+        "distillation step: {model} student, {teachers} teachers, generator ngf {ngf} (nz 256, batch 64, 2 steps), 10 KD steps of 32 images per teacher, on {} ({threads} libtorch threads)",
         runtime::describe(device)
     );
     let mut times = Vec::new();

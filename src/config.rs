@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::partition::PartitionKind;
 use crate::data::DatasetKind;
+use crate::fl::revive::Gates;
 use crate::fl::{BetaSchedule, ClientWeighting, StalenessWeight};
 use crate::nn::dfkd::DfkdSettings;
 use crate::nn::kd::KdSettings;
@@ -41,7 +42,13 @@ fn invalid(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>)
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub name: Option<String>,
+    /// The master seed: both seeds below unless they are given.
     pub seed: Option<u64>,
+    /// The reference's setup_random_seed: data split, partition, delay profiles.
+    pub setup_seed: Option<u64>,
+    /// The reference's run_random_seed: everything that runs (delay draws, selection, model
+    /// initialisation, training, distillation).
+    pub run_seed: Option<u64>,
     #[serde(default)]
     pub data: RawData,
     #[serde(default)]
@@ -52,6 +59,8 @@ pub struct RawConfig {
     pub algorithm: RawAlgorithm,
     #[serde(default)]
     pub kd: RawKd,
+    #[serde(default)]
+    pub simple_kd: RawSimpleKd,
     #[serde(default)]
     pub dfkd: RawDfkd,
     #[serde(default)]
@@ -73,6 +82,9 @@ pub struct RawData {
     /// "dirichlet" or "iid".
     pub partition: Option<String>,
     pub alpha: Option<f64>,
+    /// Shares of the training images held out as validation (unused) and KD split.
+    pub val_split: Option<f64>,
+    pub kd_split: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -86,6 +98,8 @@ pub struct RawModel {
 pub struct RawTrain {
     pub optimizer: Option<OptimizerKind>,
     pub lr: Option<f64>,
+    /// SGD's momentum (the reference's local_momentum).
+    pub momentum: Option<f64>,
     pub local_iters: Option<usize>,
     pub batch_size: Option<usize>,
 }
@@ -105,8 +119,9 @@ pub struct RawAlgorithm {
     pub beta: Option<BetaSchedule>,
 }
 
-/// Server-side distillation (the reference's dfkd_settings); used by dd_fedrevive.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// FedRevive's server-side distillation and gates (the KD part of the reference's
+/// dfkd_settings).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKd {
     /// Teachers: the most recent client models (kd_buffer_size).
@@ -123,6 +138,21 @@ pub struct RawKd {
     pub warmup_rounds: Option<u64>,
     /// Reproduce the reference's quirk: (1 - beta) delta between freeze and warm-up.
     pub quirk_down_weight_during_warmup: Option<bool>,
+}
+
+/// DD-FedRevive's distillation on the real KD split (the reference's simple_kd_settings): no
+/// gates, KD on every arrival whose beta > 0.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSimpleKd {
+    pub buffer_size: Option<usize>,
+    pub iters: Option<usize>,
+    /// The reference's learning_rate.
+    pub lr: Option<f64>,
+    pub weight_decay: Option<f64>,
+    pub temperature: Option<f64>,
+    /// The reference's batch_size (per teacher).
+    pub batch_per_teacher: Option<usize>,
 }
 
 /// FedRevive's image synthesis (the generator part of the reference's dfkd_settings).
@@ -205,9 +235,11 @@ pub struct RawDelays {
     pub download: Option<RawDelay>,
     pub train: Option<RawDelay>,
     pub upload: Option<RawDelay>,
-    /// NVFlare spelling: per-client train speed, one (mean, std) pair picked uniformly.
+    /// NVFlare spelling: per-client compute delay, one (mean, std) pair picked uniformly per
+    /// client, then one normal draw (clamped at 0) per task.
     pub device_speed: Option<RawMeanStdLists>,
-    /// NVFlare spelling: download and upload delay.
+    /// NVFlare spelling: one communication delay per task, normal (clamped at 0); it takes the
+    /// download's place and the upload becomes 0, as the port draws it once per task.
     pub communication_delay: Option<RawMeanStd>,
 }
 
@@ -261,6 +293,9 @@ pub struct RawRun {
     pub device: Option<String>,
     /// Extra planned tasks beyond K that the executor may hold (default K).
     pub lookahead: Option<usize>,
+    /// libtorch threads of the server's distillation on CPU (default 1). Part of the
+    /// experiment: CPU kernels split their sums by thread, so the count changes the floats.
+    pub server_threads: Option<usize>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -297,14 +332,20 @@ impl AlgorithmKind {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
     pub name: String,
+    /// The master seed as given (names the run).
     pub seed: u64,
+    pub setup_seed: u64,
+    pub run_seed: u64,
     pub dataset: DatasetKind,
     pub num_clients: usize,
     pub client_data_size: usize,
     pub partition: PartitionKind,
+    pub val_split: f64,
+    pub kd_split: f64,
     pub model: ModelKind,
     pub optimizer: OptimizerKind,
     pub lr: f64,
+    pub momentum: f64,
     pub local_iters: usize,
     pub batch_size: usize,
     pub algorithm: AlgorithmKind,
@@ -325,16 +366,16 @@ pub struct Config {
     pub workers: usize,
     pub device: String,
     pub lookahead: usize,
+    pub server_threads: usize,
 }
 
-/// Validated distillation settings.
+/// Validated distillation settings: FedRevive's ([kd], with gates) or DD-FedRevive's
+/// ([simple_kd], without).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct KdConfig {
     pub buffer_size: usize,
     pub settings: KdSettings,
-    pub freeze_rounds: u64,
-    pub warmup_rounds: u64,
-    pub quirk_down_weight_during_warmup: bool,
+    pub gates: Option<Gates>,
 }
 
 impl Config {
@@ -436,9 +477,27 @@ impl RawConfig {
                 ))
             }
         };
+        let val_split = self.data.val_split.unwrap_or(0.15);
+        let kd_split = self.data.kd_split.unwrap_or(0.1);
+        for (key, share) in [("data.val_split", val_split), ("data.kd_split", kd_split)] {
+            if !(share.is_finite() && (0.0..1.0).contains(&share)) {
+                return Err(invalid(key, share, "must be a share of the training images in [0, 1)"));
+            }
+        }
+        if val_split + kd_split >= 1.0 {
+            return Err(invalid(
+                "data.kd_split",
+                kd_split,
+                format!("with data.val_split ({val_split}) it must leave training images: the sum must be below 1"),
+            ));
+        }
         let lr = self.train.lr.unwrap_or(3e-4);
         if !(lr.is_finite() && lr > 0.0) {
             return Err(invalid("train.lr", lr, "must be a positive number"));
+        }
+        let momentum = self.train.momentum.unwrap_or(0.9);
+        if !(momentum.is_finite() && (0.0..1.0).contains(&momentum)) {
+            return Err(invalid("train.momentum", momentum, "must lie in [0, 1)"));
         }
         let local_iters = self.train.local_iters.unwrap_or(25);
         let batch_size = self.train.batch_size.unwrap_or(32);
@@ -491,10 +550,32 @@ impl RawConfig {
             .map_err(|m| invalid("algorithm.staleness_weight", format!("{staleness_weight:?}"), m))?;
         let beta = self.algorithm.beta.unwrap_or(match algorithm {
             AlgorithmKind::DdFedRevive => BetaSchedule::Constant { beta: 0.5 },
-            _ => BetaSchedule::Cosine { s_max: 75.0 },
+            _ => BetaSchedule::Cosine { factor: 75.0 },
         });
         beta.validate().map_err(|m| invalid("algorithm.beta", format!("{beta:?}"), m))?;
-        let kd = self.kd.validate(algorithm)?;
+        let beta = beta.resolve(active_jobs, buffer_size);
+        let kd = match algorithm {
+            AlgorithmKind::DdFedRevive => {
+                if self.kd != RawKd::default() {
+                    return Err(invalid(
+                        "kd",
+                        "a [kd] table",
+                        "[kd] configures FedRevive's data-free distillation; DD-FedRevive reads [simple_kd] (buffer_size, iters, lr, weight_decay, temperature, batch_per_teacher) and has no gates",
+                    ));
+                }
+                self.simple_kd.validate()?
+            }
+            _ => {
+                if self.simple_kd != RawSimpleKd::default() {
+                    return Err(invalid(
+                        "simple_kd",
+                        "a [simple_kd] table",
+                        format!("[simple_kd] configures dd_fedrevive only; {} reads [kd]", algorithm.name()),
+                    ));
+                }
+                self.kd.validate()?
+            }
+        };
         let dfkd = self.dfkd.validate()?;
         let delays = self.delays.resolve()?;
         let eval_interval = self.eval.interval.unwrap_or(if algorithm.is_sync() { 1 } else { 10 });
@@ -534,20 +615,34 @@ impl RawConfig {
         if workers == 0 {
             return Err(invalid("run.workers", 0, "must be at least 1"));
         }
+        let server_threads = self.run.server_threads.unwrap_or(1);
+        if server_threads == 0 {
+            return Err(invalid(
+                "run.server_threads",
+                0,
+                "must be at least 1 (libtorch threads of the server step)",
+            ));
+        }
         let device = self.run.device.unwrap_or_else(|| "auto".to_owned());
         device
             .parse::<crate::runtime::DeviceChoice>()
             .map_err(|e| invalid("run.device", format!("\"{device}\""), e.to_string()))?;
+        let seed = self.seed.unwrap_or(10);
         Ok(Config {
             name: self.name.unwrap_or_else(|| default_name.to_owned()),
-            seed: self.seed.unwrap_or(10),
+            seed,
+            setup_seed: self.setup_seed.unwrap_or(seed),
+            run_seed: self.run_seed.unwrap_or(seed),
             dataset: self.data.dataset.unwrap_or(DatasetKind::Cifar10),
             num_clients,
             client_data_size,
             partition,
+            val_split,
+            kd_split,
             model: self.model.kind.unwrap_or(ModelKind::ConvNet),
             optimizer: self.train.optimizer.unwrap_or(OptimizerKind::Adam),
             lr,
+            momentum,
             local_iters,
             batch_size,
             algorithm,
@@ -568,25 +663,38 @@ impl RawConfig {
             workers,
             device,
             lookahead: self.run.lookahead.unwrap_or(active_jobs),
+            server_threads,
         })
     }
 }
 
+fn positive(key: &str, v: f64) -> Result<f64, ConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(invalid(key, v, "must be a positive number"))
+    }
+}
+
+fn non_negative(key: &str, v: f64) -> Result<f64, ConfigError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(invalid(key, v, "must be >= 0"))
+    }
+}
+
+fn at_least_one(key: &str, v: usize) -> Result<usize, ConfigError> {
+    if v >= 1 {
+        Ok(v)
+    } else {
+        Err(invalid(key, v, "must be at least 1"))
+    }
+}
+
 impl RawKd {
-    fn validate(self, algorithm: AlgorithmKind) -> Result<KdConfig, ConfigError> {
-        let positive = |key: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(v)
-            } else {
-                Err(invalid(key, v, "must be a positive number"))
-            }
-        };
-        let at_least_one =
-            |key: &str, v: usize| if v >= 1 { Ok(v) } else { Err(invalid(key, v, "must be at least 1")) };
-        let weight_decay = self.weight_decay.unwrap_or(1e-5);
-        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-            return Err(invalid("kd.weight_decay", weight_decay, "must be >= 0"));
-        }
+    /// FedRevive's values: lr 1e-4, weight decay 1e-5, T 1, gates at 50 and 100 versions.
+    fn validate(self) -> Result<KdConfig, ConfigError> {
         let freeze_rounds = self.freeze_rounds.unwrap_or(50);
         let warmup_rounds = self.warmup_rounds.unwrap_or(100);
         if warmup_rounds < freeze_rounds {
@@ -601,23 +709,38 @@ impl RawKd {
             settings: KdSettings {
                 iters: at_least_one("kd.iters", self.iters.unwrap_or(10))?,
                 lr: positive("kd.lr", self.lr.unwrap_or(1e-4))?,
-                weight_decay,
-                temperature: positive(
-                    "kd.temperature",
-                    self.temperature.unwrap_or(if algorithm == AlgorithmKind::DdFedRevive {
-                        2.0
-                    } else {
-                        1.0
-                    }),
-                )?,
+                weight_decay: non_negative("kd.weight_decay", self.weight_decay.unwrap_or(1e-5))?,
+                temperature: positive("kd.temperature", self.temperature.unwrap_or(1.0))?,
                 batch_per_teacher: at_least_one(
                     "kd.batch_per_teacher",
                     self.batch_per_teacher.unwrap_or(32),
                 )?,
             },
-            freeze_rounds,
-            warmup_rounds,
-            quirk_down_weight_during_warmup: self.quirk_down_weight_during_warmup.unwrap_or(false),
+            gates: Some(Gates {
+                freeze_rounds,
+                warmup_rounds,
+                quirk_down_weight_during_warmup: self.quirk_down_weight_during_warmup.unwrap_or(false),
+            }),
+        })
+    }
+}
+
+impl RawSimpleKd {
+    /// DD-FedRevive's values (simple_kd_settings): lr 3e-4, no weight decay, T 2, no gates.
+    fn validate(self) -> Result<KdConfig, ConfigError> {
+        Ok(KdConfig {
+            buffer_size: at_least_one("simple_kd.buffer_size", self.buffer_size.unwrap_or(8))?,
+            settings: KdSettings {
+                iters: at_least_one("simple_kd.iters", self.iters.unwrap_or(10))?,
+                lr: positive("simple_kd.lr", self.lr.unwrap_or(3e-4))?,
+                weight_decay: non_negative("simple_kd.weight_decay", self.weight_decay.unwrap_or(0.0))?,
+                temperature: positive("simple_kd.temperature", self.temperature.unwrap_or(2.0))?,
+                batch_per_teacher: at_least_one(
+                    "simple_kd.batch_per_teacher",
+                    self.batch_per_teacher.unwrap_or(32),
+                )?,
+            },
+            gates: None,
         })
     }
 }
@@ -653,12 +776,11 @@ impl RawDelays {
             model.train = DelaySpec { distribution: Distribution::Normal, components };
         }
         if let Some(RawMeanStd { mean, std }) = self.communication_delay {
-            let spec = DelaySpec {
+            model.download = DelaySpec {
                 distribution: Distribution::Normal,
                 components: vec![Component { probability: 1.0, mean, std }],
             };
-            model.download = spec.clone();
-            model.upload = spec;
+            model.upload = DelaySpec::constant(0.0);
         }
         for (key, raw, slot) in [
             ("delays.download", self.download, &mut model.download),
@@ -787,11 +909,38 @@ mod tests {
                 "[model]\nkind = \"vgg\"\n[stop]\nmax_versions = 1",
                 "unknown variant `vgg`, expected `convnet` or `resnet18`",
             ),
+            (
+                "[data]\nkd_split = 0.9\n[stop]\nmax_versions = 1",
+                "data.kd_split = 0.9: with data.val_split (0.15) it must leave training images",
+            ),
+            ("[data]\nval_split = -0.1\n[stop]\nmax_versions = 1", "data.val_split = -0.1: must be a share"),
+            ("[train]\nmomentum = 1.5\n[stop]\nmax_versions = 1", "train.momentum = 1.5: must lie in [0, 1)"),
+            (
+                "[run]\nserver_threads = 0\n[stop]\nmax_versions = 1",
+                "run.server_threads = 0: must be at least 1",
+            ),
+            (
+                "[algorithm]\nbeta = { kind = \"linear\", factor = 0.0 }\n[stop]\nmax_versions = 1",
+                "factor (the reference's adaptive_beta_factor) must be a positive number",
+            ),
         ];
         for (text, expected) in cases {
             let err = load(text).unwrap_err().to_string();
             assert!(err.contains(expected), "for {text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn setup_and_run_seeds_default_to_the_seed_and_can_be_set_apart() {
+        let c = load("seed = 7\n[stop]\nmax_versions = 1").unwrap();
+        assert_eq!((c.seed, c.setup_seed, c.run_seed), (7, 7, 7));
+        let c = load("seed = 7\nrun_seed = 9\n[stop]\nmax_versions = 1").unwrap();
+        assert_eq!((c.setup_seed, c.run_seed), (7, 9));
+        assert_eq!((c.val_split, c.kd_split, c.momentum, c.server_threads), (0.15, 0.1, 0.9, 1));
+        // Stepwise beta is resolved on K / B: factor 0.5, K 100, B 2 -> base 25.
+        let c = load("[algorithm]\nbeta = { kind = \"stepwise\", factor = 0.5 }\n[stop]\nmax_versions = 1")
+            .unwrap();
+        assert_eq!(c.beta, BetaSchedule::Stepwise { factor: 0.5, base: 25.0 });
     }
 
     #[test]
@@ -820,7 +969,10 @@ mod tests {
         assert_eq!(c.delays.train.distribution, Distribution::Normal);
         assert_eq!(c.delays.train.components.len(), 2);
         assert_eq!(c.delays.train.components[1], Component { probability: 0.5, mean: 2.0, std: 0.2 });
-        assert_eq!(c.delays.upload.components[0].mean, 0.05);
+        // One communication draw per task: the download carries it, the upload is 0.
+        assert_eq!(c.delays.download.components[0].mean, 0.05);
+        assert_eq!(c.delays.download.distribution, Distribution::Normal);
+        assert_eq!(c.delays.upload, DelaySpec::constant(0.0));
     }
 
     #[test]

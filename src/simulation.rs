@@ -32,7 +32,8 @@ pub fn plan_config(config: &Config) -> PlanConfig {
         active_jobs: config.active_jobs,
         num_clients: config.num_clients,
         delays: config.delays.clone(),
-        seed: config.seed,
+        setup_seed: config.setup_seed,
+        run_seed: config.run_seed,
         eval_interval: config.eval_interval,
         max_versions: config.max_versions,
         max_virtual_time: config.max_virtual_time.map(SimTime::from_units),
@@ -49,14 +50,9 @@ pub fn server_rule(config: &Config) -> ServerRule {
     }
 }
 
-/// FedRevive's gates and beta.
+/// FedRevive's gates (none for DD-FedRevive) and beta.
 fn revive_schedule(config: &Config) -> ReviveSchedule {
-    ReviveSchedule {
-        beta: config.beta,
-        freeze_rounds: config.kd.freeze_rounds,
-        warmup_rounds: config.kd.warmup_rounds,
-        quirk_down_weight_during_warmup: config.kd.quirk_down_weight_during_warmup,
-    }
+    ReviveSchedule { beta: config.beta, gates: config.kd.gates }
 }
 
 /// A wired simulation, ready to run once.
@@ -70,7 +66,8 @@ impl Simulation {
     pub fn build(config: &Config, dirs: &DataDirs, device: Device) -> Result<Simulation> {
         let dataset = Arc::new(crate::data::load(config.dataset, dirs)?.to_device(device));
         let input = InputSpec::of(&dataset);
-        let parts = split::split(dataset.train.len(), config.seed);
+        // The setup seed decides the data; the run seed everything that runs.
+        let parts = split::split(dataset.train.len(), config.val_split, config.kd_split, config.setup_seed);
         let pool = parts.train;
         let partition = partition::partition(
             &dataset.train.host_labels,
@@ -79,7 +76,7 @@ impl Simulation {
             config.num_clients,
             config.client_data_size,
             config.partition,
-            config.seed,
+            config.setup_seed,
         )
         .context("partitioning the training data")?;
         let distiller: Option<Box<dyn Distiller>> = match config.algorithm {
@@ -89,7 +86,7 @@ impl Simulation {
                 dataset.clone(),
                 &parts.kd,
                 device,
-                config.seed,
+                config.run_seed,
             ))),
             AlgorithmKind::FedRevive => Some(Box::new(DataFreeDistiller::new(
                 config.kd.settings,
@@ -98,11 +95,14 @@ impl Simulation {
                 config.dataset,
                 input,
                 device,
-                config.seed,
+                config.run_seed,
             )?)),
             _ => None,
         };
+        let initial = initial_weights(config.model, input, config.run_seed);
+        let layout = crate::nn::Model::new(config.model, input, tch::Device::Cpu).layout;
         let server = Server {
+            tracker_reset: layout.tracker_resets(),
             rule: server_rule(config),
             revive: distiller.map(|distiller| Revive {
                 schedule: revive_schedule(config),
@@ -115,17 +115,19 @@ impl Simulation {
             input,
             optimizer: config.optimizer,
             lr: config.lr,
+            momentum: config.momentum,
             local_iters: config.local_iters,
             batch_size: config.batch_size,
             augment: Augment::default(),
             return_model: server.needs_models(),
         };
         let experiment = Experiment {
-            initial_weights: initial_weights(config.model, input, config.seed),
+            initial_weights: initial,
             dataset,
             partition: Arc::new(partition),
             spec,
-            seed: config.seed,
+            seed: config.run_seed,
+            server_threads: config.server_threads,
             device,
             workers: config.workers,
             lookahead: config.active_jobs + config.lookahead,

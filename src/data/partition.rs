@@ -1,11 +1,15 @@
-//! Client data shards (FEDREVIVE.md section 4). Each client gets `client_data_size` samples:
-//! `iid` draws them uniformly from the training pool; `dirichlet` draws class proportions
-//! p ~ Dir(alpha), takes counts = round(p * size) with the rounding remainder on the largest
-//! class, and takes each class's samples from a shuffled per-class pool shared by all
-//! clients, reshuffling and wrapping around when a pool runs out (so shards overlap once
-//! 1,000 clients x 350 samples exceed the pool).
+//! Client data shards (FEDREVIVE.md sections 4 and 8). Each client gets `client_data_size`
+//! samples. `iid`: the pool is shuffled once and client i takes the i-th contiguous block of
+//! it (cyclically, once the blocks pass the end). `dirichlet`: class proportions
+//! p ~ Dir(alpha), counts = round(p * size); a rounding shortfall goes to one class chosen at
+//! random, an excess is taken away one sample at a time from the currently largest class.
+//! Each class's samples come from a shuffled per-class pool shared by all clients; when
+//! `used + count` would pass the pool's end, it is reshuffled and restarted, so one shard
+//! never repeats a sample (shards of different clients overlap once 1,000 clients x 350
+//! samples exceed the pool).
 
 use rand::seq::SliceRandom;
+use rand::Rng as _;
 use rand_distr::{Distribution, Gamma};
 
 use crate::sim::rng::{self, Purpose};
@@ -65,18 +69,14 @@ pub fn partition(
             if pool.is_empty() {
                 return Err(PartitionError::EmptyClass(0));
             }
+            let mut order = pool.to_vec();
+            order.shuffle(&mut rng);
             let mut shards = Vec::with_capacity(clients);
             let mut histograms = Vec::with_capacity(clients);
-            for _ in 0..clients {
-                // Without replacement inside a shard where the pool allows it.
-                let take = client_data_size.min(pool.len());
-                let mut shard: Vec<u32> = rand::seq::index::sample(&mut rng, pool.len(), take)
-                    .into_iter()
-                    .map(|i| pool[i])
-                    .collect();
-                while shard.len() < client_data_size {
-                    shard.push(pool[shard.len() % pool.len()]);
-                }
+            for client in 0..clients {
+                let start = client * client_data_size;
+                let shard: Vec<u32> =
+                    (start..start + client_data_size).map(|i| order[i % order.len()]).collect();
                 histograms.push(histogram(labels, &shard, num_classes));
                 shards.push(shard);
             }
@@ -102,17 +102,17 @@ pub fn partition(
             let mut histograms = Vec::with_capacity(clients);
             for _ in 0..clients {
                 let weights: Vec<f64> = (0..num_classes).map(|_| gamma.sample(&mut rng)).collect();
-                let counts = dirichlet_counts(&weights, client_data_size);
+                let counts = dirichlet_counts(&weights, client_data_size, &mut rng);
                 let mut shard = Vec::with_capacity(client_data_size);
                 for (class, &count) in counts.iter().enumerate() {
-                    for _ in 0..count {
-                        if cursors[class] == pools[class].len() {
-                            pools[class].shuffle(&mut rng);
-                            cursors[class] = 0;
-                        }
-                        shard.push(pools[class][cursors[class]]);
-                        cursors[class] += 1;
+                    let (class_pool, cursor) = (&mut pools[class], &mut cursors[class]);
+                    if *cursor + count as usize > class_pool.len() {
+                        class_pool.shuffle(&mut rng);
+                        *cursor = 0;
                     }
+                    // A count above the class's size (tiny pools only) wraps within the pool.
+                    shard.extend((0..count as usize).map(|i| class_pool[(*cursor + i) % class_pool.len()]));
+                    *cursor += count as usize;
                 }
                 histograms.push(counts);
                 shards.push(shard);
@@ -122,27 +122,27 @@ pub fn partition(
     }
 }
 
-/// counts = round(p * size) for p = weights / sum, the remainder on the largest weight.
-fn dirichlet_counts(weights: &[f64], size: usize) -> Vec<u32> {
+/// counts = round(p * size) for p = weights / sum; a shortfall goes to one class chosen at
+/// random, an excess is removed one sample at a time from the currently largest class.
+fn dirichlet_counts(weights: &[f64], size: usize, rng: &mut crate::sim::rng::Rng) -> Vec<u32> {
     let total: f64 = weights.iter().sum();
-    let largest = weights.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
-    let (proportions, largest): (Vec<f64>, usize) = if total > 0.0 && total.is_finite() {
-        (weights.iter().map(|w| w / total).collect(), largest)
+    let proportions: Vec<f64> = if total > 0.0 && total.is_finite() {
+        weights.iter().map(|w| w / total).collect()
     } else {
-        // Every gamma draw underflowed (tiny alpha): all mass on one class.
-        (vec![0.0; weights.len()], largest)
+        // Every gamma draw underflowed (tiny alpha): the shortfall below puts all on one class.
+        vec![0.0; weights.len()]
     };
-    let mut counts: Vec<i64> = proportions.iter().map(|p| (p * size as f64).round() as i64).collect();
-    let remainder = size as i64 - counts.iter().sum::<i64>();
-    counts[largest] += remainder;
-    // Tiny shards can round up more than the largest class holds: move the deficit on.
-    while let Some(negative) = counts.iter().position(|&c| c < 0) {
-        let deficit = -counts[negative];
-        counts[negative] = 0;
-        let fullest = (0..counts.len()).max_by_key(|&i| counts[i]).unwrap_or(0);
-        counts[fullest] -= deficit;
+    let mut counts: Vec<u32> = proportions.iter().map(|p| (p * size as f64).round() as u32).collect();
+    let assigned: usize = counts.iter().map(|&c| c as usize).sum();
+    if assigned < size {
+        let receiver = rng.random_range(0..counts.len());
+        counts[receiver] += (size - assigned) as u32;
     }
-    counts.into_iter().map(|c| c as u32).collect()
+    for _ in size..assigned {
+        let largest = (0..counts.len()).fold(0, |best, i| if counts[i] > counts[best] { i } else { best });
+        counts[largest] -= 1;
+    }
+    counts
 }
 
 pub fn histogram(labels: &[u8], shard: &[u32], num_classes: usize) -> Vec<u32> {
@@ -195,10 +195,59 @@ mod tests {
         }
 
         #[test]
-        fn rounding_keeps_the_total(weights in prop::collection::vec(0.0f64..10.0, 10), size in 1usize..1_000) {
-            let counts = dirichlet_counts(&weights, size);
+        fn rounding_keeps_the_total(weights in prop::collection::vec(0.0f64..10.0, 10), size in 1usize..1_000, seed in 0u64..100) {
+            let counts = dirichlet_counts(&weights, size, &mut rng::stream(seed, Purpose::Partition, 0));
             prop_assert_eq!(counts.iter().map(|&c| c as usize).sum::<usize>(), size);
         }
+    }
+
+    #[test]
+    fn a_rounding_shortfall_goes_to_a_random_class_and_an_excess_leaves_the_largest() {
+        // 3 x round(10/3 = 3.33) = 9: one short, given to one class; which one follows the stream.
+        let even = [1.0, 1.0, 1.0];
+        let mut receivers = std::collections::HashSet::new();
+        for seed in 0..30 {
+            let counts = dirichlet_counts(&even, 10, &mut rng::stream(seed, Purpose::Partition, 0));
+            let mut sorted = counts.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, [3, 3, 4]);
+            receivers.insert(counts.iter().position(|&c| c == 4).unwrap());
+        }
+        assert_eq!(receivers.len(), 3, "every class can receive the shortfall");
+        // round(2.5) + round(2.5) + round(5) = 3 + 3 + 5 = 11 of 10: the largest (5) gives one up.
+        let counts = dirichlet_counts(&[0.25, 0.25, 0.5], 10, &mut rng::stream(0, Purpose::Partition, 0));
+        assert_eq!(counts, [3, 3, 4]);
+        // 6 x round(1.5) = 12 of 9: three removed one at a time from the currently largest.
+        let counts = dirichlet_counts(&[1.0; 6], 9, &mut rng::stream(0, Purpose::Partition, 0));
+        assert_eq!(counts, [1, 1, 1, 2, 2, 2]);
+    }
+
+    #[test]
+    fn a_dirichlet_shard_never_repeats_a_sample() {
+        let labels = labels(1_000, 10); // 100 samples per class
+        let pool: Vec<u32> = (0..1_000).collect();
+        let p = partition(&labels, &pool, 10, 200, 90, PartitionKind::Dirichlet { alpha: 0.3 }, 4).unwrap();
+        for shard in &p.shards {
+            let distinct: std::collections::HashSet<_> = shard.iter().collect();
+            assert_eq!(distinct.len(), shard.len(), "a class pool restarts instead of wrapping into a shard");
+        }
+    }
+
+    #[test]
+    fn iid_shards_are_contiguous_blocks_of_one_shuffle() {
+        let labels = labels(100, 10);
+        let pool: Vec<u32> = (0..100).collect();
+        let p = partition(&labels, &pool, 10, 4, 30, PartitionKind::Iid, 2).unwrap();
+        // Blocks 0..3 cover positions 0..120 of one shuffled order: the first 100 are the pool
+        // once, and block 3 continues at the order's start.
+        let mut first: Vec<u32> = p.shards.concat()[..100].to_vec();
+        first.sort_unstable();
+        assert_eq!(first, pool);
+        assert_eq!(p.shards[3][10..], p.shards[0][..20]);
+        assert_ne!(
+            p.shards[0],
+            partition(&labels, &pool, 10, 4, 30, PartitionKind::Iid, 3).unwrap().shards[0]
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::data::partition::Partition;
 use crate::data::Dataset;
 use crate::fl::server::{Arrival, Server};
 use crate::nn::eval::{evaluate, EvalResult};
-use crate::nn::train::{single_threaded_torch, train_local, TrainContext, TrainOutcome, TrainSpec};
+use crate::nn::train::{train_local, TrainContext, TrainOutcome, TrainSpec};
 use crate::nn::Model;
 use crate::sched::{Plan, PlanEnd, Step, TrainTask, UpdateInput};
 use crate::sim::rng::{self, Purpose};
@@ -34,7 +34,11 @@ pub struct Experiment {
     pub lookahead: usize,
     pub initial_weights: Vec<f32>,
     pub target_accuracy: Option<f64>,
+    /// [(version, acc)]: stop once the version count is >= version and the best accuracy so
+    /// far is <= acc (checked after every aggregation and evaluation).
     pub early_stop: Vec<(u64, f64)>,
+    /// libtorch threads of the coordinating thread (server step and evaluation) on CPU.
+    pub server_threads: usize,
 }
 
 /// One applied client update (a row of updates.parquet).
@@ -111,8 +115,8 @@ pub enum StopReason {
     },
     EarlyStop {
         version: u64,
-        accuracy: f64,
-        minimum: f64,
+        best_accuracy: f64,
+        threshold: f64,
     },
     /// A client's loss or update was NaN or infinite; its aggregation was not applied.
     NonFinite {
@@ -126,8 +130,8 @@ impl std::fmt::Display for StopReason {
             StopReason::PlanEnd(PlanEnd::MaxVersions) => write!(f, "max_versions"),
             StopReason::PlanEnd(PlanEnd::MaxVirtualTime) => write!(f, "max_virtual_time"),
             StopReason::TargetAccuracy { accuracy } => write!(f, "target_accuracy (reached {accuracy:.4})"),
-            StopReason::EarlyStop { version, accuracy, minimum } => {
-                write!(f, "early_stop (accuracy {accuracy:.4} < {minimum} at version {version})")
+            StopReason::EarlyStop { version, best_accuracy, threshold } => {
+                write!(f, "early_stop (best accuracy {best_accuracy:.4} <= {threshold} at version {version})")
             }
             StopReason::NonFinite { task } => write!(f, "non-finite loss or update from task {task}"),
         }
@@ -188,7 +192,8 @@ pub fn execute(
 ) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
     if experiment.device == Device::Cpu {
-        single_threaded_torch();
+        // The coordinating thread's own count; workers set theirs to 1 at every job.
+        tch::set_num_threads(experiment.server_threads as i32);
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(experiment.workers)
@@ -211,7 +216,10 @@ pub fn execute(
     let max_running = experiment.workers * 2;
     let mut virtual_time = 0.0;
     let mut last_accuracy = None;
-    let mut checked_early_stops: HashSet<usize> = HashSet::new();
+    let mut best_accuracy: Option<f64> = None;
+    // An aggregation happened whose early-stop check is still to come: it runs once the next
+    // step is known, after the evaluation of that version where one follows.
+    let mut early_stop_due = false;
     let mut outcome = RunOutcome {
         final_weights: Vec::new(),
         version: 0,
@@ -294,6 +302,13 @@ pub fn execute(
         }
 
         // 3. Apply the head of the plan, or wait for a worker.
+        let evaluation_follows =
+            matches!(window.front(), Some(Step::Evaluate { version, .. }) if *version == current_version);
+        if !evaluation_follows && std::mem::take(&mut early_stop_due) {
+            if let Some(stop) = early_stop(&experiment.early_stop, current_version, best_accuracy) {
+                break Some(stop);
+            }
+        }
         match window.front() {
             None if plan_done => break None,
             None => continue,
@@ -326,6 +341,7 @@ pub fn execute(
                         let TaskState::Done { outcome, .. } = &slot.state else { unreachable!() };
                         let client = slot.task.client as usize;
                         Arrival {
+                            task: slot.task.task,
                             delta: &outcome.delta,
                             model: outcome.model.as_deref(),
                             staleness: input.staleness,
@@ -373,6 +389,7 @@ pub fn execute(
                     elapsed: started.elapsed(),
                     ready_tasks: ready,
                 });
+                early_stop_due = true;
             }
             Some(Step::Evaluate { .. }) => {
                 let Some(Step::Evaluate { version, at }) = window.pop_front() else { unreachable!() };
@@ -388,6 +405,7 @@ pub fn execute(
                 outcome.eval_time += eval_started.elapsed();
                 virtual_time = at.units();
                 last_accuracy = Some(result.accuracy);
+                best_accuracy = Some(best_accuracy.map_or(result.accuracy, |b: f64| b.max(result.accuracy)));
                 sink.eval(EvalRecord {
                     version,
                     virtual_time,
@@ -401,18 +419,12 @@ pub fn execute(
                         break Some(StopReason::TargetAccuracy { accuracy: result.accuracy });
                     }
                 }
-                let due =
-                    experiment.early_stop.iter().enumerate().find(|(i, (at_version, _))| {
-                        version >= *at_version && !checked_early_stops.contains(i)
-                    });
-                if let Some((i, &(_, minimum))) = due {
-                    checked_early_stops.insert(i);
-                    if result.accuracy < minimum {
-                        break Some(StopReason::EarlyStop { version, accuracy: result.accuracy, minimum });
-                    }
-                }
                 if !result.loss.is_finite() {
                     break Some(StopReason::NonFinite { task: u64::MAX });
+                }
+                early_stop_due = false;
+                if let Some(stop) = early_stop(&experiment.early_stop, current_version, best_accuracy) {
+                    break Some(stop);
                 }
             }
             Some(Step::Train(_)) => unreachable!("train steps go to the task table"),
@@ -429,6 +441,16 @@ pub fn execute(
     outcome.virtual_time = virtual_time;
     outcome.wall = started.elapsed();
     Ok(outcome)
+}
+
+/// The reference's early stop, checked after every event: the version count has reached a
+/// threshold's version and the best accuracy so far is at most its accuracy.
+pub fn early_stop(thresholds: &[(u64, f64)], version: u64, best_accuracy: Option<f64>) -> Option<StopReason> {
+    let best = best_accuracy?;
+    thresholds
+        .iter()
+        .find(|&&(at, acc)| version >= at && best <= acc)
+        .map(|&(_, threshold)| StopReason::EarlyStop { version, best_accuracy: best, threshold })
 }
 
 fn is_finite(slot: &Slot) -> bool {
@@ -483,4 +505,24 @@ fn spawn_task(
         // The receiver is gone only when the run stopped early; the result is not needed then.
         let _ = sender.send(Finished { task: id, worker, result });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_stop_judges_the_best_accuracy_so_far_once_the_version_is_reached() {
+        let thresholds = [(1000, 0.15)];
+        assert_eq!(early_stop(&thresholds, 999, Some(0.1)), None, "before the version");
+        assert_eq!(early_stop(&thresholds, 1000, None), None, "nothing evaluated yet");
+        assert_eq!(
+            early_stop(&thresholds, 1000, Some(0.15)),
+            Some(StopReason::EarlyStop { version: 1000, best_accuracy: 0.15, threshold: 0.15 }),
+            "at most the threshold stops (<=)"
+        );
+        assert_eq!(early_stop(&thresholds, 1500, Some(0.16)), None, "a best above the threshold goes on");
+        // Checked after every event: any later version still stops while the best stays low.
+        assert!(early_stop(&thresholds, 1234, Some(0.1)).is_some());
+    }
 }

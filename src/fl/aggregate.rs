@@ -1,17 +1,20 @@
-//! The server step every algorithm shares: theta <- theta + server_lr * sum_i c_i delta_i
-//! with c_i = w_i / sum_j w_j * s(tau_i) * (1 - beta(tau_i) for AFL-DW), summed in plan
-//! order so that the floats never depend on which worker finished first. A negative
-//! server_lr interpolates instead: theta <- (1 - |lr|) theta + |lr| sum_i c'_i theta_i with
-//! c' = c normalised to sum 1 and theta_i the client's trained model.
+//! The server step every algorithm shares: theta <- theta + server_lr * sum_i c_i d_i in plan
+//! order (so that the floats never depend on which worker finished first), with
+//! c_i = w_i / sum_j w_j * s(tau_i) and d_i the update's delta as the algorithm uses it:
+//! theta_i - theta_{v_i}, scaled by 1 - beta(tau_i) for AFL-DW, or FedRevive's blend. A negative
+//! server_lr interpolates instead: theta <- (1 - |lr|) theta + |lr| sum_i c'_i (theta_{v_i} + d_i)
+//! with c' = c normalised to sum 1, so a blended or down-weighted update pulls towards its base
+//! plus that update, not towards the raw client model (FEDREVIVE.md section 8).
 
 use super::weights::{BetaSchedule, ClientWeighting, StalenessWeight};
 
 /// One client update as the server sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct Update<'a> {
-    /// theta_i - theta_{v_i}.
+    /// The update from its base version: theta_i - theta_{v_i}, or a blend that replaces it.
     pub delta: &'a [f32],
-    /// theta_i itself; needed only for interpolation (server_lr < 0).
+    /// theta_{v_i} + delta (the client's model for a raw update); needed only for
+    /// interpolation (server_lr < 0).
     pub model: Option<&'a [f32]>,
     pub staleness: u64,
     pub samples: usize,
@@ -33,17 +36,21 @@ impl ServerRule {
         self.server_lr < 0.0
     }
 
-    /// The coefficient c_i of each update.
+    /// The coefficient c_i of each update: client weight times staleness weight.
     pub fn coefficients(&self, updates: &[Update]) -> Vec<f64> {
         let total: f64 = updates.iter().map(|u| self.weighting.weight(u.samples)).sum();
         updates
             .iter()
             .map(|u| {
                 let client = if total > 0.0 { self.weighting.weight(u.samples) / total } else { 0.0 };
-                let down = self.down_weight.map_or(1.0, |b| 1.0 - b.beta(u.staleness));
-                client * self.staleness.weight(u.staleness) * down
+                client * self.staleness.weight(u.staleness)
             })
             .collect()
+    }
+
+    /// AFL-DW's factor on an update's delta, 1 - beta(tau); 1 for every other algorithm.
+    pub fn delta_scale(&self, staleness: u64) -> f64 {
+        self.down_weight.map_or(1.0, |b| 1.0 - b.beta(staleness))
     }
 
     /// Applies one aggregation to `theta` in place.
@@ -52,7 +59,7 @@ impl ServerRule {
         if self.server_lr > 0.0 {
             let mut step = vec![0f32; theta.len()];
             for (update, &c) in updates.iter().zip(&coefficients) {
-                axpy(&mut step, c as f32, update.delta);
+                axpy(&mut step, (c * self.delta_scale(update.staleness)) as f32, update.delta);
             }
             axpy(theta, self.server_lr as f32, &step);
         } else {
@@ -62,7 +69,13 @@ impl ServerRule {
             for (update, &c) in updates.iter().zip(&coefficients) {
                 let model =
                     update.model.expect("interpolation needs the client models (ServerRule::needs_models)");
-                axpy(&mut mean, (c / total) as f32, model);
+                let weight = (c / total) as f32;
+                axpy(&mut mean, weight, model);
+                // base + scale delta = model - (1 - scale) delta.
+                let removed = 1.0 - self.delta_scale(update.staleness);
+                if removed != 0.0 {
+                    axpy(&mut mean, -weight * removed as f32, update.delta);
+                }
             }
             for (t, m) in theta.iter_mut().zip(&mean) {
                 *t = (1.0 - mix as f32) * *t + mix as f32 * m;
@@ -158,7 +171,18 @@ mod tests {
             ..rule(1.0)
         };
         let delta = [1.0f32];
-        let c = r.coefficients(&[Update { delta: &delta, model: None, staleness: 1, samples: 1 }]);
-        assert_eq!(c, [0.5 * 0.75]);
+        let mut theta = [0.0f32];
+        r.apply(&mut theta, &[Update { delta: &delta, model: None, staleness: 1, samples: 1 }]);
+        assert_eq!(theta, [0.5 * 0.75]);
+    }
+
+    #[test]
+    fn negative_server_lr_pulls_a_down_weighted_update_towards_base_plus_its_share() {
+        // base 1, client model 5 (delta 4), beta 0.25: the target is 1 + 0.75 * 4 = 4, not 5.
+        let r = ServerRule { down_weight: Some(BetaSchedule::Constant { beta: 0.25 }), ..rule(-0.5) };
+        let (delta, model) = ([4.0f32], [5.0f32]);
+        let mut theta = [1.0f32];
+        r.apply(&mut theta, &[Update { delta: &delta, model: Some(&model), staleness: 3, samples: 1 }]);
+        assert_eq!(theta, [0.5 * 1.0 + 0.5 * 4.0]);
     }
 }

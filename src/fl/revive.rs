@@ -50,29 +50,37 @@ impl TeacherBuffer {
 }
 
 /// Produces delta_KD = theta_student - theta_current from the current global model and the
-/// teachers. `version` is the version being made; implementations derive their randomness
-/// from it, so that the result depends only on the plan.
+/// teachers. `arrival` is the arriving update's task id: implementations derive their
+/// randomness from it, so the result depends only on the plan and two arrivals of one
+/// aggregation never share a stream.
 pub trait Distiller {
-    fn distill(&mut self, current: &[f32], teachers: &[&Teacher], version: u64) -> anyhow::Result<Vec<f32>>;
+    fn distill(&mut self, current: &[f32], teachers: &[&Teacher], arrival: u64) -> anyhow::Result<Vec<f32>>;
 
     /// Work that runs between the freeze and warm-up gates, before distillation trains
     /// (FedRevive warms its generator up here). Nothing by default.
-    fn warm_up(&mut self, _current: &[f32], _teachers: &[&Teacher], _version: u64) -> anyhow::Result<()> {
+    fn warm_up(&mut self, _current: &[f32], _teachers: &[&Teacher], _arrival: u64) -> anyhow::Result<()> {
         Ok(())
     }
+}
+
+/// FedRevive's gates on the version count, both strict as in the reference: synthesis starts
+/// once more than `freeze_rounds` versions exist, distillation trains once more than
+/// `warmup_rounds` do (from version 101 with the reference's 100).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Gates {
+    pub freeze_rounds: u64,
+    pub warmup_rounds: u64,
+    /// The reference's QUIRK: between freeze and warm-up it applies (1 - beta) delta, as if
+    /// delta_KD were zero. fedsim's default applies the raw update until KD trains.
+    pub quirk_down_weight_during_warmup: bool,
 }
 
 /// When distillation runs, and how stale updates are blended.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReviveSchedule {
     pub beta: BetaSchedule,
-    /// Before this many versions exist, updates are applied raw.
-    pub freeze_rounds: u64,
-    /// Distillation trains only from this many versions on.
-    pub warmup_rounds: u64,
-    /// The reference's QUIRK: between freeze and warm-up it applies (1 - beta) delta, as if
-    /// delta_KD were zero. fedsim's default applies the raw update until KD trains.
-    pub quirk_down_weight_during_warmup: bool,
+    /// FedRevive's gates; None (DD-FedRevive) distils on every arrival whose beta > 0.
+    pub gates: Option<Gates>,
 }
 
 /// What to do with one arriving update at a given server version.
@@ -92,16 +100,18 @@ impl ReviveSchedule {
     /// The action for an update of `staleness` arriving while `version` versions exist.
     pub fn action(&self, version: u64, staleness: u64) -> ReviveAction {
         let beta = self.beta.beta(staleness);
-        if version < self.freeze_rounds || beta == 0.0 {
-            ReviveAction::Raw
-        } else if version < self.warmup_rounds {
-            if self.quirk_down_weight_during_warmup {
-                ReviveAction::DownWeight { beta }
-            } else {
-                ReviveAction::WarmUp
+        match self.gates {
+            _ if beta == 0.0 => ReviveAction::Raw,
+            None => ReviveAction::Blend { beta },
+            Some(gates) if version <= gates.freeze_rounds => ReviveAction::Raw,
+            Some(gates) if version <= gates.warmup_rounds => {
+                if gates.quirk_down_weight_during_warmup {
+                    ReviveAction::DownWeight { beta }
+                } else {
+                    ReviveAction::WarmUp
+                }
             }
-        } else {
-            ReviveAction::Blend { beta }
+            Some(_) => ReviveAction::Blend { beta },
         }
     }
 }
@@ -119,24 +129,41 @@ mod tests {
 
     fn schedule(quirk: bool) -> ReviveSchedule {
         ReviveSchedule {
-            beta: BetaSchedule::Cosine { s_max: 75.0 },
-            freeze_rounds: 50,
-            warmup_rounds: 100,
-            quirk_down_weight_during_warmup: quirk,
+            beta: BetaSchedule::Cosine { factor: 75.0 },
+            gates: Some(Gates {
+                freeze_rounds: 50,
+                warmup_rounds: 100,
+                quirk_down_weight_during_warmup: quirk,
+            }),
         }
     }
 
     #[test]
-    fn gates_follow_the_version_count() {
+    fn gates_follow_the_version_count_strictly() {
         let s = schedule(false);
         assert_eq!(s.action(10, 80), ReviveAction::Raw, "before freeze_rounds: raw");
-        assert_eq!(s.action(70, 80), ReviveAction::WarmUp, "between freeze and warm-up: raw by default");
+        assert_eq!(s.action(50, 80), ReviveAction::Raw, "at freeze_rounds still raw (strict)");
+        assert_eq!(s.action(51, 80), ReviveAction::WarmUp, "between freeze and warm-up: raw by default");
+        assert_eq!(s.action(100, 80), ReviveAction::WarmUp, "at warmup_rounds KD does not train yet");
         assert!(
             matches!(schedule(true).action(70, 80), ReviveAction::DownWeight { .. }),
             "the reference's quirk"
         );
-        assert!(matches!(s.action(100, 80), ReviveAction::Blend { .. }));
+        assert!(matches!(s.action(101, 80), ReviveAction::Blend { .. }), "from version 101");
         assert_eq!(s.action(500, 0), ReviveAction::Raw, "beta(0) = 0: a fresh update is applied raw");
+    }
+
+    #[test]
+    fn without_gates_every_arrival_with_positive_beta_blends() {
+        let s = ReviveSchedule { beta: BetaSchedule::Constant { beta: 0.5 }, gates: None };
+        assert_eq!(s.action(1, 1), ReviveAction::Blend { beta: 0.5 });
+        assert_eq!(
+            s.action(0, 0),
+            ReviveAction::Blend { beta: 0.5 },
+            "a constant beta blends even fresh updates"
+        );
+        let zero = ReviveSchedule { beta: BetaSchedule::Constant { beta: 0.0 }, gates: None };
+        assert_eq!(zero.action(10, 5), ReviveAction::Raw);
     }
 
     #[test]

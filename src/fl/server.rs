@@ -1,8 +1,11 @@
-//! The server: applies one aggregation's updates, in plan order, to the current model. Plain
-//! algorithms use their [`ServerRule`] alone; FedRevive-style algorithms first record each
-//! arriving client model as a teacher and replace stale deltas by their blend with a
-//! distilled delta, asking a [`Distiller`] for it.
+//! The server: applies one aggregation's updates, in plan order, to the current model, then
+//! resets the feature-statistic trackers of the new global model (mean 0, variance 1), as the
+//! reference does after every aggregation for every algorithm. Plain algorithms use their
+//! [`ServerRule`] alone; FedRevive-style algorithms first record each arriving client model as
+//! a teacher and replace stale deltas by their blend with a distilled delta, asking a
+//! [`Distiller`] for it.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use super::aggregate::{ServerRule, Update};
@@ -10,6 +13,8 @@ use super::revive::{blend, Distiller, ReviveAction, ReviveSchedule, Teacher, Tea
 
 /// One update as it reaches the server.
 pub struct Arrival<'a> {
+    /// The task that produced it: the key of the distiller's randomness for this arrival.
+    pub task: u64,
     pub delta: &'a [f32],
     /// The client's trained model (needed for interpolation and for teachers).
     pub model: Option<&'a [f32]>,
@@ -28,6 +33,8 @@ pub struct Revive {
 pub struct Server {
     pub rule: ServerRule,
     pub revive: Option<Revive>,
+    /// Where the global model's tracker buffers lie and what they are reset to.
+    pub tracker_reset: Vec<(Range<usize>, f32)>,
 }
 
 impl Server {
@@ -44,42 +51,83 @@ impl Server {
         arrivals: &[Arrival],
     ) -> anyhow::Result<Vec<f32>> {
         let mut next = theta.to_vec();
-        let Some(revive) = &mut self.revive else {
-            let updates: Vec<Update> = arrivals.iter().map(Arrival::as_update).collect();
-            self.rule.apply(&mut next, &updates);
-            return Ok(next);
-        };
-        let mut deltas: Vec<Vec<f32>> = Vec::with_capacity(arrivals.len());
+        match &mut self.revive {
+            None => {
+                let updates: Vec<Update> = arrivals.iter().map(Arrival::as_update).collect();
+                self.rule.apply(&mut next, &updates);
+            }
+            Some(revive) => {
+                let deltas = revive.revived_deltas(theta, version, arrivals)?;
+                // Interpolation pulls towards base + the revived delta: model - delta + revived.
+                let models: Vec<Option<Vec<f32>>> = arrivals
+                    .iter()
+                    .zip(&deltas)
+                    .map(|(arrival, revived)| {
+                        let model = arrival.model.filter(|_| self.rule.needs_models())?;
+                        Some(
+                            model
+                                .iter()
+                                .zip(arrival.delta)
+                                .zip(revived)
+                                .map(|((m, d), r)| m - d + r)
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                let updates: Vec<Update> = arrivals
+                    .iter()
+                    .zip(&deltas)
+                    .zip(&models)
+                    .map(|((arrival, delta), model)| Update {
+                        delta,
+                        model: model.as_deref(),
+                        ..arrival.as_update()
+                    })
+                    .collect();
+                self.rule.apply(&mut next, &updates);
+            }
+        }
+        for (range, value) in &self.tracker_reset {
+            next[range.clone()].fill(*value);
+        }
+        Ok(next)
+    }
+}
+
+impl Revive {
+    /// Each arrival joins the teachers; its delta is kept, down-weighted or blended with a
+    /// distilled one, as the schedule says.
+    fn revived_deltas(
+        &mut self,
+        theta: &[f32],
+        version: u64,
+        arrivals: &[Arrival],
+    ) -> anyhow::Result<Vec<Vec<f32>>> {
+        let mut deltas = Vec::with_capacity(arrivals.len());
         for arrival in arrivals {
             let model = arrival.model.ok_or_else(|| anyhow::anyhow!("FedRevive needs the client's model"))?;
-            revive.teachers.push(Teacher {
+            self.teachers.push(Teacher {
                 weights: Arc::new(model.to_vec()),
                 class_proportions: arrival.class_proportions.clone(),
             });
-            deltas.push(match revive.schedule.action(version, arrival.staleness) {
+            let teachers = self.teachers.teachers();
+            deltas.push(match self.schedule.action(version, arrival.staleness) {
                 ReviveAction::Raw => arrival.delta.to_vec(),
                 ReviveAction::WarmUp => {
-                    revive.distiller.warm_up(theta, &revive.teachers.teachers(), version + 1)?;
+                    self.distiller.warm_up(theta, &teachers, arrival.task)?;
                     arrival.delta.to_vec()
                 }
                 ReviveAction::DownWeight { beta } => {
-                    revive.distiller.warm_up(theta, &revive.teachers.teachers(), version + 1)?;
+                    self.distiller.warm_up(theta, &teachers, arrival.task)?;
                     arrival.delta.iter().map(|d| (1.0 - beta) as f32 * d).collect()
                 }
                 ReviveAction::Blend { beta } => {
-                    let delta_kd =
-                        revive.distiller.distill(theta, &revive.teachers.teachers(), version + 1)?;
+                    let delta_kd = self.distiller.distill(theta, &teachers, arrival.task)?;
                     blend(arrival.delta, &delta_kd, beta)
                 }
             });
         }
-        let updates: Vec<Update> = arrivals
-            .iter()
-            .zip(&deltas)
-            .map(|(arrival, delta)| Update { delta, ..arrival.as_update() })
-            .collect();
-        self.rule.apply(&mut next, &updates);
-        Ok(next)
+        Ok(deltas)
     }
 }
 
@@ -94,56 +142,112 @@ mod tests {
     use super::*;
     use crate::fl::{BetaSchedule, ClientWeighting, StalenessWeight};
 
-    /// Distils to a fixed delta and counts its calls.
+    use crate::fl::revive::Gates;
+    use std::sync::Mutex;
+
+    /// Distils to a fixed delta and records the arrival keys it was called with.
     struct Fixed {
         delta: Vec<f32>,
-        calls: usize,
+        calls: Arc<Mutex<Vec<u64>>>,
     }
 
     impl Distiller for Fixed {
-        fn distill(&mut self, _: &[f32], teachers: &[&Teacher], _: u64) -> anyhow::Result<Vec<f32>> {
+        fn distill(&mut self, _: &[f32], teachers: &[&Teacher], arrival: u64) -> anyhow::Result<Vec<f32>> {
             assert!(!teachers.is_empty());
-            self.calls += 1;
+            self.calls.lock().unwrap().push(arrival);
             Ok(self.delta.clone())
         }
     }
 
-    fn server(freeze: u64) -> Server {
-        Server {
-            rule: ServerRule {
-                server_lr: 1.0,
-                weighting: ClientWeighting::Equal,
-                staleness: StalenessWeight::Constant,
-                down_weight: None,
-            },
-            revive: Some(Revive {
-                schedule: ReviveSchedule {
-                    beta: BetaSchedule::Constant { beta: 0.5 },
-                    freeze_rounds: freeze,
-                    warmup_rounds: freeze,
-                    quirk_down_weight_during_warmup: false,
-                },
-                teachers: TeacherBuffer::new(2),
-                distiller: Box::new(Fixed { delta: vec![10.0, 10.0], calls: 0 }),
-            }),
+    fn rule(server_lr: f64) -> ServerRule {
+        ServerRule {
+            server_lr,
+            weighting: ClientWeighting::Equal,
+            staleness: StalenessWeight::Constant,
+            down_weight: None,
         }
     }
 
-    fn arrival<'a>(delta: &'a [f32], model: &'a [f32], staleness: u64) -> Arrival<'a> {
-        Arrival { delta, model: Some(model), staleness, samples: 1, class_proportions: vec![1.0] }
+    fn server(gates: Option<u64>, server_lr: f64) -> (Server, Arc<Mutex<Vec<u64>>>) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let server = Server {
+            rule: rule(server_lr),
+            revive: Some(Revive {
+                schedule: ReviveSchedule {
+                    beta: BetaSchedule::Constant { beta: 0.5 },
+                    gates: gates.map(|g| Gates {
+                        freeze_rounds: g,
+                        warmup_rounds: g,
+                        quirk_down_weight_during_warmup: false,
+                    }),
+                },
+                teachers: TeacherBuffer::new(2),
+                distiller: Box::new(Fixed { delta: vec![10.0, 10.0], calls: calls.clone() }),
+            }),
+            tracker_reset: Vec::new(),
+        };
+        (server, calls)
+    }
+
+    fn arrival<'a>(task: u64, delta: &'a [f32], model: &'a [f32], staleness: u64) -> Arrival<'a> {
+        Arrival { task, delta, model: Some(model), staleness, samples: 1, class_proportions: vec![1.0] }
     }
 
     #[test]
-    fn before_the_freeze_gate_updates_are_raw() {
-        let next = server(5).aggregate(&[1.0, 1.0], 4, &[arrival(&[2.0, 4.0], &[3.0, 5.0], 7)]).unwrap();
+    fn up_to_the_freeze_gate_updates_are_raw() {
+        let (mut s, calls) = server(Some(5), 1.0);
+        let next = s.aggregate(&[1.0, 1.0], 5, &[arrival(0, &[2.0, 4.0], &[3.0, 5.0], 7)]).unwrap();
         assert_eq!(next, [3.0, 5.0]);
+        assert!(calls.lock().unwrap().is_empty());
     }
 
     #[test]
     fn after_the_gate_stale_updates_blend_with_the_distilled_delta() {
-        let mut s = server(5);
-        let next = s.aggregate(&[1.0, 1.0], 5, &[arrival(&[2.0, 4.0], &[3.0, 5.0], 7)]).unwrap();
+        let (mut s, _) = server(Some(5), 1.0);
+        let next = s.aggregate(&[1.0, 1.0], 6, &[arrival(0, &[2.0, 4.0], &[3.0, 5.0], 7)]).unwrap();
         assert_eq!(next, [1.0 + 0.5 * 2.0 + 0.5 * 10.0, 1.0 + 0.5 * 4.0 + 0.5 * 10.0]);
         assert_eq!(s.revive.as_ref().unwrap().teachers.len(), 1);
+    }
+
+    #[test]
+    fn without_gates_distillation_runs_from_the_first_stale_arrival() {
+        // DD-FedRevive: no freeze or warm-up; the very first stale update at version 1 blends.
+        let (mut s, calls) = server(None, 1.0);
+        let next = s.aggregate(&[0.0, 0.0], 1, &[arrival(3, &[2.0, 2.0], &[2.0, 2.0], 1)]).unwrap();
+        assert_eq!(next, [6.0, 6.0]);
+        assert_eq!(*calls.lock().unwrap(), [3]);
+    }
+
+    #[test]
+    fn two_arrivals_of_one_aggregation_give_the_distiller_different_keys() {
+        let (mut s, calls) = server(None, 1.0);
+        let arrivals = [arrival(11, &[1.0, 1.0], &[1.0, 1.0], 4), arrival(12, &[1.0, 1.0], &[1.0, 1.0], 4)];
+        s.aggregate(&[0.0, 0.0], 8, &arrivals).unwrap();
+        assert_eq!(*calls.lock().unwrap(), [11, 12]);
+    }
+
+    #[test]
+    fn negative_server_lr_interpolates_towards_base_plus_the_blended_delta() {
+        // theta = base = 0, client model 2 (delta 2), delta_KD 10, beta 0.5: blended delta 6,
+        // target 0 + 6 = 6, not the client's 2; mix 0.5 gives 3.
+        let (mut s, _) = server(None, -0.5);
+        let next = s.aggregate(&[0.0, 0.0], 1, &[arrival(0, &[2.0, 2.0], &[2.0, 2.0], 1)]).unwrap();
+        assert_eq!(next, [3.0, 3.0]);
+    }
+
+    #[test]
+    fn trackers_are_reset_after_every_aggregation() {
+        let mut s = Server { rule: rule(1.0), revive: None, tracker_reset: vec![(1..2, 0.0), (2..4, 1.0)] };
+        let delta = [1.0f32; 4];
+        let plain = Arrival {
+            task: 0,
+            delta: &delta,
+            model: None,
+            staleness: 0,
+            samples: 1,
+            class_proportions: vec![],
+        };
+        let next = s.aggregate(&[5.0, 5.0, 5.0, 5.0], 0, &[plain]).unwrap();
+        assert_eq!(next, [6.0, 0.0, 1.0, 1.0]);
     }
 }

@@ -3,10 +3,14 @@
 //! (the recent client models) recognise the synthetic images as the drawn targets:
 //! loss = bn_weight L_bn + oh_weight L_oh + adv_weight L_adv, where L_bn matches each
 //! teacher's recorded feature statistics, L_oh is the teacher-weighted cross-entropy of the
-//! targets, and L_adv (after `adv_after` synthesis calls) rewards images on which teachers and
-//! student agree yet diverge. A term that is NaN, infinite or a spike is dropped. A Reptile
-//! step then moves the persistent generator towards the fast copy, and the lowest-loss batch
-//! joins a FIFO image pool, from which the student is distilled ([`KdCore`]).
+//! targets, and L_adv (from the `adv_after`-th synthesis call on, counting from 1) rewards
+//! images on which teachers and student agree yet diverge. The latents z and the class
+//! embeddings are trained with lr_z, the fast generator with lr_g; images are augmented with a
+//! reflect-padded crop and a flip. The [`LossStabilizer`] drops a NaN, infinite or spiking
+//! term; L_adv is judged only once it is on. A Reptile step then moves the persistent generator
+//! towards the fast copy, and the lowest-loss batch joins a FIFO image pool, from which the
+//! student is distilled ([`KdCore`]). Every random draw of one arrival comes from that
+//! arrival's own streams (keyed by its task id).
 //!
 //! Differences from the reference: the Reptile step's Adam uses eps 1e-8, not 0, since a
 //! parameter the fast copy left unchanged would divide 0 by 0; pool images are kept as uint8.
@@ -16,7 +20,7 @@ use rand_distr::StandardNormal;
 use tch::{nn, nn::ModuleT, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
 
 use super::generator::Generator;
-use super::kd::{sample_by_class, KdCore, KdSettings};
+use super::kd::{draw_by_class, draw_labels, KdCore, KdSettings};
 use super::{InputSpec, ModelKind};
 use crate::data::augment::{Augment, Normalize};
 use crate::data::DatasetKind;
@@ -35,7 +39,7 @@ pub struct DfkdSettings {
     pub bn_weight: f64,
     pub oh_weight: f64,
     pub adv_weight: f64,
-    /// L_adv joins after this many synthesis calls.
+    /// L_adv is on from this synthesis call on, counting calls from 1 (the reference's 100).
     pub adv_after: u64,
     pub embedding_scale: f64,
     pub pool_size: usize,
@@ -126,10 +130,17 @@ impl DataFreeDistiller {
         let meta_optimizer = nn::Adam { beta1: 0.5, beta2: 0.999, ..Default::default() }
             .build(&generator_vs, settings.lr_g)?;
         Ok(DataFreeDistiller {
-            core: KdCore::new(kd, kind, input, Normalize::new(&mean, &std, device), device),
+            core: KdCore::new(
+                kd,
+                kind,
+                input,
+                Normalize::new(&mean, &std, device),
+                device,
+                Some(LossStabilizer::reference(1)),
+            ),
             augment_normalize: Normalize::new(&mean, &std, device),
             pool: ImagePool::new(settings.pool_size, input, device),
-            stabilizer: LossStabilizer::new(3, 20, 3.0),
+            stabilizer: LossStabilizer::reference(3),
             generator_vs,
             meta_optimizer,
             synthesis_calls: 0,
@@ -143,29 +154,52 @@ impl DataFreeDistiller {
         self.pool.filled
     }
 
+    /// The values of L_bn, L_oh and L_adv the stabiliser has kept so far (term 0, 1, 2).
+    pub fn kept_terms(&self, term: usize) -> Vec<f64> {
+        self.stabilizer.history(term).iter().copied().collect()
+    }
+
+    /// The persistent generator's weights, in layout order.
+    pub fn generator_weights(&self) -> Vec<f32> {
+        let mut named = self.generator_vs.variables().into_iter().collect::<Vec<_>>();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+            .iter()
+            .flat_map(|(_, t)| {
+                Vec::<f32>::try_from(t.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// One arrival's random inputs to synthesis, from its own stream: targets drawn from the
+    /// teachers' mean class proportions, latents z ~ N(0, I) and class embeddings ~ N(0, I).
+    /// The stream goes on to drive the augmentation.
+    pub fn draw_inputs(&self, teachers: &[&Teacher], arrival: u64) -> (Vec<i64>, Tensor, Tensor, Rng) {
+        let s = self.settings;
+        let classes = self.input.classes as usize;
+        let mut rng = rng::stream(self.seed, Purpose::Synthesis, arrival);
+        let mean_q: Vec<f64> = (0..classes)
+            .map(|c| teachers.iter().map(|t| t.class_proportions[c]).sum::<f64>() / teachers.len() as f64)
+            .collect();
+        let targets = draw_labels(&mean_q, classes, s.synthetic_batch, &mut rng);
+        let mut normal =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.sample::<f32, _>(StandardNormal)).collect() };
+        let z0 = Tensor::from_slice(&normal(s.synthetic_batch * s.nz as usize))
+            .view([s.synthetic_batch as i64, s.nz])
+            .to_device(self.core.device);
+        let embeddings = Tensor::from_slice(&normal(classes * s.nz as usize))
+            .view([classes as i64, s.nz])
+            .to_device(self.core.device);
+        (targets, z0, embeddings, rng)
+    }
+
     /// One synthesis call; its best batch joins the pool.
-    fn synthesize(&mut self, current: &[f32], teachers: &[&Teacher], version: u64) -> anyhow::Result<()> {
+    fn synthesize(&mut self, current: &[f32], teachers: &[&Teacher], arrival: u64) -> anyhow::Result<()> {
         self.core.load_teachers(teachers);
         let s = self.settings;
         let device = self.core.device;
         let classes = self.input.classes as usize;
-        let mut rng = rng::stream(self.seed, Purpose::Synthesis, version);
-        // Targets from the teachers' mean class proportions; latents and class embeddings.
-        let mean_q: Vec<f64> = (0..classes)
-            .map(|c| teachers.iter().map(|t| t.class_proportions[c]).sum::<f64>() / teachers.len() as f64)
-            .collect();
-        let all: Vec<Vec<i64>> = (0..classes).map(|c| vec![c as i64]).collect();
-        let targets = sample_by_class(&all, &mean_q, s.synthetic_batch, &mut rng);
-        let normal = |n: usize, rng: &mut Rng| -> Vec<f32> {
-            (0..n).map(|_| rng.sample::<f32, _>(StandardNormal)).collect()
-        };
-        let batch = s.synthetic_batch as i64;
-        let z0 = Tensor::from_slice(&normal(s.synthetic_batch * s.nz as usize, &mut rng))
-            .view([batch, s.nz])
-            .to_device(device);
-        let embeddings = Tensor::from_slice(&normal(classes * s.nz as usize, &mut rng))
-            .view([classes as i64, s.nz])
-            .to_device(device);
+        let (targets, z0, embeddings0, mut rng) = self.draw_inputs(teachers, arrival);
         let y = Tensor::from_slice(&targets).to_device(device);
         // Teacher weight per class, w_k(j) = q_k(j) / sum_t q_t(j); per sample, [T, B].
         let mut weights = Vec::with_capacity(teachers.len() * classes);
@@ -183,13 +217,16 @@ impl DataFreeDistiller {
         let mut fast_vs = nn::VarStore::new(device);
         let fast = Generator::new(&fast_vs.root(), s.nz, s.ngf, self.input);
         fast_vs.copy(&self.generator_vs)?;
+        // z and the class embeddings: one Adam parameter group with lr_z, as in the reference.
         let z_vs = nn::VarStore::new(device);
         let z = z_vs.root().var_copy("z", &z0);
+        let embeddings = z_vs.root().var_copy("embeddings", &embeddings0);
         let mut fast_optimizer =
             nn::Adam { beta1: 0.5, beta2: 0.999, ..Default::default() }.build(&fast_vs, s.lr_g)?;
         let mut z_optimizer =
             nn::Adam { beta1: 0.5, beta2: 0.999, ..Default::default() }.build(&z_vs, s.lr_z)?;
-        let adversarial = self.synthesis_calls >= s.adv_after;
+        let call = self.synthesis_calls + 1;
+        let adversarial = call >= s.adv_after;
         self.core.student.load(current);
         self.core.student.vs.freeze();
         let mut best: Option<(f64, Tensor)> = None;
@@ -197,7 +234,7 @@ impl DataFreeDistiller {
             let latent = &z + embeddings.index_select(0, &y) * s.embedding_scale;
             let images = fast.forward_t(&latent, true);
             let inputs =
-                self.augment_normalize.apply(&Augment::default().apply(&(&images * 255.0), &mut rng));
+                self.augment_normalize.apply(&Augment::reflect().apply(&(&images * 255.0), &mut rng));
             let student_probs =
                 adversarial.then(|| self.core.student.net.forward_t(&inputs, false).softmax(-1, Kind::Float));
             let mut bn = Tensor::zeros([], (Kind::Float, device));
@@ -227,17 +264,13 @@ impl DataFreeDistiller {
                     adv -= (&w * kl * agree).mean(Kind::Float);
                 }
             }
-            let values = [
-                bn.double_value(&[]),
-                one_hot.double_value(&[]),
-                if adversarial { adv.double_value(&[]) } else { 0.0 },
-            ];
-            let keep = self.stabilizer.admit(&values);
+            // A term is judged only once it is on: L_adv's values enter the stabiliser from its gate.
             let mut loss = Tensor::zeros([], (Kind::Float, device));
-            for ((term, weight), kept) in
-                [bn, one_hot, adv].into_iter().zip([s.bn_weight, s.oh_weight, s.adv_weight]).zip(keep)
+            for (index, (term, weight)) in
+                [bn, one_hot, adv].into_iter().zip([s.bn_weight, s.oh_weight, s.adv_weight]).enumerate()
             {
-                if kept {
+                let on = index != 2 || adversarial;
+                if on && self.stabilizer.admit(index, term.double_value(&[])) {
                     loss += term * weight;
                 }
             }
@@ -273,17 +306,17 @@ impl DataFreeDistiller {
 }
 
 impl Distiller for DataFreeDistiller {
-    fn warm_up(&mut self, current: &[f32], teachers: &[&Teacher], version: u64) -> anyhow::Result<()> {
-        self.synthesize(current, teachers, version)
+    fn warm_up(&mut self, current: &[f32], teachers: &[&Teacher], arrival: u64) -> anyhow::Result<()> {
+        self.synthesize(current, teachers, arrival)
     }
 
-    fn distill(&mut self, current: &[f32], teachers: &[&Teacher], version: u64) -> anyhow::Result<Vec<f32>> {
-        self.synthesize(current, teachers, version)?;
+    fn distill(&mut self, current: &[f32], teachers: &[&Teacher], arrival: u64) -> anyhow::Result<Vec<f32>> {
+        self.synthesize(current, teachers, arrival)?;
         let by_class = self.pool.by_class(self.input.classes as usize);
-        let mut rng = rng::stream(self.seed, Purpose::Distill, version);
+        let mut rng = rng::stream(self.seed, Purpose::Distill, arrival);
         let (images, device) = (&self.pool.images, self.core.device);
         self.core.distill(current, teachers, &mut rng, |q, count, rng| {
-            let index = Tensor::from_slice(&sample_by_class(&by_class, q, count, rng)).to_device(device);
+            let index = Tensor::from_slice(&draw_by_class(&by_class, q, count, rng)).to_device(device);
             images.index_select(0, &index)
         })
     }

@@ -76,6 +76,14 @@ impl Generator {
     }
 }
 
+/// The reference's activation, LeakyReLU(0.2); tch's `leaky_relu` has libtorch's default
+/// slope 0.01. Written as torch computes it, gradient included: x where x > 0, else 0.2 x.
+pub const LEAKY_SLOPE: f64 = 0.2;
+
+pub fn leaky_relu(x: &Tensor) -> Tensor {
+    x.where_self(&x.gt(0.0), &(x * LEAKY_SLOPE))
+}
+
 impl ModuleT for Generator {
     fn forward_t(&self, z: &Tensor, train: bool) -> Tensor {
         let batch = z.size()[0];
@@ -87,8 +95,8 @@ impl ModuleT for Generator {
             .apply(&self.project)
             .view([batch, 2 * self.ngf, self.side, self.side])
             .apply_t(&self.norm0, train);
-        let x = up(x).apply(&self.conv1).apply_t(&self.norm1, train).leaky_relu();
-        let x = up(x).apply(&self.conv2).apply_t(&self.norm2, train).leaky_relu();
+        let x = leaky_relu(&up(x).apply(&self.conv1).apply_t(&self.norm1, train));
+        let x = leaky_relu(&up(x).apply(&self.conv2).apply_t(&self.norm2, train));
         x.apply(&self.conv3).sigmoid()
     }
 }
@@ -127,6 +135,15 @@ mod tests {
         assert_eq!(images.size(), [4, 3, 32, 32]);
         let (lo, hi) = (images.min().double_value(&[]), images.max().double_value(&[]));
         assert!((0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi) && hi > lo);
+    }
+
+    #[test]
+    fn the_activation_has_slope_one_fifth_below_zero() {
+        let x = Tensor::from_slice(&[-2.0f32, -0.5, 0.0, 1.5]).set_requires_grad(true);
+        let y = leaky_relu(&x);
+        assert_eq!(Vec::<f32>::try_from(&y).unwrap(), [-0.4, -0.1, 0.0, 1.5]);
+        y.sum(Kind::Float).backward();
+        assert_eq!(Vec::<f32>::try_from(x.grad()).unwrap(), [0.2, 0.2, 0.2, 1.0]);
     }
 
     #[test]

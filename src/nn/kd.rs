@@ -1,8 +1,11 @@
 //! Knowledge distillation on the server: the student starts from the current global model
-//! and takes `iters` Adam steps (lr 1e-4, weight decay 1e-5) towards the teachers. Each step
-//! draws, per teacher, `batch_per_teacher` images by that teacher's class proportions; the
-//! loss is the sum over teachers of KL_T(teacher || student), divided by the whole batch.
-//! delta_KD = theta_student - theta_current.
+//! and takes `iters` Adam steps towards the teachers (FedRevive: lr 1e-4, weight decay 1e-5,
+//! T 1; DD-FedRevive: lr 3e-4, no weight decay, T 2). Per teacher, `iters x batch_per_teacher`
+//! labels are drawn at once from its class proportions and images matched to them
+//! ([`draw_by_class`]); step i takes the i-th batch of each teacher, augmented (reflect-padded
+//! crop, flip). The loss is T^2 times the sum over teachers of KL_T(teacher || student),
+//! divided by the whole batch. FedRevive's loss goes through a [`LossStabilizer`] of its own: a
+//! dropped value skips the step. delta_KD = theta_student - theta_current.
 //!
 //! [`RealDataDistiller`] draws its images from the real KD split (DD-FedRevive). The student
 //! runs in evaluation mode, so distillation never moves the trackers' statistics of client
@@ -11,11 +14,11 @@
 use rand::Rng as _;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
 
-use super::train::single_threaded_torch;
 use super::{InputSpec, Model, ModelKind};
 use crate::data::augment::{Augment, Normalize};
 use crate::data::Dataset;
 use crate::fl::revive::{Distiller, Teacher};
+use crate::fl::stabilizer::LossStabilizer;
 use crate::sim::rng::{self, Purpose, Rng};
 
 /// A mean KL per image below this is float noise, not a signal to learn from.
@@ -37,6 +40,8 @@ pub struct KdCore {
     pub teachers: Vec<Model>,
     pub normalize: Normalize,
     pub device: Device,
+    /// FedRevive's stabiliser of the KD loss (DD-FedRevive has none).
+    stabilizer: Option<LossStabilizer>,
     kind: ModelKind,
     input: InputSpec,
 }
@@ -48,6 +53,7 @@ impl KdCore {
         input: InputSpec,
         normalize: Normalize,
         device: Device,
+        stabilizer: Option<LossStabilizer>,
     ) -> Self {
         KdCore {
             settings,
@@ -55,16 +61,15 @@ impl KdCore {
             teachers: Vec::new(),
             normalize,
             device,
+            stabilizer,
             kind,
             input,
         }
     }
 
-    /// Loads the teachers' weights into (frozen) teacher models.
+    /// Loads the teachers' weights into (frozen) teacher models. On CPU the caller's libtorch
+    /// thread count applies (the executor sets the coordinating thread's to run.server_threads).
     pub fn load_teachers(&mut self, teachers: &[&Teacher]) {
-        if self.device == Device::Cpu {
-            single_threaded_torch();
-        }
         while self.teachers.len() < teachers.len() {
             let mut model = Model::new(self.kind, self.input, self.device);
             model.vs.freeze();
@@ -75,30 +80,28 @@ impl KdCore {
         }
     }
 
-    /// `iters` Adam steps of the student (from `current`) towards the loaded teachers on
-    /// images that `sample(q, count, rng)` draws by class proportions q (uint8-scale pixels,
-    /// `[count, C, H, W]`, on the device). Returns delta_KD.
+    /// `iters` Adam steps of the student (from `current`) towards the loaded teachers. Per
+    /// teacher, `draw(q, count, rng)` returns `iters x batch_per_teacher` images (uint8-scale
+    /// pixels, `[count, C, H, W]`, on the device) drawn by class proportions q; step i uses the
+    /// i-th batch of each. Returns delta_KD.
     pub fn distill(
         &mut self,
         current: &[f32],
         teachers: &[&Teacher],
         rng: &mut Rng,
-        mut sample: impl FnMut(&[f64], usize, &mut Rng) -> Tensor,
+        mut draw: impl FnMut(&[f64], usize, &mut Rng) -> Tensor,
     ) -> anyhow::Result<Vec<f32>> {
         self.student.load(current);
         let s = self.settings;
         let mut optimizer =
             nn::Adam { wd: s.weight_decay, ..Default::default() }.build(&self.student.vs, s.lr)?;
         let per = s.batch_per_teacher as i64;
-        for _ in 0..s.iters {
-            let images = Tensor::cat(
-                &teachers
-                    .iter()
-                    .map(|t| sample(&t.class_proportions, s.batch_per_teacher, rng))
-                    .collect::<Vec<_>>(),
-                0,
-            );
-            let inputs = self.normalize.apply(&Augment::default().apply(&images, rng));
+        let drawn: Vec<Tensor> =
+            teachers.iter().map(|t| draw(&t.class_proportions, s.iters * s.batch_per_teacher, rng)).collect();
+        for step in 0..s.iters as i64 {
+            let images =
+                Tensor::cat(&drawn.iter().map(|d| d.narrow(0, step * per, per)).collect::<Vec<_>>(), 0);
+            let inputs = self.normalize.apply(&Augment::reflect().apply(&images, rng));
             let student_log_probs =
                 (self.student.net.forward_t(&inputs, false) / s.temperature).log_softmax(-1, Kind::Float);
             let mut loss = Tensor::zeros([], (Kind::Float, self.device));
@@ -113,10 +116,16 @@ impl KdCore {
                     false,
                 );
             }
-            let loss = loss / (per * teachers.len() as i64) as f64;
+            let loss = loss * (s.temperature * s.temperature / (per * teachers.len() as i64) as f64);
+            let value = loss.double_value(&[]);
+            if let Some(stabilizer) = &mut self.stabilizer {
+                if !stabilizer.admit(0, value) {
+                    continue;
+                }
+            }
             // Adam normalises gradients, so the float noise of a zero KL (a teacher that equals
             // the student) would still move the student by about lr a step: skip such steps.
-            if loss.double_value(&[]) < NOISE_LEVEL_KL {
+            if value < NOISE_LEVEL_KL {
                 continue;
             }
             optimizer.backward_step(&loss);
@@ -125,30 +134,60 @@ impl KdCore {
     }
 }
 
-/// Draws `count` indices by class proportions `q` from per-class lists (uniformly over the
-/// non-empty classes where q puts no mass on them).
-pub fn sample_by_class(by_class: &[Vec<i64>], q: &[f64], count: usize, rng: &mut Rng) -> Vec<i64> {
-    let available: Vec<usize> = (0..by_class.len()).filter(|&c| !by_class[c].is_empty()).collect();
-    if available.is_empty() {
+/// Draws `count` indices by class proportions `q` from per-class lists, as the reference draws
+/// KD images: all `count` labels at once from q (uniform where q has no mass), then per class
+/// as many images as it has labels, without replacement where the class has enough of them,
+/// with replacement where it has fewer, and from the whole pool where it has none. The images
+/// stand in the order of their labels.
+pub fn draw_by_class(by_class: &[Vec<i64>], q: &[f64], count: usize, rng: &mut Rng) -> Vec<i64> {
+    let everything: Vec<i64> = by_class.concat();
+    if everything.is_empty() {
         return Vec::new();
     }
-    let mass: f64 = available.iter().map(|&c| q.get(c).copied().unwrap_or(0.0)).sum();
+    let classes = by_class.len();
+    let labels = draw_labels(q, classes, count, rng);
+    let mut out = vec![0i64; count];
+    for (class, images) in by_class.iter().enumerate() {
+        let positions: Vec<usize> = (0..count).filter(|&i| labels[i] == class as i64).collect();
+        if positions.is_empty() {
+            continue;
+        }
+        let source = if images.is_empty() { &everything } else { images };
+        let picked: Vec<i64> = if source.len() >= positions.len() {
+            rand::seq::index::sample(rng, source.len(), positions.len())
+                .into_iter()
+                .map(|i| source[i])
+                .collect()
+        } else {
+            (0..positions.len()).map(|_| source[rng.random_range(0..source.len())]).collect()
+        };
+        for (position, index) in positions.into_iter().zip(picked) {
+            out[position] = index;
+        }
+    }
+    out
+}
+
+/// Draws `count` class labels of `classes` by proportions `q` (uniformly where q has no mass):
+/// the synthesis targets, and the labels KD images are matched to.
+pub fn draw_labels(q: &[f64], classes: usize, count: usize, rng: &mut Rng) -> Vec<i64> {
+    let weight = |c: usize| q.get(c).copied().unwrap_or(0.0);
+    let mass: f64 = (0..classes).map(weight).sum();
+    let last_with_mass = (0..classes).rev().find(|&c| weight(c) > 0.0).unwrap_or(0);
     (0..count)
         .map(|_| {
             let class = if mass > 0.0 {
                 let mut u = rng.random::<f64>() * mass;
-                *available
-                    .iter()
-                    .find(|&&c| {
-                        u -= q.get(c).copied().unwrap_or(0.0);
+                (0..classes)
+                    .find(|&c| {
+                        u -= weight(c);
                         u < 0.0
                     })
-                    .unwrap_or(available.last().expect("not empty"))
+                    .unwrap_or(last_with_mass)
             } else {
-                available[rng.random_range(0..available.len())]
+                rng.random_range(0..classes)
             };
-            let pool = &by_class[class];
-            pool[rng.random_range(0..pool.len())]
+            class as i64
         })
         .collect()
 }
@@ -177,18 +216,18 @@ impl RealDataDistiller {
             by_class[dataset.train.host_labels[i as usize] as usize].push(i as i64);
         }
         let (mean, std) = dataset.kind.normalization();
-        let core = KdCore::new(settings, kind, input, Normalize::new(&mean, &std, device), device);
+        let core = KdCore::new(settings, kind, input, Normalize::new(&mean, &std, device), device, None);
         RealDataDistiller { core, dataset, by_class, seed }
     }
 }
 
 impl Distiller for RealDataDistiller {
-    fn distill(&mut self, current: &[f32], teachers: &[&Teacher], version: u64) -> anyhow::Result<Vec<f32>> {
+    fn distill(&mut self, current: &[f32], teachers: &[&Teacher], arrival: u64) -> anyhow::Result<Vec<f32>> {
         self.core.load_teachers(teachers);
-        let mut rng = rng::stream(self.seed, Purpose::Distill, version);
+        let mut rng = rng::stream(self.seed, Purpose::Distill, arrival);
         let (images, by_class, device) = (&self.dataset.train.images, &self.by_class, self.core.device);
         self.core.distill(current, teachers, &mut rng, |q, count, rng| {
-            let index = Tensor::from_slice(&sample_by_class(by_class, q, count, rng)).to_device(device);
+            let index = Tensor::from_slice(&draw_by_class(by_class, q, count, rng)).to_device(device);
             images.index_select(0, &index)
         })
     }
@@ -197,6 +236,40 @@ impl Distiller for RealDataDistiller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::sim::rng::stream;
+
+    #[test]
+    fn kd_draws_take_a_class_without_replacement_when_it_has_enough_images() {
+        // Class 0 has 6 images, class 1 has 2, class 2 none.
+        let by_class = vec![vec![0, 1, 2, 3, 4, 5], vec![10, 11], vec![]];
+        let mut rng = stream(1, Purpose::Distill, 0);
+        let only_zero = draw_by_class(&by_class, &[1.0, 0.0, 0.0], 6, &mut rng);
+        let mut sorted = only_zero.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [0, 1, 2, 3, 4, 5], "6 labels of class 0: each of its 6 images once");
+        let ones = draw_by_class(&by_class, &[0.0, 1.0, 0.0], 5, &mut rng);
+        assert!(ones.iter().all(|i| [10, 11].contains(i)), "too few: with replacement from the class");
+        let lacking = draw_by_class(&by_class, &[0.0, 0.0, 1.0], 8, &mut rng);
+        let distinct: std::collections::HashSet<_> = lacking.iter().collect();
+        assert_eq!(distinct.len(), 8, "a class the pool lacks falls back to the whole pool: {lacking:?}");
+    }
+
+    #[test]
+    fn kd_draws_follow_the_labels_drawn_all_at_once() {
+        let by_class: Vec<Vec<i64>> = (0..3).map(|c| (0..1000).map(|i| c * 1000 + i).collect()).collect();
+        let q = [0.2, 0.3, 0.5];
+        let drawn = draw_by_class(&by_class, &q, 3000, &mut stream(2, Purpose::Distill, 0));
+        for (c, &p) in q.iter().enumerate() {
+            let n = drawn.iter().filter(|&&i| i / 1000 == c as i64).count() as f64 / 3000.0;
+            assert!((n - p).abs() < 0.04, "class {c}: share {n}, q {p}");
+        }
+        // The same stream gives the same draw; labels from draw_labels are classes.
+        assert_eq!(drawn, draw_by_class(&by_class, &q, 3000, &mut stream(2, Purpose::Distill, 0)));
+        assert!(draw_labels(&q, 3, 50, &mut stream(3, Purpose::Synthesis, 0))
+            .iter()
+            .all(|&l| (0..3).contains(&l)));
+    }
 
     #[test]
     fn settings_round_trip_through_serde() {

@@ -124,6 +124,16 @@ impl Layout {
         Layout { entries, numel: offset }
     }
 
+    /// The tracker buffers' places in the flat weights and their reset values (mean 0,
+    /// variance 1): what the server writes into the global model after every aggregation.
+    pub fn tracker_resets(&self) -> Vec<(std::ops::Range<usize>, f32)> {
+        self.entries
+            .iter()
+            .filter(|e| !e.trainable)
+            .filter_map(|e| tracker::reset_values(&e.name).map(|v| (e.offset..e.offset + e.numel, v)))
+            .collect()
+    }
+
     /// Number of trainable parameters (tracker buffers excluded).
     pub fn parameter_count(&self) -> usize {
         self.entries.iter().filter(|e| e.trainable).map(|e| e.numel).sum()
@@ -257,6 +267,20 @@ mod tests {
         assert!(values.iter().any(|w| w.abs() > 0.9 * bound));
         let var = layout.entries.iter().find(|e| e.name == "track1.running_var").unwrap();
         assert!(a[var.offset..var.offset + var.numel].iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn tracker_resets_cover_every_tracker_buffer() {
+        for kind in ModelKind::ALL {
+            let layout = Model::new(kind, CIFAR, Device::Cpu).layout;
+            let resets = layout.tracker_resets();
+            let buffers = layout.entries.iter().filter(|e| !e.trainable).count();
+            assert_eq!(resets.len(), buffers, "{kind}: every buffer is a tracker's mean or variance");
+            let ones: usize = resets.iter().filter(|(_, v)| *v == 1.0).map(|(r, _)| r.len()).sum();
+            let zeros: usize = resets.iter().filter(|(_, v)| *v == 0.0).map(|(r, _)| r.len()).sum();
+            assert_eq!(ones, zeros, "{kind}: as many variances as means");
+            assert!(ones > 0);
+        }
     }
 
     #[test]

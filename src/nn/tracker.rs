@@ -1,6 +1,9 @@
 //! Feature-statistic trackers: the reference's "StatTracker". In place of a BatchNorm, a
 //! tracker passes its input through unchanged and, in training mode, records a running mean
-//! and (unbiased) variance per channel with momentum 0.1, as BatchNorm would. FedRevive's
+//! and biased variance per channel with momentum 0.1 (the reference's `unbiased=False`; BatchNorm
+//! would record the unbiased one). The server resets every tracker (mean 0, variance 1) in the
+//! global model after each aggregation ([`reset_values`]), so a client's recorded statistics
+//! start from that reset. FedRevive's
 //! generator later matches synthetic images to these statistics: while a model's [`Probe`]
 //! is armed, every tracker also reports its input's batch statistics (with gradients).
 
@@ -79,7 +82,7 @@ impl StatTracker {
             let dims: Vec<i64> = (0..xs.dim() as i64).filter(|&d| d != 1).collect();
             tch::no_grad(|| {
                 let mean = xs.mean_dim(dims.as_slice(), false, None);
-                let var = xs.var_correction(dims.as_slice(), 1, false);
+                let var = xs.var_correction(dims.as_slice(), 0, false);
                 let mut running_mean = self.running_mean.shallow_clone();
                 let mut running_var = self.running_var.shallow_clone();
                 running_mean.copy_(&(&running_mean * (1.0 - MOMENTUM) + mean * MOMENTUM));
@@ -87,6 +90,16 @@ impl StatTracker {
             });
         }
         xs.shallow_clone()
+    }
+}
+
+/// The value a tracker buffer of this name is reset to, or None if the variable is no tracker
+/// buffer: running means to 0, running variances to 1.
+pub fn reset_values(name: &str) -> Option<f32> {
+    match name.rsplit('.').next() {
+        Some("running_mean") => Some(0.0),
+        Some("running_var") => Some(1.0),
+        _ => None,
     }
 }
 
@@ -106,7 +119,8 @@ mod tests {
         let mean = Vec::<f32>::try_from(&tracker.running_mean).unwrap();
         let var = Vec::<f32>::try_from(&tracker.running_var).unwrap();
         assert_eq!(mean, [0.2, 1.0]);
-        assert!((var[0] - (0.9 + 0.2)).abs() < 1e-6 && (var[1] - 0.9).abs() < 1e-6);
+        // The biased batch variance of channel 0 is 1 (the unbiased one would be 2).
+        assert!((var[0] - (0.9 + 0.1)).abs() < 1e-6 && (var[1] - 0.9).abs() < 1e-6, "{var:?}");
         // Evaluation leaves them alone; the buffers are not trainable.
         let _ = tracker.track(&(xs * 5.0), false);
         assert_eq!(Vec::<f32>::try_from(&tracker.running_mean).unwrap(), [0.2, 1.0]);

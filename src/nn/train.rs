@@ -36,11 +36,12 @@ impl std::str::FromStr for OptimizerKind {
 }
 
 impl OptimizerKind {
-    /// A fresh optimizer over the model's trainable variables.
-    pub fn build(self, vs: &nn::VarStore, lr: f64) -> Result<nn::Optimizer, tch::TchError> {
+    /// A fresh optimizer over the model's trainable variables; `momentum` is SGD's
+    /// (the reference's local_momentum), Adam ignores it.
+    pub fn build(self, vs: &nn::VarStore, lr: f64, momentum: f64) -> Result<nn::Optimizer, tch::TchError> {
         match self {
             OptimizerKind::Adam => nn::Adam::default().build(vs, lr),
-            OptimizerKind::Sgd => nn::Sgd::default().build(vs, lr),
+            OptimizerKind::Sgd => nn::Sgd { momentum, ..Default::default() }.build(vs, lr),
         }
     }
 }
@@ -52,6 +53,9 @@ pub struct TrainSpec {
     pub input: InputSpec,
     pub optimizer: OptimizerKind,
     pub lr: f64,
+    /// SGD's momentum (train.momentum, the reference's local_momentum 0.9).
+    pub momentum: f64,
+    /// Batches per job, counted across epochs.
     pub local_iters: usize,
     pub batch_size: usize,
     pub augment: Augment,
@@ -68,7 +72,7 @@ pub struct TrainOutcome {
     pub model: Option<Vec<f32>>,
     pub first_loss: f32,
     pub last_loss: f32,
-    /// Samples seen (local_iters x batch_size).
+    /// Samples seen (the batches' sizes summed).
     pub samples: usize,
     pub wall: Duration,
 }
@@ -80,8 +84,9 @@ pub struct TrainContext<'a> {
     pub device: Device,
 }
 
-/// Batches of a shard in shuffled epochs, continuing into the next epoch when one runs out,
-/// so every batch is full.
+/// Batches of a shard in shuffled epochs, as a data loader with `shuffle=True` and no
+/// `drop_last`: each epoch is one reshuffled pass, so its last batch holds what is left (a
+/// 350-sample shard gives 10 batches of 32 and one of 30).
 pub struct BatchOrder<'a> {
     shard: &'a [u32],
     order: Vec<usize>,
@@ -96,16 +101,14 @@ impl<'a> BatchOrder<'a> {
     }
 
     pub fn next_batch(&mut self, size: usize, rng: &mut Rng) -> Vec<i64> {
-        (0..size)
-            .map(|_| {
-                if self.next == self.order.len() {
-                    self.order.shuffle(rng);
-                    self.next = 0;
-                }
-                self.next += 1;
-                self.shard[self.order[self.next - 1]] as i64
-            })
-            .collect()
+        if self.next == self.order.len() {
+            self.order.shuffle(rng);
+            self.next = 0;
+        }
+        let end = (self.next + size).min(self.order.len());
+        let batch = self.order[self.next..end].iter().map(|&i| self.shard[i] as i64).collect();
+        self.next = end;
+        batch
     }
 }
 
@@ -131,13 +134,15 @@ pub fn train_local(
     }
     let mut model = Model::new(spec.model, spec.input, ctx.device);
     model.load(base);
-    let mut optimizer = spec.optimizer.build(&model.vs, spec.lr)?;
+    let mut optimizer = spec.optimizer.build(&model.vs, spec.lr, spec.momentum)?;
     let mut batches = BatchOrder::new(shard);
     let mut first_loss = Tensor::new();
     let mut last_loss = Tensor::new();
+    let mut samples = 0;
     for step in 0..spec.local_iters {
-        let loss =
-            train_step(&model, &mut optimizer, ctx, &batches.next_batch(spec.batch_size, rng), spec, rng)?;
+        let batch = batches.next_batch(spec.batch_size, rng);
+        samples += batch.len();
+        let loss = train_step(&model, &mut optimizer, ctx, &batch, spec, rng)?;
         if step == 0 {
             first_loss = loss.shallow_clone();
         }
@@ -157,7 +162,7 @@ pub fn train_local(
         model: spec.return_model.then_some(trained),
         first_loss: value(&first_loss),
         last_loss: value(&last_loss),
-        samples: spec.local_iters * spec.batch_size,
+        samples,
         wall: started.elapsed(),
     })
 }
@@ -192,16 +197,30 @@ mod tests {
     use crate::sim::rng::{stream, Purpose};
 
     #[test]
-    fn batches_cover_an_epoch_before_repeating_and_stay_full() {
-        let shard: Vec<u32> = (100..110).collect();
+    fn each_epoch_is_one_pass_whose_last_batch_holds_the_rest() {
+        let shard: Vec<u32> = (0..350).collect();
         let mut order = BatchOrder::new(&shard);
         let mut rng = stream(0, Purpose::TrainTask, 0);
-        let mut first: Vec<i64> = order.next_batch(4, &mut rng);
-        first.extend(order.next_batch(4, &mut rng));
-        let straddling = order.next_batch(4, &mut rng);
-        assert_eq!(straddling.len(), 4);
-        first.extend(&straddling[..2]);
-        first.sort_unstable();
-        assert_eq!(first, (100..110).collect::<Vec<i64>>());
+        let sizes: Vec<usize> = (0..13).map(|_| order.next_batch(32, &mut rng).len()).collect();
+        assert_eq!(sizes, [32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 30, 32, 32], "no drop_last");
+        let mut order = BatchOrder::new(&shard);
+        let mut rng = stream(0, Purpose::TrainTask, 0);
+        let mut epoch: Vec<i64> = (0..11).flat_map(|_| order.next_batch(32, &mut rng)).collect();
+        epoch.sort_unstable();
+        assert_eq!(epoch, (0..350).collect::<Vec<i64>>(), "one epoch sees every sample once");
+    }
+
+    #[test]
+    fn sgd_takes_its_momentum() {
+        // Two steps on f(w) = w with lr 1: plain SGD moves w by -2, momentum 0.9 by -(1 + 1.9).
+        for (momentum, expected) in [(0.0, -2.0f32), (0.9, -2.9)] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let w = vs.root().zeros("w", &[1]);
+            let mut sgd = OptimizerKind::Sgd.build(&vs, 1.0, momentum).unwrap();
+            for _ in 0..2 {
+                sgd.backward_step(&w.sum(tch::Kind::Float));
+            }
+            assert!((w.double_value(&[0]) as f32 - expected).abs() < 1e-6, "momentum {momentum}");
+        }
     }
 }

@@ -28,6 +28,14 @@ pub struct RunInfo {
     pub name: String,
     pub algorithm: String,
     pub seed: u64,
+    /// The seeds of the data and of the run (runs from before the fields had `seed` for both).
+    #[serde(default)]
+    pub setup_seed: Option<u64>,
+    #[serde(default)]
+    pub run_seed: Option<u64>,
+    /// libtorch threads of the server step and evaluation (1 before the field existed).
+    #[serde(default = "one")]
+    pub server_threads: usize,
     pub fedsim_version: String,
     pub git_commit: String,
     pub libtorch: String,
@@ -49,6 +57,10 @@ pub struct RunInfo {
 }
 
 fn first_log_format() -> u32 {
+    1
+}
+
+fn one() -> usize {
     1
 }
 

@@ -146,17 +146,30 @@ pub struct Line {
     /// Stroke width in pixels: runs that must coincide are drawn ever thinner on top of
     /// each other, so every one of them stays visible.
     pub width: u32,
+    /// (x, low, high): a shaded band drawn under the line (the range over seeds); may be empty.
+    pub band: Vec<(f64, f64, f64)>,
 }
 
 impl Figure for Lines {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         root.fill(&WHITE)?;
         let points = || self.series.iter().flat_map(|line| line.points.iter());
+        let highs = self.series.iter().flat_map(|line| line.band.iter().map(|b| b.2));
         let x_max = points().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
-        let y_max = points().map(|p| p.1).fold(0.0, f64::max);
+        let y_max = points().map(|p| p.1).chain(highs).fold(0.0, f64::max);
         let y_top = ((y_max * 10.0).ceil() / 10.0 + 0.05).clamp(0.1, 1.0);
         let names = [self.title.as_str(), &self.x_name, &self.y_name];
         let mut chart = axes(root, names, 0.0..x_max * 1.02, 0.0..y_top)?;
+        for (i, line) in self.series.iter().enumerate().filter(|(_, l)| !l.band.is_empty()) {
+            // The band's outline: along the highs, back along the lows.
+            let outline: Vec<(f64, f64)> = line
+                .band
+                .iter()
+                .map(|&(x, _, high)| (x, high))
+                .chain(line.band.iter().rev().map(|&(x, low, _)| (x, low)))
+                .collect();
+            chart.draw_series(std::iter::once(Polygon::new(outline, color(i).mix(0.22).filled())))?;
+        }
         for (i, line) in self.series.iter().enumerate() {
             chart
                 .draw_series(LineSeries::new(line.points.iter().copied(), color(i).stroke_width(line.width)))?

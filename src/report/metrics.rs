@@ -316,7 +316,12 @@ pub fn labels(runs: &[RunLogs]) -> Vec<String> {
                 .config
                 .keys()
                 .filter(|k| {
-                    k.as_str() != "name" && twins.iter().any(|t| t.config.get(*k) != run.config.get(*k))
+                    // A setup or run seed equal to the master seed says nothing new.
+                    let echoes_seed = ["setup_seed", "run_seed"].contains(&k.as_str())
+                        && run.config.get(*k) == run.config.get("seed");
+                    k.as_str() != "name"
+                        && !echoes_seed
+                        && twins.iter().any(|t| t.config.get(*k) != run.config.get(*k))
                 })
                 .collect();
             keys.sort_by_key(|k| k.as_str() != "workers");

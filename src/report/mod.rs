@@ -1,12 +1,14 @@
 //! `fedsim report RUN_DIR... --out reports/NAME`: turns run directories into a comparison:
 //! `summary.md` (tables of cost, speed-up, accuracy at fixed virtual times, time to target
-//! accuracies, staleness, and the worker-count determinism check) and figures as PNG and SVG.
+//! accuracies, staleness, the worker-count determinism check, and results over seeds for runs
+//! that differ only in their seeds) and figures as PNG and SVG.
 //! A run that cannot be read is named with its file and reason and left out; the others
 //! still report.
 
 pub mod figures;
 pub mod logs;
 pub mod metrics;
+pub mod seeds;
 mod summary;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use anyhow::{Context, Result};
 use self::figures::{render, Line, Lines, Speedup, StalenessHistograms, WallTime};
 use self::logs::{LogError, RunLogs};
 use self::metrics::{RunStats, WorkerGroup};
+use self::seeds::SeedGroup;
 
 /// What to report and where.
 #[derive(Clone, Debug)]
@@ -35,6 +38,8 @@ pub struct Report {
     pub summary: PathBuf,
     pub runs: Vec<RunStats>,
     pub groups: Vec<WorkerGroup>,
+    /// Experiments repeated over seeds.
+    pub seed_groups: Vec<SeedGroup>,
     pub times: Vec<f64>,
     pub targets: Vec<f64>,
     pub figures: Vec<PathBuf>,
@@ -67,13 +72,16 @@ pub fn write(run_dirs: &[PathBuf], options: &ReportOptions) -> Result<Report> {
     let stats =
         metrics::run_stats(&runs, &labels, &groups, &times, &targets).context("computing the report")?;
 
+    let seed_groups = seeds::seed_groups(&runs, &stats, targets.len());
+
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("creating the report folder {}", options.out.display()))?;
-    let figures = draw_figures(&runs, &stats, &groups, &options.out)?;
+    let figures = draw_figures(&runs, &stats, &groups, &seed_groups, &options.out)?;
     let report = Report {
         summary: options.out.join("summary.md"),
         runs: stats,
         groups,
+        seed_groups,
         times,
         targets,
         figures,
@@ -113,6 +121,19 @@ impl Report {
                 format!("  DIFFERENT results ({} rows): {}", group.differing_rows, names.join(" vs "))
             });
         }
+        for group in &self.seed_groups {
+            if let Some(Some(last)) = group.accuracy_at.last() {
+                lines.push(format!(
+                    "  {} over seeds {}: accuracy at {} {:.4} [{:.4}, {:.4}]",
+                    group.name,
+                    group.seed_list(),
+                    self.times.last().copied().unwrap_or(0.0),
+                    last.mean,
+                    last.min,
+                    last.max
+                ));
+            }
+        }
         for error in &self.skipped {
             lines.push(format!("  left out: {error}"));
         }
@@ -125,6 +146,7 @@ fn draw_figures(
     runs: &[RunLogs],
     stats: &[RunStats],
     groups: &[WorkerGroup],
+    seed_groups: &[SeedGroup],
     out: &Path,
 ) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
@@ -134,16 +156,29 @@ fn draw_figures(
         let later = group.iter().filter(|&&j| j > i).count() as u32;
         (2 + 2 * later).min(8)
     };
+    // An experiment repeated over seeds is one mean line in its band (min to max); every
+    // other run is its own line.
+    let in_seed_group = |i: usize| seed_groups.iter().any(|g| g.members.contains(&i));
     let series = |x: &dyn Fn(&RunLogs) -> Vec<f64>| -> Vec<Line> {
-        runs.iter()
-            .zip(stats)
-            .enumerate()
-            .map(|(i, (run, s))| Line {
-                name: s.label.clone(),
-                points: x(run).into_iter().zip(run.eval_column("accuracy")).collect(),
-                width: width(i),
-            })
-            .collect()
+        let bands = seed_groups.iter().map(|group| {
+            let band = seeds::band(runs, group, x, 300);
+            Line {
+                name: format!("{} (mean, min-max of seeds {})", group.name, group.seed_list()),
+                points: band.iter().map(|p| (p[0], p[1])).collect(),
+                width: 2,
+                band: band.iter().map(|p| (p[0], p[2], p[3])).collect(),
+            }
+        });
+        let single =
+            runs.iter().zip(stats).enumerate().filter(|(i, _)| !in_seed_group(*i)).map(|(i, (run, s))| {
+                Line {
+                    name: s.label.clone(),
+                    points: x(run).into_iter().zip(run.eval_column("accuracy")).collect(),
+                    width: width(i),
+                    band: Vec::new(),
+                }
+            });
+        bands.chain(single).collect()
     };
     let [time, version, speedup, staleness, wall] = FIGURES;
     written.extend(render(

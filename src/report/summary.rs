@@ -135,6 +135,10 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
         let _ = writeln!(md, "| {target} | {} |", cells.join(" | "));
     }
 
+    if !report.seed_groups.is_empty() {
+        seed_tables(&mut md, report);
+    }
+
     let _ = writeln!(md, "\n## Staleness and wall time\n");
     let _ = writeln!(
         md,
@@ -173,8 +177,8 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
     let _ = writeln!(md, "\n## Figures\n");
     let _ = writeln!(md, "Each figure is also written as SVG beside the PNG.\n");
     let captions = [
-        "Test accuracy against virtual time",
-        "Test accuracy against model version",
+        "Test accuracy against virtual time (experiments over seeds: mean line in a min-max band)",
+        "Test accuracy against model version (experiments over seeds: mean line in a min-max band)",
         "Speed-up against workers, with the ideal line",
         "Staleness histograms",
         "Where the wall time went",
@@ -183,4 +187,51 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
         let _ = writeln!(md, "![{caption}]({stem}.png)\n");
     }
     md
+}
+
+/// Accuracy and time to accuracy of the experiments repeated over seeds: mean [min, max].
+fn seed_tables(md: &mut String, report: &Report) {
+    let groups = &report.seed_groups;
+    let _ = writeln!(md, "\n## Over seeds\n");
+    let _ = writeln!(
+        md,
+        "Runs whose configs differ only in their seeds, one column per experiment: the mean over \
+         the seeds and, in brackets, the lowest and highest.\n"
+    );
+    for group in groups {
+        let _ =
+            writeln!(md, "- **{}**: seeds {} ({} runs)", group.name, group.seed_list(), group.members.len());
+    }
+    let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    let header =
+        |first: &str| format!("| {first} | {} |\n{}|\n", names.join(" | "), "| --- ".repeat(names.len() + 1));
+    let _ = writeln!(md, "\nTest accuracy at fixed virtual times:\n");
+    md.push_str(&header("virtual time"));
+    for (t, &time) in report.times.iter().enumerate() {
+        let cells: Vec<String> = groups
+            .iter()
+            .map(|g| {
+                g.accuracy_at[t].map_or("-".into(), |a| format!("{:.4} [{:.4}, {:.4}]", a.mean, a.min, a.max))
+            })
+            .collect();
+        let _ = writeln!(md, "| {time} | {} |", cells.join(" | "));
+    }
+    let _ = writeln!(md, "\nVirtual time to each target accuracy, over the seeds that reached it:\n");
+    md.push_str(&header("target"));
+    for (t, &target) in report.targets.iter().enumerate() {
+        let cells: Vec<String> = groups
+            .iter()
+            .map(|g| {
+                let reach = &g.time_to[t];
+                match reach.virtual_time {
+                    Some(v) => format!(
+                        "{:.2} [{:.2}, {:.2}] ({} of {})",
+                        v.mean, v.min, v.max, reach.reached, reach.of
+                    ),
+                    None => format!("not reached (0 of {})", reach.of),
+                }
+            })
+            .collect();
+        let _ = writeln!(md, "| {target} | {} |", cells.join(" | "));
+    }
 }

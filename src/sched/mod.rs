@@ -73,7 +73,10 @@ pub struct PlanConfig {
     pub active_jobs: usize,
     pub num_clients: usize,
     pub delays: DelayModel,
-    pub seed: u64,
+    /// Decides the clients' delay profiles.
+    pub setup_seed: u64,
+    /// Decides every delay draw and every client selection.
+    pub run_seed: u64,
     pub eval_interval: u64,
     pub max_versions: Option<u64>,
     pub max_virtual_time: Option<SimTime>,
@@ -103,9 +106,9 @@ impl Scheduler {
             "validated by the config"
         );
         Scheduler {
-            delays: config.delays.clients(config.seed, config.num_clients),
+            delays: config.delays.clients(config.setup_seed, config.run_seed, config.num_clients),
             idle: (0..config.num_clients as u32).collect(),
-            selection: rng::stream(config.seed, Purpose::ClientSelection, 0),
+            selection: rng::stream(config.run_seed, Purpose::ClientSelection, 0),
             queue: EventQueue::new(),
             version: 0,
             buffer: Vec::new(),
@@ -277,7 +280,8 @@ mod tests {
             active_jobs: k,
             num_clients: 1000,
             delays: DelayModel::reference_default(),
-            seed: 10,
+            setup_seed: 10,
+            run_seed: 10,
             eval_interval: 10,
             max_versions: None,
             max_virtual_time: Some(SimTime::from_units(horizon)),
@@ -344,7 +348,8 @@ mod tests {
     fn the_plan_is_a_function_of_the_seed() {
         let plan = |seed| {
             let mut c = config(Policy::Buffered { buffer_size: 2 }, 30, 15.0);
-            c.seed = seed;
+            c.setup_seed = seed;
+            c.run_seed = seed;
             Scheduler::new(c).collect::<Vec<_>>()
         };
         assert_eq!(plan(1), plan(1));

@@ -1,8 +1,9 @@
 //! Client delays (FEDREVIVE.md section 1). For each delay kind (download, train, upload) a
 //! client picks once a component of a discrete mixture `(probability, mean, std)`; each later
 //! event of that kind draws its duration, in time units, from a distribution around that mean:
-//! exponential, constant, uniform U(max(0, mean - std), mean + std), normal truncated at 0,
-//! or lognormal with that mean and standard deviation.
+//! exponential, constant, uniform U(max(0, mean - std), mean + std), normal clamped at 0
+//! (max(0, N(mean, std)), as the NVFlare port draws it), or lognormal with that mean and
+//! standard deviation.
 
 use rand::Rng as _;
 use rand_distr::{Distribution as _, Exp, LogNormal, Normal};
@@ -85,8 +86,7 @@ pub fn draw(distribution: Distribution, component: &Component, rng: &mut Rng) ->
             }
         }
         Distribution::Normal => match Normal::new(mean, std) {
-            // Truncated at 0 by rejection; a mean far below zero gives 0.
-            Ok(normal) if std > 0.0 => (0..64).map(|_| normal.sample(rng)).find(|x| *x >= 0.0).unwrap_or(0.0),
+            Ok(normal) if std > 0.0 => normal.sample(rng).max(0.0),
             _ => mean.max(0.0),
         },
         Distribution::LogNormal => {
@@ -96,7 +96,7 @@ pub fn draw(distribution: Distribution, component: &Component, rng: &mut Rng) ->
     }
 }
 
-/// The expected value of [`draw`] for a component (truncation of the normal ignored).
+/// The expected value of [`draw`] for a component (the normal's clamp at 0 ignored).
 fn expected_draw(distribution: Distribution, c: &Component) -> f64 {
     match distribution {
         Distribution::Uniform => ((c.mean - c.std).max(0.0) + c.mean + c.std) / 2.0,
@@ -158,16 +158,16 @@ impl DelayModel {
         }
     }
 
-    /// Every client's profile and draw streams.
-    pub fn clients(&self, seed: u64, count: usize) -> Vec<ClientDelays> {
+    /// Every client's profile (from the setup seed) and draw streams (from the run seed).
+    pub fn clients(&self, setup_seed: u64, run_seed: u64, count: usize) -> Vec<ClientDelays> {
         (0..count as u64)
             .map(|client| {
-                let mut profile = rng::stream(seed, Purpose::DelayProfile, client);
+                let mut profile = rng::stream(setup_seed, Purpose::DelayProfile, client);
                 let kinds = [DelayKind::Download, DelayKind::Train, DelayKind::Upload];
                 ClientDelays {
                     components: kinds.map(|k| self.spec(k).pick(&mut profile)),
                     distributions: kinds.map(|k| self.spec(k).distribution),
-                    draws: kinds.map(|k| rng::stream(seed, Purpose::DelayDraw, 3 * client + k as u64)),
+                    draws: kinds.map(|k| rng::stream(run_seed, Purpose::DelayDraw, 3 * client + k as u64)),
                 }
             })
             .collect()
@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn profiles_follow_the_mixture_probabilities() {
         let model = DelayModel::reference_default();
-        let clients = model.clients(10, 4_000);
+        let clients = model.clients(10, 10, 4_000);
         let slow = clients.iter().filter(|c| c.component(DelayKind::Train).mean == 1.6).count();
         let middle = clients.iter().filter(|c| c.component(DelayKind::Train).mean == 1.3).count();
         assert!((900..1_100).contains(&slow), "{slow} of 4000 with mean 1.6 (expected ~1000)");
@@ -241,13 +241,31 @@ mod tests {
     }
 
     #[test]
+    fn a_normal_draw_is_clamped_at_zero_not_redrawn() {
+        // N(0, 1) clamped: about half of the draws are exactly 0 (a redraw would give none).
+        let component = Component { probability: 1.0, mean: 0.0, std: 1.0 };
+        let mut rng = rng::stream(3, Purpose::DelayDraw, 0);
+        let zeros = (0..4_000).filter(|_| draw(Distribution::Normal, &component, &mut rng) == 0.0).count();
+        assert!((1_800..2_200).contains(&zeros), "{zeros} of 4000 draws at 0");
+    }
+
+    #[test]
     fn the_seed_decides_every_draw() {
         let model = DelayModel::reference_default();
-        let draws = |seed| {
-            let mut clients = model.clients(seed, 5);
+        let draws = |setup, run| {
+            let mut clients = model.clients(setup, run, 5);
             clients.iter_mut().map(|c| c.draw(DelayKind::Train)).collect::<Vec<_>>()
         };
-        assert_eq!(draws(1), draws(1));
-        assert_ne!(draws(1), draws(2));
+        assert_eq!(draws(1, 1), draws(1, 1));
+        assert_ne!(draws(1, 1), draws(1, 2), "the run seed decides the draws");
+        let profiles = |setup, run| {
+            model
+                .clients(setup, run, 50)
+                .iter()
+                .map(|c| c.component(DelayKind::Train).mean)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(profiles(1, 1), profiles(1, 2), "the run seed leaves the profiles alone");
+        assert_ne!(profiles(1, 1), profiles(2, 1), "the setup seed decides them");
     }
 }

@@ -29,9 +29,10 @@ pub enum Purpose {
     DelayDraw,
     /// Which idle clients the scheduler dispatches.
     ClientSelection,
-    /// Server-side distillation of one version: sampling and augmentation (id = version).
+    /// Server-side distillation of one arrival: sampling and augmentation (id = its task id).
     Distill,
-    /// FedRevive's image synthesis for one version: targets, latents, embeddings, augmentation.
+    /// FedRevive's image synthesis for one arrival: targets, latents, embeddings, augmentation
+    /// (id = its task id).
     Synthesis,
 }
 

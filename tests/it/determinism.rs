@@ -17,7 +17,7 @@ const SEED: u64 = 10;
 fn run_task(task: u64) -> TrainOutcome {
     let data = cifar();
     let input = InputSpec::of(data);
-    let pool = split::split(data.train.len(), SEED).train;
+    let pool = split::split(data.train.len(), split::VAL_SPLIT, split::KD_SPLIT, SEED).train;
     let kind = partition::PartitionKind::Dirichlet { alpha: 0.5 };
     let shard = partition::partition(&data.train.host_labels, &pool, 10, 1, 350, kind, SEED)
         .unwrap()
@@ -31,6 +31,7 @@ fn run_task(task: u64) -> TrainOutcome {
         input,
         optimizer: OptimizerKind::Adam,
         lr: 3e-4,
+        momentum: 0.9,
         local_iters: 25,
         batch_size: 32,
         augment: Augment::default(),

@@ -71,6 +71,9 @@ fn write_run(root: &Path, run: &HandRun) -> PathBuf {
         name: run.name.into(),
         algorithm: "async_fl".into(),
         seed: run.seed,
+        setup_seed: None,
+        run_seed: None,
+        server_threads: 1,
         fedsim_version: "0.1.0".into(),
         git_commit: "abc".into(),
         libtorch: "2.11.0".into(),
@@ -223,6 +226,70 @@ fn report_numbers_match_hand_computed_values() {
     ] {
         assert!(summary.contains(expected), "summary.md lacks {expected:?}:\n{summary}");
     }
+}
+
+#[test]
+fn runs_that_differ_only_in_seed_report_mean_and_range() {
+    let root = scratch("report-seeds");
+    let hash = "d".repeat(64);
+    let runs: Vec<PathBuf> = [(1, 0.2), (2, 0.3), (3, 0.25)]
+        .into_iter()
+        .map(|(seed, middle_accuracy)| {
+            let run = HandRun {
+                name: "gamma",
+                seed,
+                workers: 1,
+                wall: 10.0,
+                train: 9.0,
+                hash: &hash,
+                middle_accuracy,
+            };
+            write_run(&root, &run)
+        })
+        .chain(hand_runs(&root).into_iter().take(1))
+        .collect();
+    let out = root.join("report");
+    let report = report::write(&runs, &options(out.clone())).unwrap();
+    assert_eq!(report.seed_groups.len(), 1, "alpha ran with one seed only");
+    let gamma = &report.seed_groups[0];
+    assert_eq!(
+        (gamma.name.as_str(), gamma.members.as_slice(), gamma.seed_list()),
+        ("gamma", &[0, 1, 2][..], "1, 2, 3".into())
+    );
+    // At 2.5 the seeds stand at 0.2, 0.3 and 0.25.
+    let at = gamma.accuracy_at[2].unwrap();
+    assert!(close(at.mean, 0.25) && close(at.min, 0.2) && close(at.max, 0.3), "{at:?}");
+    // 0.3: seed 2 at 2.5, seeds 1 and 3 at 6.0; 0.5: none.
+    let to = &gamma.time_to[1];
+    let v = to.virtual_time.unwrap();
+    assert_eq!((to.reached, to.of), (3, 3));
+    assert!(close(v.mean, (2.5 + 6.0 + 6.0) / 3.0) && close(v.min, 2.5) && close(v.max, 6.0), "{v:?}");
+    assert_eq!((gamma.time_to[2].reached, gamma.time_to[2].virtual_time), (0, None));
+
+    let summary = std::fs::read_to_string(&report.summary).unwrap();
+    for expected in [
+        "## Over seeds",
+        "- **gamma**: seeds 1, 2, 3 (3 runs)",
+        "| 2.5 | 0.2500 [0.2000, 0.3000] |",
+        "| 0.3 | 4.83 [2.50, 6.00] (3 of 3) |",
+        "| 0.5 | not reached (0 of 3) |",
+    ] {
+        assert!(summary.contains(expected), "summary.md lacks {expected:?}:\n{summary}");
+    }
+    // The accuracy figures draw the experiment once, as a band, and the other run as a line.
+    let svg = std::fs::read_to_string(out.join("accuracy_vs_time.svg")).unwrap();
+    assert!(svg.contains("gamma (mean, min-max of seeds 1, 2, 3)"), "the band's legend");
+    assert!(!svg.contains("gamma, seed 2"), "seeded runs are not drawn one by one");
+    assert!(svg.contains("alpha") && svg.contains("<polygon"), "a band is a filled polygon");
+    let band =
+        fedsim::report::seeds::band(&report_logs(&runs[..3]), gamma, &|r| r.eval_column("virtual_time"), 12);
+    assert_eq!(band.len(), 13);
+    assert_eq!(band[5], [2.5, 0.25, 0.2, 0.3], "x 2.5 lies on the middle evaluation");
+    assert!(close(band[12][1], 0.42) && close(band[0][1], 0.1));
+}
+
+fn report_logs(dirs: &[PathBuf]) -> Vec<fedsim::report::logs::RunLogs> {
+    dirs.iter().map(|d| fedsim::report::logs::RunLogs::load(d).unwrap()).collect()
 }
 
 #[test]

@@ -122,7 +122,9 @@ fn zero_delay_sync_fedavg_is_textbook_fedavg() {
     let (mean, std) = e.dataset.kind.normalization();
     let normalize = Normalize::new(&mean, &std, Device::Cpu);
     let ctx = TrainContext { data: &e.dataset.train, normalize: &normalize, device: Device::Cpu };
-    // theta_{r+1} = (1/K) sum_k theta_k, each client trained from theta_r.
+    // theta_{r+1} = (1/K) sum_k theta_k, each client trained from theta_r; then, as in the
+    // reference, the trackers of the new global model are reset (mean 0, variance 1).
+    let resets = fedsim::nn::Model::new(e.spec.model, e.spec.input, Device::Cpu).layout.tracker_resets();
     let mut theta = e.initial_weights.clone();
     let mut round: Vec<(u64, u32)> = Vec::new();
     for step in Scheduler::new(plan_config(&config)) {
@@ -141,6 +143,9 @@ fn zero_delay_sync_fedavg_is_textbook_fedavg() {
                     }
                 }
                 theta = average.into_iter().map(|a| a as f32).collect();
+                for (range, value) in &resets {
+                    theta[range.clone()].fill(*value);
+                }
                 round.clear();
             }
             Step::Evaluate { .. } => {}

@@ -17,6 +17,7 @@ fn spec(input: InputSpec, local_iters: usize) -> TrainSpec {
         input,
         optimizer: OptimizerKind::Adam,
         lr: 3e-4,
+        momentum: 0.9,
         local_iters,
         batch_size: 32,
         augment: Augment::default(),
@@ -29,7 +30,7 @@ fn a_local_update_lowers_the_loss_and_moves_weights_and_statistics() {
     for kind in DatasetKind::ALL {
         let data = data::load(kind, &dirs()).unwrap();
         let input = InputSpec::of(&data);
-        let pool = split::split(data.train.len(), 1).train;
+        let pool = split::split(data.train.len(), split::VAL_SPLIT, split::KD_SPLIT, 1).train;
         let skewed = partition::PartitionKind::Dirichlet { alpha: 0.5 };
         let shard = partition::partition(&data.train.host_labels, &pool, 10, 1, 350, skewed, 1)
             .unwrap()
@@ -42,7 +43,8 @@ fn a_local_update_lowers_the_loss_and_moves_weights_and_statistics() {
         let outcome =
             train_local(&spec(input, 60), &base, &shard, &ctx, &mut stream(1, Purpose::TrainTask, 0))
                 .unwrap();
-        assert_eq!(outcome.samples, 60 * 32);
+        // 60 batches without drop_last: 5 epochs of 10 x 32 + 30, then 5 batches of 32.
+        assert_eq!(outcome.samples, 5 * 350 + 5 * 32);
         assert!(
             outcome.last_loss < outcome.first_loss - 0.2,
             "{kind}: loss {} -> {}",

@@ -138,6 +138,9 @@ pub struct Lines {
     pub x_name: String,
     pub y_name: String,
     pub series: Vec<Line>,
+    /// Accuracies: the y axis ends at a tenth above the highest value, at most 1. Otherwise it
+    /// ends a tenth above the highest value, whatever its unit.
+    pub accuracy: bool,
 }
 
 pub struct Line {
@@ -157,7 +160,11 @@ impl Figure for Lines {
         let highs = self.series.iter().flat_map(|line| line.band.iter().map(|b| b.2));
         let x_max = points().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
         let y_max = points().map(|p| p.1).chain(highs).fold(0.0, f64::max);
-        let y_top = ((y_max * 10.0).ceil() / 10.0 + 0.05).clamp(0.1, 1.0);
+        let y_top = if self.accuracy {
+            ((y_max * 10.0).ceil() / 10.0 + 0.05).clamp(0.1, 1.0)
+        } else {
+            (y_max * 1.1).max(1e-6)
+        };
         let names = [self.title.as_str(), &self.x_name, &self.y_name];
         let mut chart = axes(root, names, 0.0..x_max * 1.02, 0.0..y_top)?;
         for (i, line) in self.series.iter().enumerate().filter(|(_, l)| !l.band.is_empty()) {
@@ -176,7 +183,10 @@ impl Figure for Lines {
                 .label(&line.name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color(i).stroke_width(3)));
         }
-        legend(&mut chart, SeriesLabelPosition::LowerRight)
+        legend(
+            &mut chart,
+            if self.accuracy { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight },
+        )
     }
 }
 

@@ -316,20 +316,31 @@ pub fn labels(runs: &[RunLogs]) -> Vec<String> {
                 .config
                 .keys()
                 .filter(|k| {
-                    // A setup or run seed equal to the master seed says nothing new.
+                    // A setup or run seed equal to the master seed says nothing new; a key some
+                    // twins lack comes from another fedsim, not from the experiment.
                     let echoes_seed = ["setup_seed", "run_seed"].contains(&k.as_str())
                         && run.config.get(*k) == run.config.get("seed");
+                    let everywhere = twins.iter().all(|t| t.config.contains_key(*k));
                     k.as_str() != "name"
                         && !echoes_seed
+                        && everywhere
                         && twins.iter().any(|t| t.config.get(*k) != run.config.get(*k))
                 })
                 .collect();
-            keys.sort_by_key(|k| k.as_str() != "workers");
-            let parts: Vec<String> = keys
-                .iter()
-                .take(3)
-                .map(|k| format!("{} {}", k.replace('_', " "), short_value(&run.config[k.as_str()])))
-                .collect();
+            keys.sort_by_key(|k| match k.as_str() {
+                "workers" => 0,
+                "seed" => 1,
+                _ => 2,
+            });
+            let mut parts: Vec<String> = Vec::new();
+            if twins.iter().any(|t| t.info.git_commit != run.info.git_commit) {
+                parts.push(format!("@{}", run.info.git_commit.chars().take(7).collect::<String>()));
+            }
+            parts.extend(
+                keys.iter()
+                    .take(3 - parts.len())
+                    .map(|k| format!("{} {}", k.replace('_', " "), short_value(&run.config[k.as_str()]))),
+            );
             if parts.is_empty() {
                 format!(
                     "{} ({})",

@@ -48,8 +48,8 @@ pub struct Report {
 }
 
 /// The figures every report draws (stems; each is written as .png and .svg).
-pub const FIGURES: [&str; 5] =
-    ["accuracy_vs_time", "accuracy_vs_version", "speedup", "staleness", "wall_time"];
+pub const FIGURES: [&str; 6] =
+    ["accuracy_vs_time", "accuracy_vs_version", "speedup", "staleness", "wall_time", "server_time"];
 
 /// Reads the runs, computes the tables, draws the figures and writes summary.md.
 pub fn write(run_dirs: &[PathBuf], options: &ReportOptions) -> Result<Report> {
@@ -159,9 +159,9 @@ fn draw_figures(
     // An experiment repeated over seeds is one mean line in its band (min to max); every
     // other run is its own line.
     let in_seed_group = |i: usize| seed_groups.iter().any(|g| g.members.contains(&i));
-    let series = |x: &dyn Fn(&RunLogs) -> Vec<f64>| -> Vec<Line> {
+    let series = |x: &dyn Fn(&RunLogs) -> Vec<f64>, end: &dyn Fn(&RunLogs) -> f64| -> Vec<Line> {
         let bands = seed_groups.iter().map(|group| {
-            let band = seeds::band(runs, group, x, 300);
+            let band = seeds::band(runs, group, x, end, 300);
             Line {
                 name: format!("{} (mean, min-max of seeds {})", group.name, group.seed_list()),
                 points: band.iter().map(|p| (p[0], p[1])).collect(),
@@ -180,13 +180,14 @@ fn draw_figures(
             });
         bands.chain(single).collect()
     };
-    let [time, version, speedup, staleness, wall] = FIGURES;
+    let [time, version, speedup, staleness, wall, server] = FIGURES;
     written.extend(render(
         &Lines {
             title: "Test accuracy against virtual time".into(),
             x_name: "virtual time (time units)".into(),
             y_name: "test accuracy".into(),
-            series: series(&|run| run.eval_column("virtual_time")),
+            series: series(&|run| run.eval_column("virtual_time"), &|run| run.info.virtual_time),
+            accuracy: true,
         },
         &out.join(time),
     )?);
@@ -195,9 +196,31 @@ fn draw_figures(
             title: "Test accuracy against model version".into(),
             x_name: "model version (server aggregations)".into(),
             y_name: "test accuracy".into(),
-            series: series(&|run| run.eval_versions().into_iter().map(|v| v as f64).collect()),
+            series: series(&|run| run.eval_versions().into_iter().map(|v| v as f64).collect(), &|run| {
+                run.info.versions as f64
+            }),
+            accuracy: true,
         },
         &out.join(version),
+    )?);
+    written.extend(render(
+        &Lines {
+            title: "Server wall time per arrival (aggregation and distillation)".into(),
+            x_name: "model version (server aggregations)".into(),
+            y_name: "server ms per applied update (mean per window)".into(),
+            series: runs
+                .iter()
+                .zip(stats)
+                .map(|(run, s)| Line {
+                    name: s.label.clone(),
+                    points: run.server_ms_by_version(60),
+                    width: 2,
+                    band: Vec::new(),
+                })
+                .collect(),
+            accuracy: false,
+        },
+        &out.join(server),
     )?);
     let speedups: Vec<(String, Vec<(f64, f64)>)> = groups
         .iter()

@@ -89,7 +89,21 @@ fn config_without_seeds(run: &RunLogs) -> toml::Table {
 }
 
 /// The experiments the report's runs repeat over at least two seeds, in order of first run.
+/// Two experiments of one name (e.g. the same config before and after a change of fedsim) are
+/// told apart by the commit that ran them.
 pub fn seed_groups(runs: &[RunLogs], stats: &[RunStats], targets: usize) -> Vec<SeedGroup> {
+    let mut groups = unnamed_seed_groups(runs, stats, targets);
+    let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+    for group in &mut groups {
+        if names.iter().filter(|n| **n == group.name).count() > 1 {
+            let commit: String = runs[group.members[0]].info.git_commit.chars().take(7).collect();
+            group.name = format!("{} @{commit}", group.name);
+        }
+    }
+    groups
+}
+
+fn unnamed_seed_groups(runs: &[RunLogs], stats: &[RunStats], targets: usize) -> Vec<SeedGroup> {
     let keys: Vec<toml::Table> = runs.iter().map(config_without_seeds).collect();
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, key) in keys.iter().enumerate() {
@@ -140,12 +154,14 @@ pub fn seed_groups(runs: &[RunLogs], stats: &[RunStats], targets: usize) -> Vec<
 }
 
 /// The band of a group's accuracy curves: at each of `steps` points of x from 0 to the
-/// shortest member's last evaluation, each member's latest accuracy at or before that x
-/// (`x` picks the axis: virtual time or version); returns (x, mean, min, max).
+/// shortest member's end, each member's latest accuracy at or before that x (`x` picks the
+/// axis: the evaluations' virtual times or versions; `run_end` where a run ended on that axis,
+/// its last accuracy holding until then); returns (x, mean, min, max).
 pub fn band(
     runs: &[RunLogs],
     group: &SeedGroup,
     x: &dyn Fn(&RunLogs) -> Vec<f64>,
+    run_end: &dyn Fn(&RunLogs) -> f64,
     steps: usize,
 ) -> Vec<[f64; 4]> {
     let curves: Vec<Vec<(f64, f64)>> = group
@@ -153,7 +169,12 @@ pub fn band(
         .iter()
         .map(|&i| x(&runs[i]).into_iter().zip(runs[i].eval_column("accuracy")).collect())
         .collect();
-    let end = curves.iter().map(|c| c.last().map_or(0.0, |p| p.0)).fold(f64::INFINITY, f64::min);
+    let end = group
+        .members
+        .iter()
+        .zip(&curves)
+        .map(|(&i, c)| run_end(&runs[i]).max(c.last().map_or(0.0, |p| p.0)))
+        .fold(f64::INFINITY, f64::min);
     if !end.is_finite() || curves.iter().any(Vec::is_empty) {
         return Vec::new();
     }

@@ -182,6 +182,7 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
         "Speed-up against workers, with the ideal line",
         "Staleness histograms",
         "Where the wall time went",
+        "Server wall time per arrival against version",
     ];
     for (stem, caption) in FIGURES.iter().zip(captions) {
         let _ = writeln!(md, "![{caption}]({stem}.png)\n");

@@ -281,11 +281,18 @@ fn runs_that_differ_only_in_seed_report_mean_and_range() {
     assert!(svg.contains("gamma (mean, min-max of seeds 1, 2, 3)"), "the band's legend");
     assert!(!svg.contains("gamma, seed 2"), "seeded runs are not drawn one by one");
     assert!(svg.contains("alpha") && svg.contains("<polygon"), "a band is a filled polygon");
-    let band =
-        fedsim::report::seeds::band(&report_logs(&runs[..3]), gamma, &|r| r.eval_column("virtual_time"), 12);
-    assert_eq!(band.len(), 13);
+    let band = fedsim::report::seeds::band(
+        &report_logs(&runs[..3]),
+        gamma,
+        &|r| r.eval_column("virtual_time"),
+        &|_| 12.0,
+        24,
+    );
+    // Runs that ended at 12 hold their last accuracy from the evaluation at 6 on.
+    assert_eq!(band.len(), 25);
     assert_eq!(band[5], [2.5, 0.25, 0.2, 0.3], "x 2.5 lies on the middle evaluation");
-    assert!(close(band[12][1], 0.42) && close(band[0][1], 0.1));
+    assert!(close(band[12][1], 0.42) && close(band[24][0], 12.0) && close(band[24][1], 0.42));
+    assert!(close(band[0][1], 0.1));
 }
 
 fn report_logs(dirs: &[PathBuf]) -> Vec<fedsim::report::logs::RunLogs> {

@@ -31,6 +31,16 @@ pub struct ServerRule {
 }
 
 impl ServerRule {
+    /// FedAvg's and FedBuff's rule: equal client weights, no staleness weight or down-weighting.
+    pub fn plain(server_lr: f64) -> Self {
+        ServerRule {
+            server_lr,
+            weighting: ClientWeighting::Equal,
+            staleness: StalenessWeight::Constant,
+            down_weight: None,
+        }
+    }
+
     /// Whether updates must carry the client's model (interpolation).
     pub fn needs_models(&self) -> bool {
         self.server_lr < 0.0
@@ -98,12 +108,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn rule(server_lr: f64) -> ServerRule {
-        ServerRule {
-            server_lr,
-            weighting: ClientWeighting::Equal,
-            staleness: StalenessWeight::Constant,
-            down_weight: None,
-        }
+        ServerRule::plain(server_lr)
     }
 
     fn vectors(n: usize) -> impl Strategy<Value = Vec<f32>> {

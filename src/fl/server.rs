@@ -140,7 +140,7 @@ impl Arrival<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fl::{BetaSchedule, ClientWeighting, StalenessWeight};
+    use crate::fl::BetaSchedule;
 
     use crate::fl::revive::Gates;
     use std::sync::Mutex;
@@ -159,19 +159,10 @@ mod tests {
         }
     }
 
-    fn rule(server_lr: f64) -> ServerRule {
-        ServerRule {
-            server_lr,
-            weighting: ClientWeighting::Equal,
-            staleness: StalenessWeight::Constant,
-            down_weight: None,
-        }
-    }
-
     fn server(gates: Option<u64>, server_lr: f64) -> (Server, Arc<Mutex<Vec<u64>>>) {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let server = Server {
-            rule: rule(server_lr),
+            rule: ServerRule::plain(server_lr),
             revive: Some(Revive {
                 schedule: ReviveSchedule {
                     beta: BetaSchedule::Constant { beta: 0.5 },
@@ -237,7 +228,11 @@ mod tests {
 
     #[test]
     fn trackers_are_reset_after_every_aggregation() {
-        let mut s = Server { rule: rule(1.0), revive: None, tracker_reset: vec![(1..2, 0.0), (2..4, 1.0)] };
+        let mut s = Server {
+            rule: ServerRule::plain(1.0),
+            revive: None,
+            tracker_reset: vec![(1..2, 0.0), (2..4, 1.0)],
+        };
         let delta = [1.0f32; 4];
         let plain = Arrival {
             task: 0,

@@ -90,9 +90,8 @@ impl WorkerGroup {
 /// At most this many differing rows are spelled out per pair of runs.
 const LISTED_DIFFERENCES: usize = 10;
 
-/// Partitions runs into experiments that differ only in their worker counts.
-pub fn worker_groups(runs: &[RunLogs]) -> PolarsResult<Vec<WorkerGroup>> {
-    let keys: Vec<toml::Table> = runs.iter().map(RunLogs::config_without_workers).collect();
+/// Indices of equal keys, grouped, in order of first appearance.
+pub fn group_equal<K: PartialEq>(keys: &[K]) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         match groups.iter_mut().find(|g| &keys[g[0]] == key) {
@@ -101,6 +100,12 @@ pub fn worker_groups(runs: &[RunLogs]) -> PolarsResult<Vec<WorkerGroup>> {
         }
     }
     groups
+}
+
+/// Partitions runs into experiments that differ only in their worker counts.
+pub fn worker_groups(runs: &[RunLogs]) -> PolarsResult<Vec<WorkerGroup>> {
+    let keys: Vec<toml::Table> = runs.iter().map(RunLogs::config_without_workers).collect();
+    group_equal(&keys)
         .into_iter()
         .map(|mut members| {
             members.sort_by_key(|&i| runs[i].info.workers);

@@ -105,14 +105,7 @@ pub fn seed_groups(runs: &[RunLogs], stats: &[RunStats], targets: usize) -> Vec<
 
 fn unnamed_seed_groups(runs: &[RunLogs], stats: &[RunStats], targets: usize) -> Vec<SeedGroup> {
     let keys: Vec<toml::Table> = runs.iter().map(config_without_seeds).collect();
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
-        match groups.iter_mut().find(|g| &keys[g[0]] == key) {
-            Some(group) => group.push(i),
-            None => groups.push(vec![i]),
-        }
-    }
-    groups
+    super::metrics::group_equal(&keys)
         .into_iter()
         .filter_map(|mut candidates| {
             candidates.sort_by_key(|&i| (seeds_of(&runs[i]), runs[i].info.workers));

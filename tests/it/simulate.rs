@@ -107,6 +107,37 @@ fn the_plan_is_the_same_with_training_and_without() {
 }
 
 #[test]
+fn the_setup_seed_decides_the_data_and_the_run_seed_what_runs() {
+    let build = |seeds: &str| {
+        let text =
+            small("async_fl", "buffer_size = 2").replace("seed = 7\n", &format!("seed = 7\n{seeds}\n"));
+        let config = config(&text, 1);
+        let plan: Vec<Step> = Scheduler::new(plan_config(&config)).take(200).collect();
+        (Simulation::build(&config, &dirs(), Device::Cpu).unwrap(), plan)
+    };
+    let (base, base_plan) = build("");
+    let (other_run, run_plan) = build("run_seed = 8");
+    let (other_setup, _) = build("setup_seed = 8");
+    assert_eq!(
+        base.experiment.partition.shards, other_run.experiment.partition.shards,
+        "run seed: same shards"
+    );
+    assert_ne!(
+        base.experiment.initial_weights, other_run.experiment.initial_weights,
+        "run seed: another model"
+    );
+    assert_ne!(base_plan, run_plan, "run seed: other delay draws and selections");
+    assert_ne!(
+        base.experiment.partition.shards, other_setup.experiment.partition.shards,
+        "setup seed: other shards"
+    );
+    assert_eq!(
+        base.experiment.initial_weights, other_setup.experiment.initial_weights,
+        "setup seed: same model"
+    );
+}
+
+#[test]
 fn zero_delay_sync_fedavg_is_textbook_fedavg() {
     use fedsim::data::augment::Normalize;
     use fedsim::nn::train::{train_local, TrainContext};

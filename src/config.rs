@@ -280,8 +280,8 @@ pub struct RawStop {
     pub max_versions: Option<u64>,
     pub max_virtual_time: Option<f64>,
     pub target_accuracy: Option<f64>,
-    /// [[version, minimum accuracy], ...]: stop when an evaluation at or after `version`
-    /// is below the minimum.
+    /// [[version, accuracy], ...]: stop once the version count is >= `version` and the best
+    /// accuracy so far is <= `accuracy` (the reference's early_stop, checked after every event).
     pub early_stop: Option<Vec<(u64, f64)>>,
 }
 

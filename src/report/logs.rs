@@ -96,25 +96,21 @@ impl RunLogs {
         collect_u64(&self.updates, "staleness")
     }
 
-    /// The server's wall time per applied update (server_ms) against version, as the mean over
-    /// about `windows` equal windows of versions: (window's middle version, mean ms).
-    pub fn server_ms_by_version(&self, windows: u64) -> Vec<(f64, f64)> {
+    /// The server's wall time per applied update (server_ms), averaged over windows of
+    /// `width` versions: (window index, mean ms); window w holds versions w*width+1 ..= (w+1)*width.
+    pub fn server_ms_by_window(&self, width: u64) -> std::collections::BTreeMap<u64, f64> {
         let versions = collect_u64(&self.updates, "applied_version");
         let ms = self
             .updates
             .column("server_ms")
             .and_then(|c| c.f64().cloned())
             .map_or_else(|_| Vec::new(), collect_f64);
-        let last = versions.iter().copied().max().unwrap_or(0);
-        let width = last.div_ceil(windows.max(1)).max(1);
         let mut sums = std::collections::BTreeMap::<u64, (f64, u64)>::new();
         for (&version, &ms) in versions.iter().zip(&ms) {
-            let entry = sums.entry((version.saturating_sub(1)) / width).or_default();
+            let entry = sums.entry(version.saturating_sub(1) / width.max(1)).or_default();
             *entry = (entry.0 + ms, entry.1 + 1);
         }
-        sums.into_iter()
-            .map(|(window, (sum, count))| ((window as f64 + 0.5) * width as f64, sum / count as f64))
-            .collect()
+        sums.into_iter().map(|(window, (sum, count))| (window, sum / count as f64)).collect()
     }
 
     /// The first 16 characters of the final-weight hash, as tables show it.

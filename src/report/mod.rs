@@ -142,6 +142,40 @@ impl Report {
     }
 }
 
+/// Server ms per arrival in windows of versions (about 60 over the longest run): one line per
+/// run, or per experiment over seeds (the mean line in its min-max band).
+fn server_time_series(runs: &[RunLogs], stats: &[RunStats], seed_groups: &[SeedGroup]) -> Vec<Line> {
+    let longest = runs.iter().map(|r| r.info.versions).max().unwrap_or(1);
+    let width = longest.div_ceil(60).max(1);
+    let middle = |window: u64| (window as f64 + 0.5) * width as f64;
+    let in_seed_group = |i: usize| seed_groups.iter().any(|g| g.members.contains(&i));
+    let grouped = seed_groups.iter().map(|group| {
+        let windows: Vec<_> = group.members.iter().map(|&i| runs[i].server_ms_by_window(width)).collect();
+        let all: std::collections::BTreeSet<u64> = windows.iter().flat_map(|w| w.keys().copied()).collect();
+        let spreads: Vec<(f64, seeds::Spread)> = all
+            .into_iter()
+            .filter_map(|w| {
+                let values: Vec<f64> = windows.iter().filter_map(|m| m.get(&w).copied()).collect();
+                seeds::Spread::of(&values).map(|s| (middle(w), s))
+            })
+            .collect();
+        Line {
+            name: format!("{} (mean, min-max of seeds {})", group.name, group.seed_list()),
+            points: spreads.iter().map(|(x, s)| (*x, s.mean)).collect(),
+            width: 2,
+            band: spreads.iter().map(|(x, s)| (*x, s.min, s.max)).collect(),
+        }
+    });
+    let single =
+        runs.iter().zip(stats).enumerate().filter(|(i, _)| !in_seed_group(*i)).map(|(_, (run, s))| Line {
+            name: s.label.clone(),
+            points: run.server_ms_by_window(width).into_iter().map(|(w, ms)| (middle(w), ms)).collect(),
+            width: 2,
+            band: Vec::new(),
+        });
+    grouped.chain(single).collect()
+}
+
 fn draw_figures(
     runs: &[RunLogs],
     stats: &[RunStats],
@@ -207,17 +241,8 @@ fn draw_figures(
         &Lines {
             title: "Server wall time per arrival (aggregation and distillation)".into(),
             x_name: "model version (server aggregations)".into(),
-            y_name: "server ms per applied update (mean per window)".into(),
-            series: runs
-                .iter()
-                .zip(stats)
-                .map(|(run, s)| Line {
-                    name: s.label.clone(),
-                    points: run.server_ms_by_version(60),
-                    width: 2,
-                    band: Vec::new(),
-                })
-                .collect(),
+            y_name: "server ms per applied update".into(),
+            series: server_time_series(runs, stats, seed_groups),
             accuracy: false,
         },
         &out.join(server),

@@ -321,15 +321,16 @@ pub fn labels(runs: &[RunLogs]) -> Vec<String> {
                 .config
                 .keys()
                 .filter(|k| {
-                    // A setup or run seed equal to the master seed says nothing new; a key some
-                    // twins lack comes from another fedsim, not from the experiment.
+                    // A setup or run seed equal to the master seed says nothing new. Keys are
+                    // compared among the twins run by the same commit: another fedsim may write
+                    // other keys, and the commit already tells its runs apart.
                     let echoes_seed = ["setup_seed", "run_seed"].contains(&k.as_str())
                         && run.config.get(*k) == run.config.get("seed");
-                    let everywhere = twins.iter().all(|t| t.config.contains_key(*k));
+                    let same_commit = twins.iter().filter(|t| t.info.git_commit == run.info.git_commit);
                     k.as_str() != "name"
                         && !echoes_seed
-                        && everywhere
-                        && twins.iter().any(|t| t.config.get(*k) != run.config.get(*k))
+                        && same_commit.clone().all(|t| t.config.contains_key(*k))
+                        && same_commit.clone().any(|t| t.config.get(*k) != run.config.get(*k))
                 })
                 .collect();
             keys.sort_by_key(|k| match k.as_str() {

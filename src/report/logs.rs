@@ -113,6 +113,18 @@ impl RunLogs {
         sums.into_iter().map(|(window, (sum, count))| (window, sum / count as f64)).collect()
     }
 
+    /// The virtual time the run covered: its horizon when it ran into it (the last event may
+    /// come earlier, e.g. a FedAvg round that would end past the horizon), else its last event.
+    pub fn end_time(&self) -> f64 {
+        let horizon = self.config.get("max_virtual_time").and_then(toml::Value::as_float);
+        match horizon {
+            Some(horizon) if self.info.stop_reason == "max_virtual_time" => {
+                horizon.max(self.info.virtual_time)
+            }
+            _ => self.info.virtual_time,
+        }
+    }
+
     /// The first 16 characters of the final-weight hash, as tables show it.
     pub fn short_hash(&self) -> String {
         self.info.final_weights_sha256.chars().take(16).collect()

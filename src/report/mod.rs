@@ -220,7 +220,7 @@ fn draw_figures(
             title: "Test accuracy against virtual time".into(),
             x_name: "virtual time (time units)".into(),
             y_name: "test accuracy".into(),
-            series: series(&|run| run.eval_column("virtual_time"), &|run| run.info.virtual_time),
+            series: series(&|run| run.eval_column("virtual_time"), &RunLogs::end_time),
             accuracy: true,
         },
         &out.join(time),

@@ -148,7 +148,6 @@ fn server_time_series(runs: &[RunLogs], stats: &[RunStats], seed_groups: &[SeedG
     let longest = runs.iter().map(|r| r.info.versions).max().unwrap_or(1);
     let width = longest.div_ceil(60).max(1);
     let middle = |window: u64| (window as f64 + 0.5) * width as f64;
-    let in_seed_group = |i: usize| seed_groups.iter().any(|g| g.members.contains(&i));
     let grouped = seed_groups.iter().map(|group| {
         let windows: Vec<_> = group.members.iter().map(|&i| runs[i].server_ms_by_window(width)).collect();
         let all: std::collections::BTreeSet<u64> = windows.iter().flat_map(|w| w.keys().copied()).collect();
@@ -166,13 +165,14 @@ fn server_time_series(runs: &[RunLogs], stats: &[RunStats], seed_groups: &[SeedG
             band: spreads.iter().map(|(x, s)| (*x, s.min, s.max)).collect(),
         }
     });
-    let single =
-        runs.iter().zip(stats).enumerate().filter(|(i, _)| !in_seed_group(*i)).map(|(_, (run, s))| Line {
+    let single = runs.iter().zip(stats).enumerate().filter(|(i, _)| !seeds::in_any(seed_groups, *i)).map(
+        |(_, (run, s))| Line {
             name: s.label.clone(),
             points: run.server_ms_by_window(width).into_iter().map(|(w, ms)| (middle(w), ms)).collect(),
             width: 2,
             band: Vec::new(),
-        });
+        },
+    );
     grouped.chain(single).collect()
 }
 
@@ -192,7 +192,6 @@ fn draw_figures(
     };
     // An experiment repeated over seeds is one mean line in its band (min to max); every
     // other run is its own line.
-    let in_seed_group = |i: usize| seed_groups.iter().any(|g| g.members.contains(&i));
     let series = |x: &dyn Fn(&RunLogs) -> Vec<f64>, end: &dyn Fn(&RunLogs) -> f64| -> Vec<Line> {
         let bands = seed_groups.iter().map(|group| {
             let band = seeds::band(runs, group, x, end, 300);
@@ -203,15 +202,14 @@ fn draw_figures(
                 band: band.iter().map(|p| (p[0], p[2], p[3])).collect(),
             }
         });
-        let single =
-            runs.iter().zip(stats).enumerate().filter(|(i, _)| !in_seed_group(*i)).map(|(i, (run, s))| {
-                Line {
-                    name: s.label.clone(),
-                    points: x(run).into_iter().zip(run.eval_column("accuracy")).collect(),
-                    width: width(i),
-                    band: Vec::new(),
-                }
-            });
+        let single = runs.iter().zip(stats).enumerate().filter(|(i, _)| !seeds::in_any(seed_groups, *i)).map(
+            |(i, (run, s))| Line {
+                name: s.label.clone(),
+                points: x(run).into_iter().zip(run.eval_column("accuracy")).collect(),
+                width: width(i),
+                band: Vec::new(),
+            },
+        );
         bands.chain(single).collect()
     };
     let [time, version, speedup, staleness, wall, server] = FIGURES;

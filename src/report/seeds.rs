@@ -75,6 +75,11 @@ impl SeedGroup {
     }
 }
 
+/// Whether run `i` belongs to one of `groups` (and is drawn in its band, not on its own).
+pub fn in_any(groups: &[SeedGroup], i: usize) -> bool {
+    groups.iter().any(|g| g.members.contains(&i))
+}
+
 fn seeds_of(run: &RunLogs) -> (u64, u64) {
     let key = |name: &str| run.config.get(name).and_then(toml::Value::as_integer).map(|v| v as u64);
     (key("setup_seed").unwrap_or(run.info.seed), key("run_seed").unwrap_or(run.info.seed))

@@ -161,14 +161,7 @@ impl DataFreeDistiller {
 
     /// The persistent generator's weights, in layout order.
     pub fn generator_weights(&self) -> Vec<f32> {
-        let mut named = self.generator_vs.variables().into_iter().collect::<Vec<_>>();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        named
-            .iter()
-            .flat_map(|(_, t)| {
-                Vec::<f32>::try_from(t.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default()
-            })
-            .collect()
+        super::Layout::of(&self.generator_vs).read(&self.generator_vs)
     }
 
     /// One arrival's random inputs to synthesis, from its own stream: targets drawn from the

@@ -57,12 +57,8 @@ impl Generator {
         let mut vs = nn::VarStore::new(Device::Cpu);
         let generator = Generator::new(&vs.root(), nz, ngf, image);
         let layout = Layout::of(&vs);
-        let mut weights = vec![0f32; layout.numel];
+        let mut weights = layout.read(&vs);
         let variables = vs.variables();
-        for entry in &layout.entries {
-            let host = variables[&entry.name].contiguous();
-            host.copy_data(&mut weights[entry.offset..entry.offset + entry.numel], entry.numel);
-        }
         default_init(&layout, &mut weights, &mut rng::stream(seed, Purpose::ModelInit, 1));
         tch::no_grad(|| {
             for entry in &layout.entries {
@@ -109,13 +105,7 @@ mod tests {
     const CIFAR: InputSpec = InputSpec { channels: 3, height: 32, width: 32, classes: 10 };
 
     fn flat(vs: &nn::VarStore) -> Vec<f32> {
-        let layout = Layout::of(vs);
-        let variables = vs.variables();
-        let mut out = vec![0f32; layout.numel];
-        for e in &layout.entries {
-            variables[&e.name].contiguous().copy_data(&mut out[e.offset..e.offset + e.numel], e.numel);
-        }
-        out
+        Layout::of(vs).read(vs)
     }
 
     #[test]

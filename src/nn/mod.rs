@@ -100,7 +100,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    fn of(vs: &nn::VarStore) -> Self {
+    pub(crate) fn of(vs: &nn::VarStore) -> Self {
         let variables = vs.variables();
         let mut names: Vec<&String> = variables.keys().collect();
         names.sort();
@@ -132,6 +132,17 @@ impl Layout {
             .filter(|e| !e.trainable)
             .filter_map(|e| tracker::reset_values(&e.name).map(|v| (e.offset..e.offset + e.numel, v)))
             .collect()
+    }
+
+    /// The variables of `vs` (laid out as this layout says) as flat weights on the host.
+    pub fn read(&self, vs: &nn::VarStore) -> Vec<f32> {
+        let variables = vs.variables();
+        let mut out = vec![0f32; self.numel];
+        for entry in &self.entries {
+            let host = variables[&entry.name].to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+            host.copy_data(&mut out[entry.offset..entry.offset + entry.numel], entry.numel);
+        }
+        out
     }
 
     /// Number of trainable parameters (tracker buffers excluded).
@@ -190,13 +201,7 @@ impl Model {
 
     /// The variables as flat weights on the host.
     pub fn weights(&self) -> Vec<f32> {
-        let variables = self.vs.variables();
-        let mut out = vec![0f32; self.layout.numel];
-        for entry in &self.layout.entries {
-            let host = variables[&entry.name].to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-            host.copy_data(&mut out[entry.offset..entry.offset + entry.numel], entry.numel);
-        }
-        out
+        self.layout.read(&self.vs)
     }
 }
 

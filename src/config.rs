@@ -296,6 +296,9 @@ pub struct RawRun {
     /// libtorch threads of the server's distillation on CPU (default 1). Part of the
     /// experiment: CPU kernels split their sums by thread, so the count changes the floats.
     pub server_threads: Option<usize>,
+    /// Tasks trained together as one stacked model (default 1: each task alone). Part of the
+    /// experiment: stacked training differs from single training by float rounding.
+    pub cohort_size: Option<usize>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -367,6 +370,7 @@ pub struct Config {
     pub device: String,
     pub lookahead: usize,
     pub server_threads: usize,
+    pub cohort_size: usize,
 }
 
 /// Validated distillation settings: FedRevive's ([kd], with gates) or DD-FedRevive's
@@ -623,6 +627,14 @@ impl RawConfig {
                 "must be at least 1 (libtorch threads of the server step)",
             ));
         }
+        let cohort_size = self.run.cohort_size.unwrap_or(1);
+        if cohort_size == 0 {
+            return Err(invalid(
+                "run.cohort_size",
+                0,
+                "must be at least 1 (tasks trained as one stacked model)",
+            ));
+        }
         let device = self.run.device.unwrap_or_else(|| "auto".to_owned());
         device
             .parse::<crate::runtime::DeviceChoice>()
@@ -664,6 +676,7 @@ impl RawConfig {
             device,
             lookahead: self.run.lookahead.unwrap_or(active_jobs),
             server_threads,
+            cohort_size,
         })
     }
 }

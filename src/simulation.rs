@@ -9,8 +9,11 @@ use tch::Device;
 
 use crate::config::{AlgorithmKind, Config};
 use crate::data::augment::Augment;
+use crate::data::partition::Partition;
+use crate::data::Dataset;
 use crate::data::{partition, split, DataDirs};
-use crate::exec::{execute, Experiment, RunOutcome, Sink};
+use crate::exec::trainer::{TorchEvaluator, TorchTrainer};
+use crate::exec::{execute, Engines, ExecSettings, RunOutcome, Sink, ThreadWorkers};
 use crate::fl::revive::{Distiller, ReviveSchedule, TeacherBuffer};
 use crate::fl::server::{Revive, Server};
 use crate::fl::ServerRule;
@@ -53,6 +56,25 @@ pub fn server_rule(config: &Config) -> ServerRule {
 /// FedRevive's gates (none for DD-FedRevive) and beta.
 fn revive_schedule(config: &Config) -> ReviveSchedule {
     ReviveSchedule { beta: config.beta, gates: config.kd.gates }
+}
+
+/// Everything a run needs besides the plan and the server.
+pub struct Experiment {
+    pub dataset: Arc<Dataset>,
+    pub partition: Arc<Partition>,
+    pub spec: TrainSpec,
+    /// The run seed (training streams).
+    pub seed: u64,
+    pub device: Device,
+    pub workers: usize,
+    pub lookahead: usize,
+    /// Tasks trained together as one stacked model (run.cohort_size).
+    pub cohort_size: usize,
+    pub initial_weights: Vec<f32>,
+    pub target_accuracy: Option<f64>,
+    pub early_stop: Vec<(u64, f64)>,
+    /// libtorch threads of the coordinating thread (server step and evaluation) on CPU.
+    pub server_threads: usize,
 }
 
 /// A wired simulation, ready to run once.
@@ -130,6 +152,7 @@ impl Simulation {
             server_threads: config.server_threads,
             device,
             workers: config.workers,
+            cohort_size: config.cohort_size,
             lookahead: config.active_jobs + config.lookahead,
             target_accuracy: config.target_accuracy,
             early_stop: config.early_stop.clone(),
@@ -138,6 +161,30 @@ impl Simulation {
     }
 
     pub fn run(mut self, sink: &mut dyn Sink) -> Result<RunOutcome> {
-        execute(&mut self.scheduler, &self.experiment, &mut self.server, sink)
+        let e = self.experiment;
+        if e.device == Device::Cpu {
+            // The coordinating thread's own count; workers set theirs to 1 at every job.
+            tch::set_num_threads(e.server_threads as i32);
+        }
+        let trainer = TorchTrainer {
+            dataset: e.dataset.clone(),
+            partition: e.partition.clone(),
+            spec: e.spec,
+            seed: e.seed,
+            device: e.device,
+        };
+        let mut workers = ThreadWorkers::new(e.workers, Arc::new(trainer))?;
+        let mut evaluator = TorchEvaluator::new(e.dataset.clone(), &e.spec, e.device);
+        let settings = ExecSettings {
+            initial_weights: e.initial_weights,
+            partition: e.partition,
+            lookahead: e.lookahead,
+            cohort_size: e.cohort_size,
+            target_accuracy: e.target_accuracy,
+            early_stop: e.early_stop,
+        };
+        let engines =
+            Engines { workers: &mut workers, evaluator: &mut evaluator, server: &mut self.server, sink };
+        execute(&mut self.scheduler, &settings, engines)
     }
 }

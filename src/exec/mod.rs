@@ -1,44 +1,54 @@
-//! The executor: carries out a plan. It materialises model versions in plan order; every
-//! planned task whose base version exists is ready, and ready tasks train in parallel on a
-//! rayon pool of `workers` threads. The server applies finished updates strictly in plan
-//! order, so results never depend on which worker finished first; only speed does.
+//! The executor: carries out a plan. It materialises model versions in plan order; planned
+//! tasks are grouped into cohorts as the plan is read ([`cohorts`]), every cohort whose base
+//! versions exist is ready, and ready cohorts train in parallel on [`Workers`]. The server
+//! applies finished updates strictly in plan order, so results never depend on which worker
+//! finished first; only speed does. The executor itself never calls libtorch: training and
+//! evaluation are behind [`Trainer`] and [`Evaluator`].
 //!
 //! Memory stays flat: a version is kept only while a planned task still needs it (and the
 //! current one), and the executor holds at most `lookahead` planned-but-unapplied tasks
-//! beyond what the next aggregation needs.
+//! beyond what the next aggregation needs (plus what it takes to close the open cohort).
+
+pub mod cohorts;
+#[cfg(test)]
+mod tests;
+pub mod trainer;
+pub mod workers;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tch::Device;
-
-use crate::data::augment::Normalize;
 use crate::data::partition::Partition;
-use crate::data::Dataset;
 use crate::fl::server::{Arrival, Server};
-use crate::nn::eval::{evaluate, EvalResult};
-use crate::nn::train::{train_local, TrainContext, TrainOutcome, TrainSpec};
-use crate::nn::Model;
+use crate::nn::train::TrainOutcome;
 use crate::sched::{Plan, PlanEnd, Step, TrainTask, UpdateInput};
-use crate::sim::rng::{self, Purpose};
+use cohorts::CohortBuilder;
+pub use trainer::{Evaluator, Job, Trainer};
+pub use workers::{Finished, ThreadWorkers, Workers};
 
-/// Everything the executor needs besides the plan.
-pub struct Experiment {
-    pub dataset: Arc<Dataset>,
-    pub partition: Arc<Partition>,
-    pub spec: TrainSpec,
-    pub seed: u64,
-    pub device: Device,
-    pub workers: usize,
-    pub lookahead: usize,
+/// How the executor runs a plan: the settings that are not the plan's, the server's or the
+/// trainer's.
+pub struct ExecSettings {
     pub initial_weights: Vec<f32>,
+    /// The clients' shards: their sizes and class proportions reach the server with each update.
+    pub partition: Arc<Partition>,
+    pub lookahead: usize,
+    /// Tasks per cohort (1: every task trains alone).
+    pub cohort_size: usize,
     pub target_accuracy: Option<f64>,
     /// [(version, acc)]: stop once the version count is >= version and the best accuracy so
     /// far is <= acc (checked after every aggregation and evaluation).
     pub early_stop: Vec<(u64, f64)>,
-    /// libtorch threads of the coordinating thread (server step and evaluation) on CPU.
-    pub server_threads: usize,
+}
+
+/// What runs the plan besides the executor: workers (with their trainer), the evaluator, the
+/// server and where the records go.
+pub struct Engines<'a> {
+    pub workers: &'a mut dyn Workers,
+    pub evaluator: &'a mut dyn Evaluator,
+    pub server: &'a mut Server,
+    pub sink: &'a mut dyn Sink,
 }
 
 /// One applied client update (a row of updates.parquet).
@@ -157,6 +167,8 @@ pub struct RunOutcome {
     /// The most planned-but-unapplied tasks and model versions held at once (memory bounds).
     pub max_tasks_held: usize,
     pub max_versions_held: usize,
+    /// Cohorts trained (equal to tasks_trained at cohort size 1).
+    pub cohorts_trained: u64,
 }
 
 impl RunOutcome {
@@ -177,43 +189,23 @@ struct Slot {
     state: TaskState,
 }
 
-struct Finished {
-    task: u64,
-    worker: u32,
-    result: Result<TrainOutcome, tch::TchError>,
-}
-
 /// Runs `plan` to its end or to a model-dependent stop.
-pub fn execute(
-    plan: &mut dyn Plan,
-    experiment: &Experiment,
-    server: &mut Server,
-    sink: &mut dyn Sink,
-) -> anyhow::Result<RunOutcome> {
+pub fn execute(plan: &mut dyn Plan, settings: &ExecSettings, engines: Engines) -> anyhow::Result<RunOutcome> {
+    let Engines { workers, evaluator, server, sink } = engines;
     let started = Instant::now();
-    if experiment.device == Device::Cpu {
-        // The coordinating thread's own count; workers set theirs to 1 at every job.
-        tch::set_num_threads(experiment.server_threads as i32);
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(experiment.workers)
-        .thread_name(|i| format!("fedsim-worker-{i}"))
-        .build()?;
-    let (sender, receiver) = mpsc::channel::<Finished>();
-    let (mean, std) = experiment.dataset.kind.normalization();
-    let normalize = Normalize::new(&mean, &std, experiment.device);
-    let mut eval_model = Model::new(experiment.spec.model, experiment.spec.input, experiment.device);
-
     let mut window: VecDeque<Step> = VecDeque::new();
     let mut slots: BTreeMap<u64, Slot> = BTreeMap::new();
+    let mut builder = CohortBuilder::new(settings.cohort_size);
+    let mut next_cohort = 0u64;
+    // Closed cohorts not yet started, and started ones not yet finished, by cohort id.
+    let mut waiting: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut running: HashMap<u64, Vec<u64>> = HashMap::new();
     let mut references: HashMap<u64, usize> = HashMap::new();
     let mut versions: HashMap<u64, Arc<Vec<f32>>> = HashMap::new();
     let mut current_version = 0u64;
-    let mut current = Arc::new(experiment.initial_weights.clone());
+    let mut current = Arc::new(settings.initial_weights.clone());
     versions.insert(0, current.clone());
     let mut plan_done = false;
-    let mut running = 0usize;
-    let max_running = experiment.workers * 2;
     let mut virtual_time = 0.0;
     let mut last_accuracy = None;
     let mut best_accuracy: Option<f64> = None;
@@ -234,20 +226,41 @@ pub fn execute(
         max_ready: 0,
         max_tasks_held: 0,
         max_versions_held: 0,
+        cohorts_trained: 0,
+    };
+    let mut close = |cohort: Vec<u64>, waiting: &mut BTreeMap<u64, Vec<u64>>| {
+        waiting.insert(next_cohort, cohort);
+        next_cohort += 1;
     };
 
     let stop = loop {
-        // 1. Read the plan ahead, at least up to the next aggregation or evaluation.
-        while !plan_done && (slots.len() < experiment.lookahead || window.is_empty()) {
+        // 1. Read the plan ahead, at least up to the next aggregation or evaluation, and on
+        //    while that aggregation needs a task of the open cohort (it closes as the plan goes).
+        let head_needs_open = |window: &VecDeque<Step>, builder: &CohortBuilder| matches!(window.front(), Some(Step::Aggregate { inputs, .. }) if inputs.iter().any(|i| builder.holds(i.task)));
+        while !plan_done
+            && (slots.len() < settings.lookahead || window.is_empty() || head_needs_open(&window, &builder))
+        {
             match plan.next() {
                 Some(Step::Train(task)) => {
                     *references.entry(task.base_version).or_default() += 1;
+                    for cohort in builder.train(&task) {
+                        close(cohort, &mut waiting);
+                    }
                     slots.insert(task.task, Slot { task, state: TaskState::Waiting });
                 }
-                Some(step) => window.push_back(step),
+                Some(step) => {
+                    if let Step::Aggregate { version, inputs, .. } = &step {
+                        builder.aggregate(*version, inputs);
+                    }
+                    window.push_back(step)
+                }
                 None => {
                     plan_done = true;
-                    // Tasks that no remaining aggregation takes need not train.
+                    if let Some(cohort) = builder.close() {
+                        close(cohort, &mut waiting);
+                    }
+                    // Cohorts that no remaining aggregation takes from need not train. A cohort
+                    // that is needed at all trains whole: its composition is the plan's.
                     let needed: HashSet<u64> = window
                         .iter()
                         .flat_map(|s| match s {
@@ -255,57 +268,67 @@ pub fn execute(
                             _ => Vec::new(),
                         })
                         .collect();
-                    let unneeded: Vec<u64> = slots
-                        .iter()
-                        .filter(|(id, slot)| matches!(slot.state, TaskState::Waiting) && !needed.contains(id))
-                        .map(|(id, _)| *id)
-                        .collect();
-                    for id in unneeded {
-                        let slot = slots.remove(&id).expect("listed above");
-                        release(&mut references, &mut versions, slot.task.base_version, current_version);
-                    }
+                    waiting.retain(|_, cohort| {
+                        let keep = cohort.iter().any(|t| needed.contains(t));
+                        if !keep {
+                            for id in cohort.iter() {
+                                let slot = slots.remove(id).expect("a waiting cohort's tasks have slots");
+                                release(
+                                    &mut references,
+                                    &mut versions,
+                                    slot.task.base_version,
+                                    current_version,
+                                );
+                            }
+                        }
+                        keep
+                    });
                 }
             }
         }
 
-        // 2. Start ready tasks, earliest first.
+        // 2. Start ready cohorts, earliest first.
         let ready = slots
             .values()
             .filter(|s| {
-                !matches!(s.state, TaskState::Done { .. }) && versions.contains_key(&s.task.base_version)
+                !matches!(s.state, TaskState::Done { .. })
+                    && !builder.holds(s.task.task)
+                    && versions.contains_key(&s.task.base_version)
             })
             .count();
         outcome.max_ready = outcome.max_ready.max(ready);
         outcome.max_tasks_held = outcome.max_tasks_held.max(slots.len());
         outcome.max_versions_held = outcome.max_versions_held.max(versions.len());
-        if running < max_running {
-            let startable: Vec<u64> = slots
+        let free = workers.capacity().saturating_sub(running.len());
+        let startable: Vec<u64> = waiting
+            .iter()
+            .filter(|(_, cohort)| cohort.iter().all(|t| versions.contains_key(&slots[t].task.base_version)))
+            .map(|(id, _)| *id)
+            .take(free)
+            .collect();
+        for id in startable {
+            let cohort = waiting.remove(&id).expect("listed above");
+            let jobs = cohort
                 .iter()
-                .filter(|(_, s)| {
-                    matches!(s.state, TaskState::Waiting) && versions.contains_key(&s.task.base_version)
+                .map(|t| {
+                    let slot = slots.get_mut(t).expect("a cohort's tasks have slots");
+                    slot.state = TaskState::Running;
+                    Job {
+                        task: slot.task.task,
+                        client: slot.task.client,
+                        base: versions[&slot.task.base_version].clone(),
+                    }
                 })
-                .map(|(id, _)| *id)
-                .take(max_running - running)
                 .collect();
-            for id in startable {
-                let slot = slots.get_mut(&id).expect("listed above");
-                slot.state = TaskState::Running;
-                running += 1;
-                spawn_task(
-                    &pool,
-                    experiment,
-                    &slot.task,
-                    versions[&slot.task.base_version].clone(),
-                    sender.clone(),
-                );
-            }
+            workers.start(id, jobs);
+            running.insert(id, cohort);
         }
 
         // 3. Apply the head of the plan, or wait for a worker.
         let evaluation_follows =
             matches!(window.front(), Some(Step::Evaluate { version, .. }) if *version == current_version);
         if !evaluation_follows && std::mem::take(&mut early_stop_due) {
-            if let Some(stop) = early_stop(&experiment.early_stop, current_version, best_accuracy) {
+            if let Some(stop) = early_stop(&settings.early_stop, current_version, best_accuracy) {
                 break Some(stop);
             }
         }
@@ -315,15 +338,24 @@ pub fn execute(
             Some(Step::Aggregate { inputs, .. }) => {
                 let missing = inputs.iter().any(|i| !matches!(slots[&i.task].state, TaskState::Done { .. }));
                 if missing {
-                    let finished = receiver.recv().expect("workers hold a sender while tasks run");
-                    running -= 1;
-                    let outcome_of_task = finished.result?;
-                    outcome.tasks_trained += 1;
-                    outcome.train_time += outcome_of_task.wall;
-                    let slot = slots.get_mut(&finished.task).expect("a running task has a slot");
-                    slot.state = TaskState::Done { outcome: outcome_of_task, worker: finished.worker };
-                    let base = slot.task.base_version;
-                    release(&mut references, &mut versions, base, current_version);
+                    let Finished { cohort, worker, result } = workers.next_finished();
+                    let tasks = running.remove(&cohort).expect("a finished cohort was running");
+                    let trained = result?;
+                    anyhow::ensure!(
+                        trained.len() == tasks.len(),
+                        "a trainer returned {} outcomes for {} tasks",
+                        trained.len(),
+                        tasks.len()
+                    );
+                    outcome.cohorts_trained += 1;
+                    for (id, trained) in tasks.into_iter().zip(trained) {
+                        outcome.tasks_trained += 1;
+                        outcome.train_time += trained.wall;
+                        let slot = slots.get_mut(&id).expect("a running task has a slot");
+                        slot.state = TaskState::Done { outcome: trained, worker };
+                        let base = slot.task.base_version;
+                        release(&mut references, &mut versions, base, current_version);
+                    }
                     continue;
                 }
                 let Some(Step::Aggregate { version, at, inputs }) = window.pop_front() else {
@@ -345,8 +377,8 @@ pub fn execute(
                             delta: &outcome.delta,
                             model: outcome.model.as_deref(),
                             staleness: input.staleness,
-                            samples: experiment.partition.shards[client].len(),
-                            class_proportions: experiment.partition.class_proportions(client),
+                            samples: settings.partition.shards[client].len(),
+                            class_proportions: settings.partition.class_proportions(client),
                         }
                     })
                     .collect();
@@ -395,13 +427,7 @@ pub fn execute(
                 let Some(Step::Evaluate { version, at }) = window.pop_front() else { unreachable!() };
                 debug_assert_eq!(version, current_version, "evaluations follow their aggregation");
                 let eval_started = Instant::now();
-                eval_model.load(&current);
-                let result: EvalResult = evaluate(
-                    &eval_model,
-                    &experiment.dataset.test,
-                    &normalize,
-                    experiment.dataset.num_classes(),
-                );
+                let result = evaluator.evaluate(&current);
                 outcome.eval_time += eval_started.elapsed();
                 virtual_time = at.units();
                 last_accuracy = Some(result.accuracy);
@@ -414,7 +440,7 @@ pub fn execute(
                     per_class_accuracy: result.per_class_accuracy,
                     wall_s: started.elapsed().as_secs_f64(),
                 });
-                if let Some(target) = experiment.target_accuracy {
+                if let Some(target) = settings.target_accuracy {
                     if result.accuracy >= target {
                         break Some(StopReason::TargetAccuracy { accuracy: result.accuracy });
                     }
@@ -423,18 +449,13 @@ pub fn execute(
                     break Some(StopReason::NonFinite { task: u64::MAX });
                 }
                 early_stop_due = false;
-                if let Some(stop) = early_stop(&experiment.early_stop, current_version, best_accuracy) {
+                if let Some(stop) = early_stop(&settings.early_stop, current_version, best_accuracy) {
                     break Some(stop);
                 }
             }
             Some(Step::Train(_)) => unreachable!("train steps go to the task table"),
         }
     };
-    // Let running tasks finish so that no worker outlives the run.
-    drop(sender);
-    for _ in 0..running {
-        let _ = receiver.recv();
-    }
     outcome.stop = stop.unwrap_or_else(|| StopReason::PlanEnd(plan.end().unwrap_or(PlanEnd::MaxVirtualTime)));
     outcome.final_weights = (*current).clone();
     outcome.version = current_version;
@@ -479,50 +500,5 @@ fn release(
                 versions.remove(&version);
             }
         }
-    }
-}
-
-fn spawn_task(
-    pool: &rayon::ThreadPool,
-    experiment: &Experiment,
-    task: &TrainTask,
-    base: Arc<Vec<f32>>,
-    sender: mpsc::Sender<Finished>,
-) {
-    let dataset = experiment.dataset.clone();
-    let partition = experiment.partition.clone();
-    let spec = experiment.spec;
-    let device = experiment.device;
-    let seed = experiment.seed;
-    let (id, client) = (task.task, task.client);
-    pool.spawn(move || {
-        let (mean, std) = dataset.kind.normalization();
-        let normalize = Normalize::new(&mean, &std, device);
-        let ctx = TrainContext { data: &dataset.train, normalize: &normalize, device };
-        let mut rng = rng::stream(seed, Purpose::TrainTask, id);
-        let result = train_local(&spec, &base, &partition.shards[client as usize], &ctx, &mut rng);
-        let worker = rayon::current_thread_index().unwrap_or(0) as u32;
-        // The receiver is gone only when the run stopped early; the result is not needed then.
-        let _ = sender.send(Finished { task: id, worker, result });
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn early_stop_judges_the_best_accuracy_so_far_once_the_version_is_reached() {
-        let thresholds = [(1000, 0.15)];
-        assert_eq!(early_stop(&thresholds, 999, Some(0.1)), None, "before the version");
-        assert_eq!(early_stop(&thresholds, 1000, None), None, "nothing evaluated yet");
-        assert_eq!(
-            early_stop(&thresholds, 1000, Some(0.15)),
-            Some(StopReason::EarlyStop { version: 1000, best_accuracy: 0.15, threshold: 0.15 }),
-            "at most the threshold stops (<=)"
-        );
-        assert_eq!(early_stop(&thresholds, 1500, Some(0.16)), None, "a best above the threshold goes on");
-        // Checked after every event: any later version still stops while the best stays low.
-        assert!(early_stop(&thresholds, 1234, Some(0.1)).is_some());
     }
 }

@@ -2,6 +2,7 @@
 //! need the prepared copy in data/ (`just setup` makes it).
 
 mod bad_input;
+mod cohort;
 mod configs;
 mod data;
 mod determinism;

@@ -1,0 +1,270 @@
+//! The executor's core with fakes: a trainer whose delta is a plain function of the task and
+//! its base weights, workers that finish cohorts in an order a test chooses, an evaluator
+//! without a model. No libtorch, no data: these run in milliseconds, so property tests can
+//! try many finishing orders.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::fl::aggregate::ServerRule;
+use crate::nn::eval::EvalResult;
+use crate::params::weights_hash;
+use crate::sched::{PlanConfig, Policy, Scheduler};
+use crate::sim::delay::DelayModel;
+
+const CLIENTS: usize = 12;
+const WEIGHTS: usize = 6;
+
+/// delta = a task-specific push minus a tenth of the base, so every applied sequence and
+/// every base version leaves its trace in the final weights.
+#[derive(Default)]
+struct FakeTrainer {
+    cohorts: Mutex<Vec<Vec<u64>>>,
+}
+
+impl Trainer for FakeTrainer {
+    fn train(&self, jobs: &[Job]) -> anyhow::Result<Vec<TrainOutcome>> {
+        self.cohorts.lock().unwrap().push(jobs.iter().map(|j| j.task).collect());
+        Ok(jobs
+            .iter()
+            .map(|job| {
+                let delta: Vec<f32> = job
+                    .base
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| ((job.task * 7 + i as u64) % 13) as f32 * 1e-2 - 0.1 * b)
+                    .collect();
+                TrainOutcome {
+                    model: Some(job.base.iter().zip(&delta).map(|(b, d)| b + d).collect()),
+                    delta,
+                    first_loss: 2.0,
+                    last_loss: 1.0 + job.task as f32 * 1e-3,
+                    samples: 32,
+                    wall: Duration::ZERO,
+                }
+            })
+            .collect())
+    }
+}
+
+/// Runs started cohorts synchronously when asked, picking which one finishes next by
+/// `picks` (cycled); `capacity` cohorts may be in flight.
+struct OrderedWorkers {
+    trainer: Arc<FakeTrainer>,
+    capacity: usize,
+    started: Vec<(u64, Vec<Job>)>,
+    picks: Vec<usize>,
+    next_pick: usize,
+}
+
+impl Workers for OrderedWorkers {
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    fn start(&mut self, cohort: u64, jobs: Vec<Job>) {
+        self.started.push((cohort, jobs));
+    }
+    fn next_finished(&mut self) -> Finished {
+        let pick = self.picks.get(self.next_pick % self.picks.len().max(1)).copied().unwrap_or(0);
+        self.next_pick += 1;
+        let (cohort, jobs) = self.started.remove(pick % self.started.len());
+        Finished { cohort, worker: pick as u32, result: self.trainer.train(&jobs) }
+    }
+}
+
+/// Accuracy as a plain function of the weights.
+struct FakeEvaluator;
+
+impl Evaluator for FakeEvaluator {
+    fn evaluate(&mut self, weights: &[f32]) -> EvalResult {
+        let accuracy = (weights.iter().map(|w| w.abs() as f64).sum::<f64>() * 10.0).fract();
+        EvalResult { accuracy, loss: 1.0 - accuracy, per_class_accuracy: vec![accuracy] }
+    }
+}
+
+fn plan(policy: Policy) -> Scheduler {
+    Scheduler::new(PlanConfig {
+        policy,
+        active_jobs: 6,
+        num_clients: CLIENTS,
+        delays: DelayModel::reference_default(),
+        setup_seed: 5,
+        run_seed: 5,
+        eval_interval: 4,
+        max_versions: Some(30),
+        max_virtual_time: None,
+    })
+}
+
+/// What a run applied, in order: (task, applied version) per update, the evaluations, and the
+/// final weights' hash; beside it (not compared) the cohorts the trainer saw. Which cohorts
+/// train may vary at the plan's end, where one no aggregation needs is skipped only if it has
+/// not started yet.
+#[derive(Debug, PartialEq)]
+struct Trace {
+    applied: Vec<(u64, u64)>,
+    evals: Vec<(u64, u64)>,
+    final_hash: String,
+}
+
+fn run(
+    policy: Policy,
+    cohort_size: usize,
+    capacity: usize,
+    picks: Vec<usize>,
+    early_stop: Vec<(u64, f64)>,
+) -> Trace {
+    run_with_cohorts(policy, cohort_size, capacity, picks, early_stop).0
+}
+
+fn run_with_cohorts(
+    policy: Policy,
+    cohort_size: usize,
+    capacity: usize,
+    picks: Vec<usize>,
+    early_stop: Vec<(u64, f64)>,
+) -> (Trace, Vec<Vec<u64>>) {
+    let trainer = Arc::new(FakeTrainer::default());
+    let mut workers =
+        OrderedWorkers { trainer: trainer.clone(), capacity, started: Vec::new(), picks, next_pick: 0 };
+    let partition = Partition {
+        shards: (0..CLIENTS).map(|c| (0..(10 + c as u32)).collect()).collect(),
+        histograms: (0..CLIENTS).map(|c| vec![10 + c as u32]).collect(),
+    };
+    let settings = ExecSettings {
+        initial_weights: (0..WEIGHTS).map(|i| i as f32 * 0.1).collect(),
+        partition: Arc::new(partition),
+        lookahead: 12,
+        cohort_size,
+        target_accuracy: None,
+        early_stop,
+    };
+    let mut server = Server { rule: ServerRule::plain(1.0), revive: None, tracker_reset: Vec::new() };
+    let mut sink = VecSink::default();
+    let engines = Engines {
+        workers: &mut workers,
+        evaluator: &mut FakeEvaluator,
+        server: &mut server,
+        sink: &mut sink,
+    };
+    let outcome = execute(&mut plan(policy), &settings, engines).unwrap();
+    let trace = Trace {
+        applied: sink.updates.iter().map(|u| (u.task, u.applied_version)).collect(),
+        evals: sink.evals.iter().map(|e| (e.version, (e.accuracy * 1e9) as u64)).collect(),
+        final_hash: weights_hash(&outcome.final_weights),
+    };
+    let cohorts = trainer.cohorts.lock().unwrap().clone();
+    (trace, cohorts)
+}
+
+const POLICIES: [Policy; 2] = [Policy::Sync, Policy::Buffered { buffer_size: 2 }];
+
+#[test]
+fn the_applied_sequence_follows_the_plan() {
+    for policy in POLICIES {
+        let trace = run(policy, 1, 1, vec![0], Vec::new());
+        assert_eq!(trace.applied.len() as u64, trace.applied.last().unwrap().1 * policy_updates(policy));
+        // Every update is applied once, versions rise one aggregation at a time.
+        let versions: Vec<u64> = trace.applied.iter().map(|a| a.1).collect();
+        assert!(versions.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1));
+        assert_eq!(*versions.last().unwrap(), 30);
+        assert!(!trace.evals.is_empty());
+    }
+}
+
+fn policy_updates(policy: Policy) -> u64 {
+    match policy {
+        Policy::Sync => 6,
+        Policy::Buffered { buffer_size } => buffer_size as u64,
+    }
+}
+
+#[test]
+fn cohort_composition_is_the_plans_for_any_worker_count_and_order() {
+    for policy in POLICIES {
+        for size in [1, 4, 8] {
+            let reference = run(policy, size, 1, vec![0], Vec::new());
+            let planned = cohorts::compose(&plan(policy).collect::<Vec<_>>(), size);
+            for capacity in [1, 2, 4, 8] {
+                let (trace, trained) =
+                    run_with_cohorts(policy, size, capacity, vec![3, 1, 4, 1, 5, 9, 2, 6], Vec::new());
+                assert_eq!(trace, reference, "{policy:?} size {size} capacity {capacity}");
+                // The trainer saw only the plan's cohorts, each once.
+                for cohort in &trained {
+                    assert!(
+                        planned.contains(cohort),
+                        "{policy:?} size {size}: {cohort:?} is not a planned cohort"
+                    );
+                }
+                let mut unique = trained.clone();
+                unique.sort();
+                unique.dedup();
+                assert_eq!(unique.len(), trained.len());
+                if size > 1 {
+                    assert!(trained.iter().any(|c| c.len() > 1), "{policy:?} size {size}: cohorts formed");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cohort_size_changes_nothing_when_training_is_exact() {
+    // The fake trainer has no rounding, so every cohort size must apply the same updates.
+    for policy in POLICIES {
+        let single = run(policy, 1, 2, vec![0], Vec::new());
+        for size in [4, 8] {
+            let cohort = run(policy, size, 2, vec![1], Vec::new());
+            assert_eq!(
+                (&cohort.applied, &cohort.final_hash),
+                (&single.applied, &single.final_hash),
+                "{policy:?} {size}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_early_stop_ends_the_run_after_the_evaluation_that_decides_it() {
+    let full = run(Policy::Buffered { buffer_size: 2 }, 4, 4, vec![2, 0], Vec::new());
+    let stopped = run(Policy::Buffered { buffer_size: 2 }, 4, 4, vec![2, 0], vec![(8, 1.0)]);
+    assert_eq!(stopped.evals.last().unwrap().0, 8, "stops at the first evaluation past version 8");
+    assert!(stopped.applied.len() < full.applied.len());
+    assert_eq!(stopped.applied, full.applied[..stopped.applied.len()], "a prefix of the full run");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Any finishing order of the workers gives the same applied sequence and final weights.
+    #[test]
+    fn any_finishing_order_gives_the_same_applied_sequence(
+        picks in proptest::collection::vec(0usize..16, 1..40),
+        capacity in 1usize..10,
+        size in 1usize..9,
+        buffered in any::<bool>(),
+    ) {
+        let policy = if buffered { Policy::Buffered { buffer_size: 2 } } else { Policy::Sync };
+        let reference = run(policy, size, 1, vec![0], Vec::new());
+        let trace = run(policy, size, capacity, picks, Vec::new());
+        prop_assert_eq!(trace, reference);
+    }
+}
+
+#[test]
+fn early_stop_judges_the_best_accuracy_so_far_once_the_version_is_reached() {
+    let thresholds = [(1000, 0.15)];
+    assert_eq!(early_stop(&thresholds, 999, Some(0.1)), None, "before the version");
+    assert_eq!(early_stop(&thresholds, 1000, None), None, "nothing evaluated yet");
+    assert_eq!(
+        early_stop(&thresholds, 1000, Some(0.15)),
+        Some(StopReason::EarlyStop { version: 1000, best_accuracy: 0.15, threshold: 0.15 }),
+        "at most the threshold stops (<=)"
+    );
+    assert_eq!(early_stop(&thresholds, 1500, Some(0.16)), None, "a best above the threshold goes on");
+    // Checked after every event: any later version still stops while the best stays low.
+    assert!(early_stop(&thresholds, 1234, Some(0.1)).is_some());
+}

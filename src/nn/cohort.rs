@@ -1,0 +1,341 @@
+//! Cohort training: the local updates of G clients as one computation. The G models are one
+//! stacked model: every variable gains a leading client axis; a convolution over the stack is
+//! one grouped convolution (groups = G, client g's channels are group g), a linear layer one
+//! batched matmul, and each tracker keeps per-client statistics. The loss is the sum of the
+//! clients' mean losses, so each client's gradient is its own, and Adam and SGD are elementwise,
+//! so each client's optimizer state is its own too. Each client draws its batches and
+//! augmentation from its own stream in the order the single path does; batches of different
+//! sizes (an epoch's last batch, shards of different lengths) are padded and masked.
+//!
+//! On a GPU this turns G launch-bound jobs into one that fills the device. The result differs
+//! from training each client alone only by float rounding, which is why a run's cohort size is
+//! part of its config.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tch::{nn, Device, Kind, Tensor};
+
+use super::train::{single_threaded_torch, BatchOrder, TrainContext, TrainOutcome, TrainSpec};
+use super::{tracker, InputSpec, Layout, Model, ModelKind};
+use crate::sim::rng::Rng;
+
+/// G copies of a model as stacked variables, named as the single model's.
+pub struct StackedModel {
+    kind: ModelKind,
+    clients: i64,
+    vs: nn::VarStore,
+    vars: HashMap<String, Tensor>,
+    /// The single model's layout: where each variable lies in one client's flat weights.
+    layout: Layout,
+}
+
+/// Which rows of a padded batch are real, per client.
+struct Mask {
+    /// `[B, G, 1, 1]` of 0 and 1, for trackers over `[B, G*C, H, W]` activations.
+    rows: Tensor,
+    /// `[G, 1]`: each client's real rows.
+    counts: Tensor,
+}
+
+impl StackedModel {
+    pub fn new(kind: ModelKind, input: InputSpec, clients: usize, device: Device) -> Self {
+        assert!(clients >= 1, "a cohort holds at least one client");
+        let layout = Model::new(kind, input, Device::Cpu).layout;
+        let vs = nn::VarStore::new(device);
+        let mut vars = HashMap::new();
+        for entry in &layout.entries {
+            let (prefix, leaf) = entry.name.rsplit_once('.').unwrap_or(("", &entry.name));
+            let path = prefix.split('.').filter(|p| !p.is_empty()).fold(vs.root(), |p, part| p / part);
+            let shape: Vec<i64> =
+                std::iter::once(clients as i64).chain(entry.shape.iter().copied()).collect();
+            let var = if entry.trainable {
+                path.var(leaf, &shape, nn::Init::Const(0.0))
+            } else {
+                path.zeros_no_train(leaf, &shape)
+            };
+            vars.insert(entry.name.clone(), var);
+        }
+        StackedModel { kind, clients: clients as i64, vs, vars, layout }
+    }
+
+    /// Copies client g's flat weights `bases[g]` into slice g of every variable.
+    pub fn load(&mut self, bases: &[&[f32]]) {
+        assert_eq!(bases.len() as i64, self.clients, "one base per client");
+        let device = self.vs.device();
+        tch::no_grad(|| {
+            for entry in &self.layout.entries {
+                let mut host = Vec::with_capacity(entry.numel * bases.len());
+                for base in bases {
+                    host.extend_from_slice(&base[entry.offset..entry.offset + entry.numel]);
+                }
+                let shape: Vec<i64> =
+                    std::iter::once(self.clients).chain(entry.shape.iter().copied()).collect();
+                let source = Tensor::from_slice(&host).view(shape.as_slice()).to_device(device);
+                self.vars[&entry.name].shallow_clone().copy_(&source);
+            }
+        });
+    }
+
+    /// Every client's flat weights, on the host.
+    pub fn weights(&self) -> Vec<Vec<f32>> {
+        let clients = self.clients as usize;
+        let mut out = vec![vec![0f32; self.layout.numel]; clients];
+        let mut host = Vec::new();
+        for entry in &self.layout.entries {
+            let tensor = self.vars[&entry.name].to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+            host.resize(entry.numel * clients, 0.0);
+            tensor.copy_data(&mut host, entry.numel * clients);
+            for (g, weights) in out.iter_mut().enumerate() {
+                let source = &host[g * entry.numel..(g + 1) * entry.numel];
+                weights[entry.offset..entry.offset + entry.numel].copy_from_slice(source);
+            }
+        }
+        out
+    }
+
+    /// Class scores `[G, B, classes]` of images `[B, G*C, H, W]` (client g's images are
+    /// channels g*C..(g+1)*C); in training mode the trackers record each client's statistics
+    /// over the rows `mask` marks real.
+    fn forward(&self, xs: &Tensor, mask: Option<&Mask>, train: bool) -> Tensor {
+        match self.kind {
+            ModelKind::ConvNet => {
+                let xs = self.track("track1", &self.conv("conv1", xs, 2, 0), mask, train).relu();
+                let xs = self.track("track2", &self.conv("conv2", &xs, 2, 0), mask, train).relu();
+                let xs = self.to_rows(&xs);
+                let xs = self.linear("fc1", &xs).relu();
+                let xs = self.linear("fc2", &xs).relu();
+                self.linear("fc3", &xs)
+            }
+            ModelKind::ResNet18 => {
+                let mut out = self.track("stem_track", &self.conv("stem", xs, 1, 1), mask, train).relu();
+                let mut cin = 64;
+                for (stage, (cout, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate()
+                {
+                    for (i, s) in [stride, 1].into_iter().enumerate() {
+                        let block = format!("layer{}.{i}", stage + 1);
+                        out = self.basic_block(&block, &out, s, cin != cout || s != 1, mask, train);
+                        cin = cout;
+                    }
+                }
+                let side = out.size()[2];
+                let pooled = out.avg_pool2d([side, side], [side, side], [0, 0], false, true, None);
+                self.linear("head", &self.to_rows(&pooled))
+            }
+        }
+    }
+
+    fn basic_block(
+        &self,
+        name: &str,
+        xs: &Tensor,
+        stride: i64,
+        shortcut: bool,
+        mask: Option<&Mask>,
+        train: bool,
+    ) -> Tensor {
+        let conv = |layer: &str, xs: &Tensor, k_stride: i64, pad: i64| {
+            self.conv(&format!("{name}.{layer}"), xs, k_stride, pad)
+        };
+        let track = |layer: &str, xs: &Tensor| self.track(&format!("{name}.{layer}"), xs, mask, train);
+        let out = track("track1", &conv("conv1", xs, stride, 1)).relu();
+        let out = track("track2", &conv("conv2", &out, 1, 1));
+        let skip = if shortcut {
+            track("shortcut_track", &conv("shortcut_conv", xs, stride, 0))
+        } else {
+            xs.shallow_clone()
+        };
+        (out + skip).relu()
+    }
+
+    /// The stacked convolution `name` as one grouped convolution.
+    fn conv(&self, name: &str, xs: &Tensor, stride: i64, padding: i64) -> Tensor {
+        let weight = &self.vars[&format!("{name}.weight")];
+        let [g, o, c, kh, kw] = weight.size()[..] else { unreachable!("stacked conv weights are 5-D") };
+        let weight = weight.view([g * o, c, kh, kw]);
+        let bias = self.vars.get(&format!("{name}.bias")).map(|b| b.view([-1]));
+        xs.conv2d(&weight, bias.as_ref(), [stride, stride], [padding, padding], [1, 1], self.clients)
+    }
+
+    /// `[B, G*C, H, W]` feature maps -> `[G, B, C*H*W]` rows, each client's flattened as the
+    /// single model flattens them (channel-major).
+    fn to_rows(&self, xs: &Tensor) -> Tensor {
+        let batch = xs.size()[0];
+        xs.view([batch, self.clients, -1]).transpose(0, 1)
+    }
+
+    /// The stacked linear layer `name`: `[G, B, I]` -> `[G, B, O]`.
+    fn linear(&self, name: &str, xs: &Tensor) -> Tensor {
+        let weight = &self.vars[&format!("{name}.weight")];
+        let out = xs.bmm(&weight.transpose(1, 2));
+        match self.vars.get(&format!("{name}.bias")) {
+            Some(bias) => out + bias.unsqueeze(1),
+            None => out,
+        }
+    }
+
+    /// Identity; in training mode folds each client's batch statistics (real rows only) into
+    /// its running mean and biased variance, as [`tracker::StatTracker`] does for one model.
+    fn track(&self, name: &str, xs: &Tensor, mask: Option<&Mask>, train: bool) -> Tensor {
+        if train {
+            tch::no_grad(|| {
+                let (batch, channels, height, width) = xs.size4().expect("trackers follow convolutions");
+                let (g, c) = (self.clients, channels / self.clients);
+                let (mean, var) = match mask {
+                    None => (
+                        xs.mean_dim([0i64, 2, 3].as_slice(), false, None).view([g, c]),
+                        xs.var_correction([0i64, 2, 3].as_slice(), 0, false).view([g, c]),
+                    ),
+                    Some(mask) => {
+                        let grouped = xs.view([batch, g, c, height * width]);
+                        let count = &mask.counts * (height * width) as f64;
+                        let mean =
+                            (&grouped * &mask.rows).sum_dim_intlist([0i64, 3].as_slice(), false, Kind::Float)
+                                / &count;
+                        let centred = &grouped - mean.view([1, g, c, 1]);
+                        let var = (centred.square() * &mask.rows).sum_dim_intlist(
+                            [0i64, 3].as_slice(),
+                            false,
+                            Kind::Float,
+                        ) / count;
+                        (mean, var)
+                    }
+                };
+                let mut running_mean = self.vars[&format!("{name}.running_mean")].shallow_clone();
+                let mut running_var = self.vars[&format!("{name}.running_var")].shallow_clone();
+                running_mean.copy_(&(&running_mean * (1.0 - tracker::MOMENTUM) + mean * tracker::MOMENTUM));
+                running_var.copy_(&(&running_var * (1.0 - tracker::MOMENTUM) + var * tracker::MOMENTUM));
+            });
+        }
+        xs.shallow_clone()
+    }
+}
+
+/// One cohort member's input: its base weights, shard and stream.
+pub struct Member<'a> {
+    pub base: &'a [f32],
+    pub shard: &'a [u32],
+    pub rng: Rng,
+}
+
+/// Trains every member as the single path would ([`super::train::train_local`]), all in one
+/// stacked model; returns the outcomes in member order. Each outcome's `wall` is its share of
+/// the cohort's time.
+pub fn train_cohort(
+    spec: &TrainSpec,
+    members: Vec<Member>,
+    ctx: &TrainContext,
+) -> Result<Vec<TrainOutcome>, tch::TchError> {
+    let started = Instant::now();
+    if ctx.device == Device::Cpu {
+        single_threaded_torch();
+    }
+    let clients = members.len();
+    let mut model = StackedModel::new(spec.model, spec.input, clients, ctx.device);
+    let bases: Vec<&[f32]> = members.iter().map(|m| m.base).collect();
+    model.load(&bases);
+    let mut optimizer = spec.optimizer.build(&model.vs, spec.lr, spec.momentum)?;
+    let mut orders: Vec<BatchOrder> = members.iter().map(|m| BatchOrder::new(m.shard)).collect();
+    let mut rngs: Vec<Rng> = members.into_iter().map(|m| m.rng).collect();
+    let mut samples = vec![0usize; clients];
+    let mut first_losses = Tensor::new();
+    let mut last_losses = Tensor::new();
+    for step in 0..spec.local_iters {
+        let mut images = Vec::with_capacity(clients);
+        let mut labels = Vec::with_capacity(clients);
+        for (g, (order, rng)) in orders.iter_mut().zip(&mut rngs).enumerate() {
+            let batch = order.next_batch(spec.batch_size, rng);
+            samples[g] += batch.len();
+            let index = Tensor::from_slice(&batch).to_device(ctx.device);
+            let augmented = spec.augment.apply(&ctx.data.images.index_select(0, &index), rng);
+            images.push(ctx.normalize.apply(&augmented));
+            labels.push(ctx.data.labels.index_select(0, &index));
+        }
+        let losses = cohort_step(&model, &mut optimizer, images, labels)?;
+        if step == 0 {
+            first_losses = losses.shallow_clone();
+        }
+        last_losses = losses;
+    }
+    let values = |t: &Tensor| -> Vec<f32> {
+        if t.defined() {
+            Vec::<f32>::try_from(t.to_device(Device::Cpu)).unwrap_or_else(|_| vec![f32::NAN; clients])
+        } else {
+            vec![f32::NAN; clients]
+        }
+    };
+    let (first, last) = (values(&first_losses), values(&last_losses));
+    let share = started.elapsed() / clients as u32;
+    Ok(model
+        .weights()
+        .into_iter()
+        .enumerate()
+        .map(|(g, trained)| TrainOutcome {
+            delta: crate::params::delta(&trained, bases[g]),
+            model: spec.return_model.then_some(trained),
+            first_loss: first[g],
+            last_loss: last[g],
+            samples: samples[g],
+            wall: share,
+        })
+        .collect())
+}
+
+/// One optimizer step of the cohort on each client's normalised images `[b_g, C, H, W]` and
+/// labels `[b_g]`; returns each client's detached mean loss `[G]`.
+fn cohort_step(
+    model: &StackedModel,
+    optimizer: &mut nn::Optimizer,
+    images: Vec<Tensor>,
+    labels: Vec<Tensor>,
+) -> Result<Tensor, tch::TchError> {
+    let sizes: Vec<i64> = images.iter().map(|i| i.size()[0]).collect();
+    let rows = *sizes.iter().max().expect("a cohort is never empty");
+    let padded = sizes.iter().any(|&s| s != rows);
+    let device = images[0].device();
+    let (images, labels): (Vec<Tensor>, Vec<Tensor>) = images
+        .into_iter()
+        .zip(labels)
+        .zip(&sizes)
+        .map(|((image, label), &size)| {
+            if size == rows {
+                return (image, label);
+            }
+            // Padded rows: zero images, and labels that cross entropy ignores.
+            let image = image.constant_pad_nd([0, 0, 0, 0, 0, 0, 0, rows - size]);
+            let filler = Tensor::full([rows - size], -100, (Kind::Int64, device));
+            (image, Tensor::cat(&[label, filler], 0))
+        })
+        .unzip();
+    let clients = images.len() as i64;
+    let [_, c, h, w] = images[0].size()[..] else { unreachable!("images are 4-D") };
+    let xs = Tensor::stack(&images, 1).view([rows, clients * c, h, w]);
+    let ys = Tensor::stack(&labels, 0);
+    let mask = padded.then(|| {
+        let real: Vec<f32> =
+            (0..rows).flat_map(|r| sizes.iter().map(move |&s| if r < s { 1.0 } else { 0.0 })).collect();
+        let counts: Vec<f32> = sizes.iter().map(|&s| s as f32).collect();
+        Mask {
+            rows: Tensor::from_slice(&real).view([rows, clients, 1, 1]).to_device(device),
+            counts: Tensor::from_slice(&counts).view([clients, 1]).to_device(device),
+        }
+    });
+    let logits = model.forward(&xs, mask.as_ref(), true);
+    let classes = logits.size()[2];
+    let per_sample = logits.reshape([clients * rows, classes]).f_cross_entropy_loss(
+        &ys.view([-1]),
+        None::<Tensor>,
+        tch::Reduction::None,
+        -100,
+        0.0,
+    )?;
+    let per_sample = per_sample.view([clients, rows]);
+    let losses = match &mask {
+        None => per_sample.mean_dim([1i64].as_slice(), false, None),
+        Some(mask) => {
+            per_sample.sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / mask.counts.view([-1])
+        }
+    };
+    optimizer.backward_step(&losses.sum(Kind::Float));
+    Ok(losses.detach())
+}

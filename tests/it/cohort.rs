@@ -1,0 +1,83 @@
+//! Cohort training against the single path: each client's delta from a stacked cohort equals
+//! training it alone up to float rounding, for both models and both optimizers, including
+//! shards whose batches differ in size (padded and masked in the stack).
+
+use fedsim::data::augment::{Augment, Normalize};
+use fedsim::data::{partition, split, DatasetKind};
+use fedsim::nn::cohort::{train_cohort, Member};
+use fedsim::nn::train::{train_local, OptimizerKind, TrainContext, TrainSpec};
+use fedsim::nn::{initial_weights, InputSpec, ModelKind};
+use fedsim::sim::rng::{stream, Purpose};
+use tch::Device;
+
+use crate::cifar;
+
+/// max |cohort - single| / max |single| over one client's delta.
+fn relative_difference(cohort: &[f32], single: &[f32]) -> f64 {
+    let scale = single.iter().fold(0f32, |m, d| m.max(d.abs())) as f64;
+    let diff = cohort.iter().zip(single).fold(0f32, |m, (a, b)| m.max((a - b).abs())) as f64;
+    diff / scale.max(1e-12)
+}
+
+/// Trains `clients` clients (shards of different sizes, bases perturbed per client) as one
+/// cohort and alone; returns the largest relative difference over clients and the losses.
+fn compare(model: ModelKind, optimizer: OptimizerKind, clients: usize, local_iters: usize) -> f64 {
+    let data = cifar();
+    let input = InputSpec::of(data);
+    let pool = split::split(data.train.len(), split::VAL_SPLIT, split::KD_SPLIT, 3).train;
+    let kind = partition::PartitionKind::Dirichlet { alpha: 0.5 };
+    // 70 samples: an epoch is 2 batches of 32 and one of 6, so steps mix batch sizes.
+    let shards =
+        partition::partition(&data.train.host_labels, &pool, 10, clients, 70, kind, 3).unwrap().shards;
+    let (mean, std) = DatasetKind::Cifar10.normalization();
+    let normalize = Normalize::new(&mean, &std, Device::Cpu);
+    let ctx = TrainContext { data: &data.train, normalize: &normalize, device: Device::Cpu };
+    let spec = TrainSpec {
+        model,
+        input,
+        optimizer,
+        lr: if optimizer == OptimizerKind::Adam { 3e-4 } else { 0.01 },
+        momentum: 0.9,
+        local_iters,
+        batch_size: 32,
+        augment: Augment::default(),
+        return_model: true,
+    };
+    let bases: Vec<Vec<f32>> = (0..clients).map(|c| initial_weights(model, input, 100 + c as u64)).collect();
+    // A shorter shard for client 1 makes its epoch boundaries fall elsewhere.
+    let shard = |c: usize| if c == 1 { &shards[c][..50] } else { &shards[c][..] };
+    let members = (0..clients)
+        .map(|c| Member { base: &bases[c], shard: shard(c), rng: stream(9, Purpose::TrainTask, c as u64) })
+        .collect();
+    let cohort = train_cohort(&spec, members, &ctx).unwrap();
+    let mut worst = 0f64;
+    for c in 0..clients {
+        let single =
+            train_local(&spec, &bases[c], shard(c), &ctx, &mut stream(9, Purpose::TrainTask, c as u64))
+                .unwrap();
+        let diff = relative_difference(&cohort[c].delta, &single.delta);
+        assert_eq!(cohort[c].samples, single.samples, "client {c} saw the same batches");
+        assert!((cohort[c].first_loss - single.first_loss).abs() < 1e-4, "client {c}");
+        assert!((cohort[c].last_loss - single.last_loss).abs() < 1e-3 * single.last_loss.abs().max(1.0));
+        let model_diff =
+            relative_difference(cohort[c].model.as_ref().unwrap(), single.model.as_ref().unwrap());
+        assert!(model_diff < 1e-5, "client {c}: trained models differ by {model_diff:e}");
+        worst = worst.max(diff);
+    }
+    eprintln!("{model} {optimizer:?} cohort of {clients}: max relative delta difference {worst:.3e}");
+    worst
+}
+
+#[test]
+fn convnet_cohort_of_eight_matches_training_each_client_alone() {
+    for optimizer in [OptimizerKind::Adam, OptimizerKind::Sgd] {
+        let worst = compare(ModelKind::ConvNet, optimizer, 8, 6);
+        assert!(worst < 1e-4, "{optimizer:?}: {worst:e}");
+    }
+}
+
+#[test]
+fn resnet18_cohort_matches_training_each_client_alone() {
+    let worst = compare(ModelKind::ResNet18, OptimizerKind::Sgd, 3, 3);
+    assert!(worst < 1e-4, "{worst:e}");
+}

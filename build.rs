@@ -8,6 +8,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/determinism.cpp");
+    println!("cargo:rerun-if-changed=csrc/device_memory.cpp");
     assert!(!lib_dir.is_empty(), "torch-sys did not report libtorch's lib folder (DEP_TCH_LIBTORCH_LIB)");
     let lib = Path::new(&lib_dir);
     compile_determinism_shim(lib);
@@ -35,7 +36,8 @@ fn main() {
     println!("cargo:rustc-env=FEDSIM_LIBTORCH_VERSION={version}");
 }
 
-/// libtorch's determinism switches are C++ only; a few lines of C++ expose them to Rust.
+/// libtorch's determinism switches and device memory figures are C++ only; a few lines of C++
+/// expose them to Rust.
 fn compile_determinism_shim(lib: &Path) {
     let include = lib.parent().expect("libtorch lib folder has a parent").join("include");
     cc::Build::new()
@@ -46,5 +48,6 @@ fn compile_determinism_shim(lib: &Path) {
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .flag_if_supported("-Wno-unused-parameter")
         .file("csrc/determinism.cpp")
+        .file("csrc/device_memory.cpp")
         .compile("fedsim_determinism");
 }

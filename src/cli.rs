@@ -10,17 +10,11 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::central::{self, CentralOptions};
-use crate::data::{
-    self,
-    augment::{Augment, Normalize},
-    partition, prepare, split, DataDirs, DatasetKind,
-};
-use crate::nn::train::{train_local, OptimizerKind, TrainContext, TrainSpec};
-use crate::nn::{initial_weights, InputSpec, Model, ModelKind};
-use crate::params::weights_hash;
+use crate::data::{self, prepare, DataDirs, DatasetKind};
+use crate::nn::train::OptimizerKind;
+use crate::nn::ModelKind;
 use crate::report::ReportOptions;
 use crate::runtime::{self, DeviceChoice, TorchInfo};
-use crate::sim::rng::{self, Purpose};
 
 #[derive(Parser, Debug)]
 #[command(name = "fedsim", version, about = "Deterministic discrete-event simulator for federated learning")]
@@ -155,6 +149,32 @@ enum BenchCommand {
         #[arg(long, default_value = "auto")]
         device: DeviceChoice,
     },
+    /// Time FedAvg rounds: N client updates from one base, trained in cohorts of G (stacked
+    /// models) on W workers, as a run trains them; prints seconds per round and samples per
+    /// second, and on a GPU the memory per client.
+    Round {
+        #[arg(long, default_value = "convnet")]
+        model: ModelKind,
+        #[arg(long, default_value = "cifar10")]
+        dataset: DatasetKind,
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Clients per cohort (1: each alone, as run.cohort_size = 1).
+        #[arg(long, default_value_t = 1)]
+        cohort: usize,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 25)]
+        local_iters: usize,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 10)]
+        seed: u64,
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+    },
     /// Time client local updates (the reference's job: 25 Adam steps of batch 32 on a
     /// 350-sample Dirichlet shard) and check that a repeated task gives the same delta.
     LocalUpdate {
@@ -227,11 +247,42 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench {
             command: BenchCommand::Distill { model, ngf, teachers, repeats, threads, device },
-        } => bench_distill(model, ngf, teachers, repeats, threads, device),
+        } => crate::bench::distill(model, ngf, teachers, repeats, threads, device),
         Command::Bench {
             command:
                 BenchCommand::LocalUpdate { model, dataset, repeats, local_iters, batch_size, seed, device },
-        } => bench_local_update(&dirs, model, dataset, repeats, local_iters, batch_size, seed, device),
+        } => {
+            crate::bench::local_update(&dirs, model, dataset, repeats, local_iters, batch_size, seed, device)
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Round {
+                    model,
+                    dataset,
+                    clients,
+                    cohort,
+                    workers,
+                    rounds,
+                    local_iters,
+                    batch_size,
+                    seed,
+                    device,
+                },
+        } => {
+            let options = crate::bench::RoundOptions {
+                model,
+                dataset,
+                clients,
+                cohort,
+                workers,
+                rounds,
+                local_iters,
+                batch_size,
+                seed,
+                device,
+            };
+            crate::bench::round(&dirs, &options)
+        }
     }
 }
 
@@ -292,7 +343,7 @@ fn info(dirs: &DataDirs) -> Result<()> {
     Ok(())
 }
 
-fn load_dataset(dirs: &DataDirs, kind: DatasetKind, device: tch::Device) -> Result<data::Dataset> {
+pub(crate) fn load_dataset(dirs: &DataDirs, kind: DatasetKind, device: tch::Device) -> Result<data::Dataset> {
     let started = Instant::now();
     let dataset = data::load(kind, dirs)?.to_device(device);
     eprintln!(
@@ -371,148 +422,4 @@ impl CentralOptions {
     fn optimizer_label(&self) -> String {
         format!("{:?} lr {} batch {}", self.optimizer, self.lr, self.batch_size).to_lowercase()
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn bench_local_update(
-    dirs: &DataDirs,
-    model: ModelKind,
-    kind: DatasetKind,
-    repeats: usize,
-    local_iters: usize,
-    batch_size: usize,
-    seed: u64,
-    device: DeviceChoice,
-) -> Result<()> {
-    anyhow::ensure!(
-        repeats > 0 && local_iters > 0 && batch_size > 0,
-        "--repeats, --local-iters and --batch-size must be at least 1"
-    );
-    let device = device.resolve()?;
-    let dataset = load_dataset(dirs, kind, device)?;
-    let input = InputSpec::of(&dataset);
-    let pool = split::split(dataset.train.len(), split::VAL_SPLIT, split::KD_SPLIT, seed).train;
-    let shards = partition::partition(
-        &dataset.train.host_labels,
-        &pool,
-        dataset.num_classes(),
-        1,
-        350,
-        partition::PartitionKind::Dirichlet { alpha: 0.5 },
-        seed,
-    )?;
-    let (mean, std) = kind.normalization();
-    let normalize = Normalize::new(&mean, &std, device);
-    let ctx = TrainContext { data: &dataset.train, normalize: &normalize, device };
-    let spec = TrainSpec {
-        model,
-        input,
-        optimizer: OptimizerKind::Adam,
-        lr: 3e-4,
-        momentum: 0.9,
-        local_iters,
-        batch_size,
-        augment: Augment::default(),
-        return_model: false,
-    };
-    let base = initial_weights(model, input, seed);
-    println!(
-        "local update: {model} ({} parameters), {local_iters} Adam steps of batch {batch_size} on {}{}",
-        Model::new(model, input, tch::Device::Cpu).layout.parameter_count(),
-        runtime::describe(device),
-        if runtime::deterministic_algorithms() { ", deterministic algorithms" } else { "" }
-    );
-    let mut times = Vec::new();
-    let mut hashes = Vec::new();
-    // Task 0 runs first and last: the first run includes warm-up, the two must agree bit for bit.
-    for run in 0..=repeats {
-        let task = if run == repeats { 0 } else { run as u64 };
-        let mut task_rng = rng::stream(seed, Purpose::TrainTask, task);
-        let outcome = train_local(&spec, &base, &shards.shards[0], &ctx, &mut task_rng)?;
-        let hash = weights_hash(&outcome.delta);
-        println!(
-            "  task {task}: {:8.2} ms  loss {:.4} -> {:.4}  delta {}",
-            outcome.wall.as_secs_f64() * 1e3,
-            outcome.first_loss,
-            outcome.last_loss,
-            &hash[..16]
-        );
-        if run > 0 {
-            times.push(outcome.wall.as_secs_f64());
-        }
-        hashes.push(hash);
-    }
-    let mean_s = times.iter().sum::<f64>() / times.len() as f64;
-    println!(
-        "mean {:.2} ms per update after warm-up ({:.0} samples/s); repeated task bit-identical: {}",
-        mean_s * 1e3,
-        (local_iters * batch_size) as f64 / mean_s,
-        if hashes.first() == hashes.last() { "yes" } else { "NO" }
-    );
-    Ok(())
-}
-
-fn bench_distill(
-    model: ModelKind,
-    ngf: i64,
-    teachers: usize,
-    repeats: usize,
-    threads: usize,
-    device: DeviceChoice,
-) -> Result<()> {
-    use crate::fl::revive::{Distiller, Teacher};
-    use crate::nn::dfkd::{DataFreeDistiller, DfkdSettings};
-    use crate::nn::kd::KdSettings;
-    use rand_distr::{Distribution, Gamma};
-    anyhow::ensure!(
-        ngf > 0 && teachers > 0 && repeats > 0 && threads > 0,
-        "--ngf, --teachers, --repeats and --threads must be at least 1"
-    );
-    let device = device.resolve()?;
-    if device == tch::Device::Cpu {
-        tch::set_num_threads(threads as i32);
-    }
-    let input = InputSpec { channels: 3, height: 32, width: 32, classes: 10 };
-    let kd = KdSettings { iters: 10, lr: 1e-4, weight_decay: 1e-5, temperature: 1.0, batch_per_teacher: 32 };
-    // The adversarial term from the start, so that every call pays for all three losses.
-    let settings = DfkdSettings { ngf, adv_after: 0, ..DfkdSettings::reference() };
-    let mut distiller = DataFreeDistiller::new(kd, settings, model, DatasetKind::Cifar10, input, device, 10)?;
-    let gamma = Gamma::new(0.5, 1.0)?;
-    let mut rng = rng::stream(10, Purpose::Partition, 0);
-    let teacher_set: Vec<Teacher> = (0..teachers as u64)
-        .map(|k| {
-            let g: Vec<f64> = (0..10).map(|_| gamma.sample(&mut rng)).collect();
-            let total: f64 = g.iter().sum();
-            Teacher {
-                weights: std::sync::Arc::new(initial_weights(model, input, 100 + k)),
-                class_proportions: g.iter().map(|x| x / total).collect(),
-            }
-        })
-        .collect();
-    let refs: Vec<&Teacher> = teacher_set.iter().collect();
-    let current = initial_weights(model, input, 10);
-    println!(
-        "distillation step: {model} student, {teachers} teachers, generator ngf {ngf} (nz 256, batch 64, 2 steps), 10 KD steps of 32 images per teacher, on {} ({threads} libtorch threads)",
-        runtime::describe(device)
-    );
-    let mut times = Vec::new();
-    for call in 0..=repeats {
-        let started = Instant::now();
-        let delta = distiller.distill(&current, &refs, call as u64 + 1)?;
-        let seconds = started.elapsed().as_secs_f64();
-        println!(
-            "  call {call}: {:8.1} ms  |delta_KD| max {:.2e}",
-            seconds * 1e3,
-            delta.iter().fold(0f32, |m, d| m.max(d.abs()))
-        );
-        if call > 0 {
-            times.push(seconds);
-        }
-    }
-    println!(
-        "mean {:.1} ms per arrival after warm-up; pool holds {} images",
-        times.iter().sum::<f64>() * 1e3 / times.len() as f64,
-        distiller.pool_len()
-    );
-    Ok(())
 }

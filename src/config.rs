@@ -296,9 +296,35 @@ pub struct RawRun {
     /// libtorch threads of the server's distillation on CPU (default 1). Part of the
     /// experiment: CPU kernels split their sums by thread, so the count changes the floats.
     pub server_threads: Option<usize>,
-    /// Tasks trained together as one stacked model (default 1: each task alone). Part of the
-    /// experiment: stacked training differs from single training by float rounding.
-    pub cohort_size: Option<usize>,
+    /// Tasks trained together as one stacked model: a count, or "auto" (the default): sized
+    /// from free device memory on a GPU, 1 (each task alone) on CPU. Part of the experiment:
+    /// stacked training differs from single training by float rounding.
+    pub cohort_size: Option<RawCohortSize>,
+}
+
+/// `run.cohort_size` as written: a number or a word.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawCohortSize {
+    Count(i64),
+    Word(String),
+}
+
+/// How many tasks train as one stacked model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CohortSize {
+    /// From free device memory on a GPU ([`crate::exec::sizing`]); 1 on CPU.
+    Auto,
+    Fixed(usize),
+}
+
+impl Serialize for CohortSize {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            CohortSize::Auto => serializer.serialize_str("auto"),
+            CohortSize::Fixed(n) => serializer.serialize_u64(*n as u64),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -370,7 +396,7 @@ pub struct Config {
     pub device: String,
     pub lookahead: usize,
     pub server_threads: usize,
-    pub cohort_size: usize,
+    pub cohort_size: CohortSize,
 }
 
 /// Validated distillation settings: FedRevive's ([kd], with gates) or DD-FedRevive's
@@ -627,14 +653,22 @@ impl RawConfig {
                 "must be at least 1 (libtorch threads of the server step)",
             ));
         }
-        let cohort_size = self.run.cohort_size.unwrap_or(1);
-        if cohort_size == 0 {
-            return Err(invalid(
-                "run.cohort_size",
-                0,
-                "must be at least 1 (tasks trained as one stacked model)",
-            ));
-        }
+        let cohort_size = match self.run.cohort_size {
+            None => CohortSize::Auto,
+            Some(RawCohortSize::Word(w)) if w == "auto" => CohortSize::Auto,
+            Some(RawCohortSize::Count(n)) if n >= 1 => CohortSize::Fixed(n as usize),
+            Some(other) => {
+                let shown = match other {
+                    RawCohortSize::Count(n) => n.to_string(),
+                    RawCohortSize::Word(w) => format!("\"{w}\""),
+                };
+                return Err(invalid(
+                    "run.cohort_size",
+                    shown,
+                    "must be a positive number of tasks trained as one stacked model, or \"auto\"",
+                ));
+            }
+        };
         let device = self.run.device.unwrap_or_else(|| "auto".to_owned());
         device
             .parse::<crate::runtime::DeviceChoice>()
@@ -932,6 +966,11 @@ mod tests {
                 "[run]\nserver_threads = 0\n[stop]\nmax_versions = 1",
                 "run.server_threads = 0: must be at least 1",
             ),
+            ("[run]\ncohort_size = 0\n[stop]\nmax_versions = 1", "run.cohort_size = 0: must be a positive number"),
+            (
+                "[run]\ncohort_size = \"big\"\n[stop]\nmax_versions = 1",
+                "run.cohort_size = \"big\": must be a positive number of tasks trained as one stacked model, or \"auto\"",
+            ),
             (
                 "[algorithm]\nbeta = { kind = \"linear\", factor = 0.0 }\n[stop]\nmax_versions = 1",
                 "factor (the reference's adaptive_beta_factor) must be a positive number",
@@ -950,6 +989,12 @@ mod tests {
         let c = load("seed = 7\nrun_seed = 9\n[stop]\nmax_versions = 1").unwrap();
         assert_eq!((c.setup_seed, c.run_seed), (7, 9));
         assert_eq!((c.val_split, c.kd_split, c.momentum, c.server_threads), (0.15, 0.1, 0.9, 1));
+        assert_eq!(c.cohort_size, CohortSize::Auto, "auto by default: 1 on CPU, sized on a GPU");
+        let fixed = load("[run]\ncohort_size = 8\n[stop]\nmax_versions = 1").unwrap();
+        assert_eq!(fixed.cohort_size, CohortSize::Fixed(8));
+        assert!(
+            fixed.to_toml().contains("cohort_size = 8") && c.to_toml().contains("cohort_size = \"auto\"")
+        );
         // Stepwise beta is resolved on K / B: factor 0.5, K 100, B 2 -> base 25.
         let c = load("[algorithm]\nbeta = { kind = \"stepwise\", factor = 0.5 }\n[stop]\nmax_versions = 1")
             .unwrap();

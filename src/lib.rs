@@ -8,6 +8,7 @@
 //! (run directories), [`report`] (tables and figures from run directories), and the
 //! commands in [`cli`].
 
+pub mod bench;
 pub mod central;
 pub mod cli;
 pub mod config;

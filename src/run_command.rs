@@ -60,6 +60,7 @@ pub fn run(
     // Everything that can fail on input fails here, before the run directory exists.
     let setup_started = Instant::now();
     let simulation = Simulation::build(&config, dirs, device)?;
+    let cohorts = simulation.experiment.cohorts;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
     let run_dir = RunDir::create(out, &config.name, false)
         .with_context(|| format!("creating a run folder in {}", out.display()))?;
@@ -79,6 +80,14 @@ pub fn run(
         "  start-up {:.2} s (load {}, split, partition {} clients, initial model)",
         setup_seconds, config.dataset, config.num_clients
     );
+    println!(
+        "  cohorts of {} task{} (run.cohort_size = {}), {} at once{}",
+        cohorts.cohort_size,
+        if cohorts.cohort_size == 1 { "" } else { "s" },
+        toml::Value::try_from(config.cohort_size).map_or("?".to_owned(), |v| v.to_string()),
+        cohorts.concurrent_cohorts,
+        device_memory_line(device)
+    );
     println!("  results in {}", run_dir.path.display());
     let horizon = config.max_virtual_time;
     let length = horizon.map_or(config.max_versions.unwrap_or(0), |h| (h * 100.0) as u64);
@@ -90,12 +99,34 @@ pub fn run(
     let bar = ProgressBar::new(length).with_style(ProgressStyle::with_template(template)?);
     let mut recorder = VecSink::default();
     let started = Instant::now();
+    runtime::reset_peak_memory(device);
     let outcome = {
         let mut sink =
             ProgressSink { recorder: &mut recorder, bar: bar.clone(), horizon, last_accuracy: None };
-        simulation_run(simulation, &mut sink)?
+        // A libtorch error on the coordinating thread (server step, evaluation) is a panic too.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| simulation_run(simulation, &mut sink)))
+            .unwrap_or_else(|panic| {
+                Err(crate::exec::workers::panic_error(panic, "in the server step or an evaluation"))
+            })
     };
     bar.finish_and_clear();
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            // What was recorded stays: the tables so far, and why the run stopped.
+            run_dir.write_tables(&recorder).context("writing the tables of a failed run")?;
+            let reason = format!("{error:#}\n");
+            std::fs::write(run_dir.path.join("failure.txt"), &reason)
+                .with_context(|| format!("writing {}", run_dir.path.join("failure.txt").display()))?;
+            return Err(error.context(format!(
+                "the run stopped after {} updates and {} evaluations, which are in {} (failure.txt says why)",
+                recorder.updates.len(),
+                recorder.evals.len(),
+                run_dir.path.display()
+            )));
+        }
+    };
+    let device_peak = runtime::device_memory(device).map(|m| m.peak_allocated);
     let wall = started.elapsed().as_secs_f64();
     run_dir.write_tables(&recorder).context("writing the run's Parquet tables")?;
     let mut model = crate::nn::Model::new(config.model, outcome.input, tch::Device::Cpu);
@@ -116,6 +147,9 @@ pub fn run(
         device: runtime::describe(device),
         host: runtime::host_cpu(),
         workers: config.workers,
+        cohort_size: cohorts.cohort_size,
+        concurrent_cohorts: Some(cohorts.concurrent_cohorts),
+        device_memory_peak_bytes: device_peak,
         versions: run.version,
         virtual_time: run.virtual_time,
         wall_seconds: wall,
@@ -159,6 +193,13 @@ pub fn run(
         outcome.test_images,
         peak_memory().map_or("unknown".to_owned(), |kb| format!("{:.0} MB", kb as f64 / 1024.0))
     );
+    if let Some(peak) = device_peak {
+        println!(
+            "device memory: peak {:.2} GiB allocated while training{}",
+            runtime::gib(peak),
+            device_memory_line(device)
+        );
+    }
     println!("final weights sha256 {hash}");
     println!("results in {}", run_dir.path.display());
     Ok(run_dir.path)
@@ -174,6 +215,17 @@ fn simulation_run(simulation: Simulation, sink: &mut dyn Sink) -> Result<Finishe
     let input = simulation.experiment.spec.input;
     let test_images = simulation.experiment.dataset.test.len();
     Ok(Finished { run: simulation.run(sink)?, input, test_images })
+}
+
+/// "; device memory X GiB in use of Y GiB" on a GPU, nothing on CPU.
+fn device_memory_line(device: tch::Device) -> String {
+    runtime::device_memory(device).map_or(String::new(), |m| {
+        format!(
+            "; device memory {:.2} GiB in use of {:.2} GiB",
+            runtime::gib(m.total - m.free),
+            runtime::gib(m.total)
+        )
+    })
 }
 
 /// The process's peak resident memory in kB (Linux), for the end-of-run summary.

@@ -68,6 +68,75 @@ impl DeviceChoice {
 extern "C" {
     fn fedsim_set_deterministic(on: std::ffi::c_int);
     fn fedsim_deterministic_algorithms() -> std::ffi::c_int;
+    fn fedsim_cuda_memory(
+        device: std::ffi::c_int,
+        free: *mut u64,
+        total: *mut u64,
+        allocated: *mut u64,
+        peak_allocated: *mut u64,
+        reserved: *mut u64,
+    ) -> std::ffi::c_int;
+    fn fedsim_cuda_reset_peak(device: std::ffi::c_int) -> std::ffi::c_int;
+    fn fedsim_use_pool_stream(device: std::ffi::c_int) -> std::ffi::c_int;
+}
+
+thread_local! {
+    static OWN_STREAM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// On a GPU, gives the calling thread its own CUDA stream (once per thread), so that worker
+/// threads' cohorts run concurrently; a no-op on CPU. Results do not depend on the stream.
+pub fn use_own_stream(device: Device) {
+    if let Device::Cuda(index) = device {
+        if !OWN_STREAM.get() {
+            // SAFETY: sets the thread's current stream in libtorch; fails with 1 without CUDA.
+            let ok = unsafe { fedsim_use_pool_stream(index as std::ffi::c_int) } == 0;
+            OWN_STREAM.set(ok);
+        }
+    }
+}
+
+/// A GPU's memory as the driver and libtorch's caching allocator see it, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceMemory {
+    pub free: u64,
+    pub total: u64,
+    /// Held by live tensors now, and at most since the last [`reset_peak_memory`].
+    pub allocated: u64,
+    pub peak_allocated: u64,
+    /// Held by the caching allocator (live tensors and cached blocks).
+    pub reserved: u64,
+}
+
+/// The memory of `device`, or None on CPU (or where libtorch has no CUDA allocator).
+pub fn device_memory(device: Device) -> Option<DeviceMemory> {
+    let Device::Cuda(index) = device else { return None };
+    let mut m = DeviceMemory { free: 0, total: 0, allocated: 0, peak_allocated: 0, reserved: 0 };
+    // SAFETY: the C function writes five integers through valid pointers, or fails with 1.
+    let failed = unsafe {
+        fedsim_cuda_memory(
+            index as std::ffi::c_int,
+            &mut m.free,
+            &mut m.total,
+            &mut m.allocated,
+            &mut m.peak_allocated,
+            &mut m.reserved,
+        )
+    };
+    (failed == 0).then_some(m)
+}
+
+/// Starts a new peak of [`DeviceMemory::peak_allocated`] (a no-op on CPU).
+pub fn reset_peak_memory(device: Device) {
+    if let Device::Cuda(index) = device {
+        // SAFETY: resets counters of libtorch's allocator; failure (no CUDA) is ignored.
+        let _ = unsafe { fedsim_cuda_reset_peak(index as std::ffi::c_int) };
+    }
+}
+
+/// Bytes as GiB, for messages.
+pub fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
 }
 
 /// Deterministic kernels everywhere (cuDNN included); cuBLAS needs a fixed workspace for
@@ -171,6 +240,15 @@ mod tests {
         use_deterministic_algorithms();
         assert!(deterministic_algorithms());
         assert_eq!(std::env::var("CUBLAS_WORKSPACE_CONFIG").as_deref(), Ok(":4096:8"));
+    }
+
+    #[test]
+    fn the_cpu_has_no_device_memory_and_a_missing_gpu_reports_none() {
+        assert_eq!(device_memory(Device::Cpu), None);
+        if !Cuda::is_available() {
+            assert_eq!(device_memory(Device::Cuda(0)), None, "no CUDA allocator: no figures, no crash");
+        }
+        reset_peak_memory(Device::Cpu);
     }
 
     #[test]

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tch::Device;
 
-use crate::config::{AlgorithmKind, Config};
+use crate::config::{AlgorithmKind, CohortSize, Config};
 use crate::data::augment::Augment;
 use crate::data::partition::Partition;
 use crate::data::Dataset;
 use crate::data::{partition, split, DataDirs};
+use crate::exec::sizing::{size_cohorts, CohortPlan};
 use crate::exec::trainer::{TorchEvaluator, TorchTrainer};
 use crate::exec::{execute, Engines, ExecSettings, RunOutcome, Sink, ThreadWorkers};
 use crate::fl::revive::{Distiller, ReviveSchedule, TeacherBuffer};
@@ -68,13 +69,44 @@ pub struct Experiment {
     pub device: Device,
     pub workers: usize,
     pub lookahead: usize,
-    /// Tasks trained together as one stacked model (run.cohort_size).
-    pub cohort_size: usize,
+    /// Tasks per cohort and cohorts at once (run.cohort_size resolved; workers when fixed).
+    pub cohorts: CohortPlan,
     pub initial_weights: Vec<f32>,
     pub target_accuracy: Option<f64>,
     pub early_stop: Vec<(u64, f64)>,
     /// libtorch threads of the coordinating thread (server step and evaluation) on CPU.
     pub server_threads: usize,
+}
+
+/// run.cohort_size resolved: a fixed size trains with run.workers cohorts at once; "auto" is 1
+/// on CPU and, on a GPU, sized from free device memory and the model's measured footprint.
+fn cohort_plan(
+    config: &Config,
+    spec: &TrainSpec,
+    dataset: &Dataset,
+    partition: &Partition,
+    device: Device,
+) -> Result<CohortPlan> {
+    let fixed = |cohort_size| CohortPlan { cohort_size, concurrent_cohorts: config.workers };
+    match config.cohort_size {
+        CohortSize::Fixed(size) => Ok(fixed(size)),
+        CohortSize::Auto if device == Device::Cpu => Ok(fixed(1)),
+        CohortSize::Auto => {
+            let (mean, std) = dataset.kind.normalization();
+            let normalize = crate::data::augment::Normalize::new(&mean, &std, device);
+            let ctx = crate::nn::train::TrainContext { data: &dataset.train, normalize: &normalize, device };
+            let unreadable = || {
+                anyhow::anyhow!(
+                    "run.cohort_size = \"auto\" could not read the device's memory; set run.cohort_size to a number"
+                )
+            };
+            let per_client = crate::nn::cohort::measure_client_footprint(spec, &partition.shards[0], &ctx)
+                .ok_or_else(unreadable)?;
+            let free = crate::runtime::device_memory(device).ok_or_else(unreadable)?.free;
+            Ok(size_cohorts(free, per_client, config.workers, config.active_jobs)
+                .context("run.cohort_size = \"auto\"")?)
+        }
+    }
 }
 
 /// A wired simulation, ready to run once.
@@ -143,16 +175,18 @@ impl Simulation {
             augment: Augment::default(),
             return_model: server.needs_models(),
         };
+        let partition = Arc::new(partition);
+        let cohorts = cohort_plan(config, &spec, &dataset, &partition, device)?;
         let experiment = Experiment {
             initial_weights: initial,
             dataset,
-            partition: Arc::new(partition),
+            partition,
             spec,
             seed: config.run_seed,
             server_threads: config.server_threads,
             device,
             workers: config.workers,
-            cohort_size: config.cohort_size,
+            cohorts,
             lookahead: config.active_jobs + config.lookahead,
             target_accuracy: config.target_accuracy,
             early_stop: config.early_stop.clone(),
@@ -173,13 +207,13 @@ impl Simulation {
             seed: e.seed,
             device: e.device,
         };
-        let mut workers = ThreadWorkers::new(e.workers, Arc::new(trainer))?;
+        let mut workers = ThreadWorkers::new(e.cohorts.concurrent_cohorts, Arc::new(trainer))?;
         let mut evaluator = TorchEvaluator::new(e.dataset.clone(), &e.spec, e.device);
         let settings = ExecSettings {
             initial_weights: e.initial_weights,
             partition: e.partition,
             lookahead: e.lookahead,
-            cohort_size: e.cohort_size,
+            cohort_size: e.cohorts.cohort_size,
             target_accuracy: e.target_accuracy,
             early_stop: e.early_stop,
         };

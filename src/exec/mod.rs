@@ -10,6 +10,7 @@
 //! beyond what the next aggregation needs (plus what it takes to close the open cohort).
 
 pub mod cohorts;
+pub mod sizing;
 #[cfg(test)]
 mod tests;
 pub mod trainer;

@@ -268,3 +268,20 @@ fn early_stop_judges_the_best_accuracy_so_far_once_the_version_is_reached() {
     // Checked after every event: any later version still stops while the best stays low.
     assert!(early_stop(&thresholds, 1234, Some(0.1)).is_some());
 }
+
+#[test]
+fn a_panic_becomes_an_error_and_out_of_memory_names_the_settings_to_lower() {
+    let oom = workers::panic_error(
+        Box::new("CUDA out of memory. Tried to allocate 2.00 GiB\nmore".to_owned()),
+        "training a cohort of 8 clients",
+    )
+    .to_string();
+    assert!(oom.contains("run.cohort_size") && oom.contains("run.workers"), "{oom}");
+    assert!(
+        oom.contains("cohort of 8") && oom.contains("Tried to allocate 2.00 GiB") && !oom.contains("more"),
+        "{oom}"
+    );
+    let other =
+        workers::panic_error(Box::new("shape mismatch"), "training a cohort of 2 clients").to_string();
+    assert_eq!(other, "training a cohort of 2 clients failed: shape mismatch");
+}

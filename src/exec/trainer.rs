@@ -48,6 +48,7 @@ pub struct TorchTrainer {
 
 impl Trainer for TorchTrainer {
     fn train(&self, jobs: &[Job]) -> anyhow::Result<Vec<TrainOutcome>> {
+        crate::runtime::use_own_stream(self.device);
         let (mean, std) = self.dataset.kind.normalization();
         let normalize = Normalize::new(&mean, &std, self.device);
         let ctx = TrainContext { data: &self.dataset.train, normalize: &normalize, device: self.device };

@@ -54,7 +54,12 @@ impl Workers for ThreadWorkers {
         let sender = self.sender.clone();
         self.running += 1;
         self.pool.spawn(move || {
-            let result = trainer.train(&jobs);
+            // libtorch reports errors inside tensor operations (CUDA out of memory among them)
+            // as panics; one must end the run with a message, not abort the process.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trainer.train(&jobs)))
+                .unwrap_or_else(|panic| {
+                    Err(panic_error(panic, &format!("training a cohort of {} clients", jobs.len())))
+                });
             let worker = rayon::current_thread_index().unwrap_or(0) as u32;
             // The receiver is gone only when the run stopped early; the result is not needed then.
             let _ = sender.send(Finished { cohort, worker, result });
@@ -65,6 +70,24 @@ impl Workers for ThreadWorkers {
         let finished = self.receiver.recv().expect("the pool holds a sender while cohorts run");
         self.running -= 1;
         finished
+    }
+}
+
+/// A panic while doing `what` as an error; out-of-memory names the settings that lower memory use.
+pub fn panic_error(panic: Box<dyn std::any::Any + Send>, what: &str) -> anyhow::Error {
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    if message.contains("out of memory") {
+        anyhow::anyhow!(
+            "the device ran out of memory {what}; lower run.cohort_size (clients per cohort) or \
+             run.workers (cohorts at once). libtorch said: {}",
+            message.lines().next().unwrap_or_default()
+        )
+    } else {
+        anyhow::anyhow!("{what} failed: {message}")
     }
 }
 

@@ -339,3 +339,28 @@ fn cohort_step(
     optimizer.backward_step(&losses.sum(Kind::Float));
     Ok(losses.detach())
 }
+
+/// Device bytes that one more stacked client takes while training: the allocator's peak over
+/// two steps (the optimizer state exists from the first) for a cohort of two minus that for a
+/// cohort of one, both trained on `shard`. None on CPU or where the figures cannot be read.
+pub fn measure_client_footprint(spec: &TrainSpec, shard: &[u32], ctx: &TrainContext) -> Option<u64> {
+    use crate::runtime::{device_memory, reset_peak_memory};
+    let spec = TrainSpec { local_iters: 2, return_model: false, ..*spec };
+    let base = vec![0f32; Model::new(spec.model, spec.input, Device::Cpu).layout.numel];
+    let peak = |clients: u64| -> Option<u64> {
+        reset_peak_memory(ctx.device);
+        let before = device_memory(ctx.device)?.allocated;
+        let members = (0..clients)
+            .map(|task| Member {
+                base: &base,
+                shard,
+                rng: crate::sim::rng::stream(0, crate::sim::rng::Purpose::TrainTask, task),
+            })
+            .collect();
+        train_cohort(&spec, members, ctx).ok()?;
+        Some(device_memory(ctx.device)?.peak_allocated.saturating_sub(before))
+    };
+    let one = peak(1)?;
+    let two = peak(2)?;
+    Some(two.saturating_sub(one).max(1))
+}

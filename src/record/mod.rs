@@ -44,6 +44,15 @@ pub struct RunInfo {
     #[serde(default = "unknown")]
     pub host: String,
     pub workers: usize,
+    /// Tasks per cohort and cohorts trained at once, as resolved (runs from before cohorts
+    /// trained every task alone: 1, and `workers` at once).
+    #[serde(default = "one")]
+    pub cohort_size: usize,
+    #[serde(default)]
+    pub concurrent_cohorts: Option<usize>,
+    /// The GPU allocator's peak while the run trained, in bytes (None on CPU).
+    #[serde(default)]
+    pub device_memory_peak_bytes: Option<u64>,
     pub versions: u64,
     pub virtual_time: f64,
     pub wall_seconds: f64,

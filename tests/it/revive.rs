@@ -62,6 +62,16 @@ fn fedrevive_is_identical_for_one_two_and_four_workers() {
     let (threads_2, sink_t2) = run(&threaded, 2);
     assert_eq!(threads_1, threads_2);
     assert_eq!(accuracies(&sink_t1), accuracies(&sink_t2));
+    // Cohorts of clients: again one result for any worker count at a given cohort size.
+    for cohort in [4, 8] {
+        let stacked = format!("{text}\n[run]\ncohort_size = {cohort}");
+        let (hash_1, sink_1) = run(&stacked, 1);
+        for workers in [2, 4] {
+            let (hash_n, sink_n) = run(&stacked, workers);
+            assert_eq!(hash_n, hash_1, "cohort {cohort}, {workers} workers");
+            assert_eq!(accuracies(&sink_n), accuracies(&sink_1));
+        }
+    }
 }
 
 #[test]

@@ -68,6 +68,53 @@ fn one_two_and_four_workers_give_identical_results() {
     }
 }
 
+/// The same contract with cohorts: at a given cohort size, any worker count gives the same
+/// result; and a cohort's first updates (trained from the same base) lose what single tasks do.
+#[test]
+fn at_cohort_sizes_four_and_eight_one_two_and_four_workers_give_identical_results() {
+    for (algorithm, extra) in
+        [("async_fl", "buffer_size = 2\nserver_lr = 0.5"), ("sync_fl", "server_lr = 1.0")]
+    {
+        let text = small(algorithm, extra);
+        let (_, single) = run(&config(&text, 1));
+        for cohort in [4, 8] {
+            let cohort_config = |workers| {
+                Config::from_toml(
+                    &text,
+                    "test",
+                    "test",
+                    &[format!("run.workers={workers}"), format!("run.cohort_size={cohort}")],
+                )
+                .unwrap()
+            };
+            let (hash_1, sink_1) = run(&cohort_config(1));
+            assert_eq!(sink_1.evals.last().unwrap().version, 20, "{algorithm}");
+            for workers in [2, 4] {
+                let (hash_n, sink_n) = run(&cohort_config(workers));
+                assert_eq!(
+                    hash_n, hash_1,
+                    "{algorithm} cohort {cohort}: final weights differ with {workers} workers"
+                );
+                assert_eq!(
+                    timeless(&sink_n.updates, &sink_n.evals),
+                    timeless(&sink_1.updates, &sink_1.evals),
+                    "{algorithm} cohort {cohort}: tables differ with {workers} workers"
+                );
+            }
+            for (stacked, alone) in
+                sink_1.updates.iter().zip(&single.updates).filter(|(u, _)| u.base_version == 0)
+            {
+                assert_eq!(stacked.task, alone.task);
+                assert!(
+                    (stacked.first_loss - alone.first_loss).abs() < 1e-4,
+                    "{algorithm} cohort {cohort} task {}",
+                    stacked.task
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn the_plan_is_the_same_with_training_and_without() {
     let config = config(&small("async_fl", "buffer_size = 2\nserver_lr = 0.5"), 2);

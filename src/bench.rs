@@ -1,0 +1,284 @@
+//! `fedsim bench`: throughput measurements that run where cargo does not (a GPU machine with
+//! only the binary and data). Each prints what it timed, on which device, and its figures.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::cli::load_dataset;
+use crate::data::augment::{Augment, Normalize};
+use crate::data::{partition, split, DataDirs, DatasetKind};
+use crate::exec::trainer::{Job, TorchTrainer};
+use crate::exec::{ThreadWorkers, Workers};
+use crate::nn::train::{train_local, OptimizerKind, TrainContext, TrainSpec};
+use crate::nn::{initial_weights, InputSpec, Model, ModelKind};
+use crate::params::weights_hash;
+use crate::runtime::{self, DeviceChoice};
+use crate::sim::rng::{self, Purpose};
+
+#[allow(clippy::too_many_arguments)]
+pub fn local_update(
+    dirs: &DataDirs,
+    model: ModelKind,
+    kind: DatasetKind,
+    repeats: usize,
+    local_iters: usize,
+    batch_size: usize,
+    seed: u64,
+    device: DeviceChoice,
+) -> Result<()> {
+    anyhow::ensure!(
+        repeats > 0 && local_iters > 0 && batch_size > 0,
+        "--repeats, --local-iters and --batch-size must be at least 1"
+    );
+    let device = device.resolve()?;
+    let dataset = load_dataset(dirs, kind, device)?;
+    let input = InputSpec::of(&dataset);
+    let pool = split::split(dataset.train.len(), split::VAL_SPLIT, split::KD_SPLIT, seed).train;
+    let shards = partition::partition(
+        &dataset.train.host_labels,
+        &pool,
+        dataset.num_classes(),
+        1,
+        350,
+        partition::PartitionKind::Dirichlet { alpha: 0.5 },
+        seed,
+    )?;
+    let (mean, std) = kind.normalization();
+    let normalize = Normalize::new(&mean, &std, device);
+    let ctx = TrainContext { data: &dataset.train, normalize: &normalize, device };
+    let spec = TrainSpec {
+        model,
+        input,
+        optimizer: OptimizerKind::Adam,
+        lr: 3e-4,
+        momentum: 0.9,
+        local_iters,
+        batch_size,
+        augment: Augment::default(),
+        return_model: false,
+    };
+    let base = initial_weights(model, input, seed);
+    println!(
+        "local update: {model} ({} parameters), {local_iters} Adam steps of batch {batch_size} on {}{}",
+        Model::new(model, input, tch::Device::Cpu).layout.parameter_count(),
+        runtime::describe(device),
+        if runtime::deterministic_algorithms() { ", deterministic algorithms" } else { "" }
+    );
+    let mut times = Vec::new();
+    let mut hashes = Vec::new();
+    // Task 0 runs first and last: the first run includes warm-up, the two must agree bit for bit.
+    for run in 0..=repeats {
+        let task = if run == repeats { 0 } else { run as u64 };
+        let mut task_rng = rng::stream(seed, Purpose::TrainTask, task);
+        let outcome = train_local(&spec, &base, &shards.shards[0], &ctx, &mut task_rng)?;
+        let hash = weights_hash(&outcome.delta);
+        println!(
+            "  task {task}: {:8.2} ms  loss {:.4} -> {:.4}  delta {}",
+            outcome.wall.as_secs_f64() * 1e3,
+            outcome.first_loss,
+            outcome.last_loss,
+            &hash[..16]
+        );
+        if run > 0 {
+            times.push(outcome.wall.as_secs_f64());
+        }
+        hashes.push(hash);
+    }
+    let mean_s = times.iter().sum::<f64>() / times.len() as f64;
+    println!(
+        "mean {:.2} ms per update after warm-up ({:.0} samples/s); repeated task bit-identical: {}",
+        mean_s * 1e3,
+        (local_iters * batch_size) as f64 / mean_s,
+        if hashes.first() == hashes.last() { "yes" } else { "NO" }
+    );
+    Ok(())
+}
+
+pub fn distill(
+    model: ModelKind,
+    ngf: i64,
+    teachers: usize,
+    repeats: usize,
+    threads: usize,
+    device: DeviceChoice,
+) -> Result<()> {
+    use crate::fl::revive::{Distiller, Teacher};
+    use crate::nn::dfkd::{DataFreeDistiller, DfkdSettings};
+    use crate::nn::kd::KdSettings;
+    use rand_distr::{Distribution, Gamma};
+    anyhow::ensure!(
+        ngf > 0 && teachers > 0 && repeats > 0 && threads > 0,
+        "--ngf, --teachers, --repeats and --threads must be at least 1"
+    );
+    let device = device.resolve()?;
+    if device == tch::Device::Cpu {
+        tch::set_num_threads(threads as i32);
+    }
+    let input = InputSpec { channels: 3, height: 32, width: 32, classes: 10 };
+    let kd = KdSettings { iters: 10, lr: 1e-4, weight_decay: 1e-5, temperature: 1.0, batch_per_teacher: 32 };
+    // The adversarial term from the start, so that every call pays for all three losses.
+    let settings = DfkdSettings { ngf, adv_after: 0, ..DfkdSettings::reference() };
+    let mut distiller = DataFreeDistiller::new(kd, settings, model, DatasetKind::Cifar10, input, device, 10)?;
+    let gamma = Gamma::new(0.5, 1.0)?;
+    let mut rng = rng::stream(10, Purpose::Partition, 0);
+    let teacher_set: Vec<Teacher> = (0..teachers as u64)
+        .map(|k| {
+            let g: Vec<f64> = (0..10).map(|_| gamma.sample(&mut rng)).collect();
+            let total: f64 = g.iter().sum();
+            Teacher {
+                weights: std::sync::Arc::new(initial_weights(model, input, 100 + k)),
+                class_proportions: g.iter().map(|x| x / total).collect(),
+            }
+        })
+        .collect();
+    let refs: Vec<&Teacher> = teacher_set.iter().collect();
+    let current = initial_weights(model, input, 10);
+    println!(
+        "distillation step: {model} student, {teachers} teachers, generator ngf {ngf} (nz 256, batch 64, 2 steps), 10 KD steps of 32 images per teacher, on {} ({threads} libtorch threads)",
+        runtime::describe(device)
+    );
+    let mut times = Vec::new();
+    for call in 0..=repeats {
+        let started = Instant::now();
+        let delta = distiller.distill(&current, &refs, call as u64 + 1)?;
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "  call {call}: {:8.1} ms  |delta_KD| max {:.2e}",
+            seconds * 1e3,
+            delta.iter().fold(0f32, |m, d| m.max(d.abs()))
+        );
+        if call > 0 {
+            times.push(seconds);
+        }
+    }
+    println!(
+        "mean {:.1} ms per arrival after warm-up; pool holds {} images",
+        times.iter().sum::<f64>() * 1e3 / times.len() as f64,
+        distiller.pool_len()
+    );
+    Ok(())
+}
+
+/// What `fedsim bench round` runs.
+pub struct RoundOptions {
+    pub model: ModelKind,
+    pub dataset: DatasetKind,
+    pub clients: usize,
+    pub cohort: usize,
+    pub workers: usize,
+    pub rounds: usize,
+    pub local_iters: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub device: DeviceChoice,
+}
+
+/// Times FedAvg rounds: `clients` local updates from one base (each 350 samples, Adam, as the
+/// reference's job), trained in cohorts of `cohort` on `workers` workers through the trainer a
+/// run uses. Round 0 warms up and is not counted.
+pub fn round(dirs: &DataDirs, o: &RoundOptions) -> Result<()> {
+    anyhow::ensure!(
+        [o.clients, o.cohort, o.workers, o.rounds, o.local_iters, o.batch_size].iter().all(|&n| n > 0),
+        "--clients, --cohort, --workers, --rounds, --local-iters and --batch-size must be at least 1"
+    );
+    let device = o.device.resolve()?;
+    let dataset = Arc::new(load_dataset(dirs, o.dataset, device)?);
+    let input = InputSpec::of(&dataset);
+    let pool = split::split(dataset.train.len(), split::VAL_SPLIT, split::KD_SPLIT, o.seed).train;
+    let kind = partition::PartitionKind::Dirichlet { alpha: 0.5 };
+    let partition = partition::partition(
+        &dataset.train.host_labels,
+        &pool,
+        dataset.num_classes(),
+        o.clients,
+        350.min(pool.len() / o.clients).max(1),
+        kind,
+        o.seed,
+    )?;
+    let spec = TrainSpec {
+        model: o.model,
+        input,
+        optimizer: OptimizerKind::Adam,
+        lr: 3e-4,
+        momentum: 0.9,
+        local_iters: o.local_iters,
+        batch_size: o.batch_size,
+        augment: Augment::default(),
+        return_model: false,
+    };
+    let trainer = TorchTrainer { dataset, partition: Arc::new(partition), spec, seed: o.seed, device };
+    let mut workers = ThreadWorkers::new(o.workers, Arc::new(trainer))?;
+    let base = Arc::new(initial_weights(o.model, input, o.seed));
+    println!(
+        "FedAvg round: {} clients of {} ({} parameters), {} Adam steps of batch {} each, cohorts of {}, {} worker{}, on {}{}",
+        o.clients,
+        o.model,
+        Model::new(o.model, input, tch::Device::Cpu).layout.parameter_count(),
+        o.local_iters,
+        o.batch_size,
+        o.cohort,
+        o.workers,
+        if o.workers == 1 { "" } else { "s" },
+        runtime::describe(device),
+        if runtime::deterministic_algorithms() { ", deterministic algorithms" } else { "" }
+    );
+    let in_flight_clients = o.cohort.min(o.clients) * o.workers.min(o.clients.div_ceil(o.cohort));
+    let mut seconds = Vec::new();
+    for round in 0..=o.rounds {
+        runtime::reset_peak_memory(device);
+        let before = runtime::device_memory(device).map(|m| m.allocated);
+        let started = Instant::now();
+        let tasks: Vec<Job> = (0..o.clients as u64)
+            .map(|i| Job { task: round as u64 * o.clients as u64 + i, client: i as u32, base: base.clone() })
+            .collect();
+        let mut cohorts = tasks.chunks(o.cohort).enumerate();
+        let (mut running, mut last_loss) = (0usize, 0f64);
+        loop {
+            while running < workers.capacity() {
+                let Some((id, jobs)) = cohorts.next() else { break };
+                workers.start(id as u64, jobs.to_vec());
+                running += 1;
+            }
+            if running == 0 {
+                break;
+            }
+            let finished = workers.next_finished();
+            running -= 1;
+            last_loss += finished.result?.iter().map(|t| t.last_loss as f64).sum::<f64>();
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let memory = match (before, runtime::device_memory(device)) {
+            (Some(before), Some(after)) => {
+                let peak = after.peak_allocated.saturating_sub(before);
+                format!(
+                    "  peak {:.2} GiB, {:.0} MiB per client in flight",
+                    runtime::gib(peak),
+                    peak as f64 / in_flight_clients as f64 / (1 << 20) as f64
+                )
+            }
+            _ => String::new(),
+        };
+        println!(
+            "  round {round}{}: {:8.3} s  {:7.1} client updates/s  {:9.0} samples/s  mean last loss {:.4}{memory}",
+            if round == 0 { " (warm-up)" } else { "" },
+            elapsed,
+            o.clients as f64 / elapsed,
+            (o.clients * o.local_iters * o.batch_size) as f64 / elapsed,
+            last_loss / o.clients as f64
+        );
+        if round > 0 {
+            seconds.push(elapsed);
+        }
+    }
+    let mean = seconds.iter().sum::<f64>() / seconds.len() as f64;
+    println!(
+        "mean {:.3} s per round after warm-up: {:.1} client updates/s, {:.0} samples/s, {:.2} ms per client update",
+        mean,
+        o.clients as f64 / mean,
+        (o.clients * o.local_iters * o.batch_size) as f64 / mean,
+        mean * 1e3 / o.clients as f64
+    );
+    Ok(())
+}

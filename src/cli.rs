@@ -317,7 +317,10 @@ fn info(dirs: &DataDirs) -> Result<()> {
     println!("CUDA          {}", if torch.cuda_available { "available" } else { "not available" });
     println!("CUDA devices  {}", torch.cuda_devices);
     for (i, name) in torch.gpu_names.iter().enumerate() {
-        println!("  cuda:{i}      {name}");
+        let memory = runtime::device_memory(tch::Device::Cuda(i)).map_or(String::new(), |m| {
+            format!(" ({:.1} GiB of {:.1} GiB in use)", runtime::gib(m.total - m.free), runtime::gib(m.total))
+        });
+        println!("  cuda:{i}      {name}{memory}");
     }
     match torch.cudnn {
         Some(version) => println!("cuDNN         available (version {version})"),

@@ -59,19 +59,37 @@ impl StackedModel {
         StackedModel { kind, clients: clients as i64, vs, vars, layout }
     }
 
-    /// Copies client g's flat weights `bases[g]` into slice g of every variable.
+    /// Copies client g's flat weights `bases[g]` into slice g of every variable. Each distinct
+    /// base crosses to the device once (a FedAvg cohort shares one), then is repeated there.
     pub fn load(&mut self, bases: &[&[f32]]) {
         assert_eq!(bases.len() as i64, self.clients, "one base per client");
         let device = self.vs.device();
+        let mut distinct: Vec<&[f32]> = Vec::new();
+        let slots: Vec<i64> = bases
+            .iter()
+            .map(|base| {
+                let found = distinct
+                    .iter()
+                    .position(|d| std::ptr::eq(d.as_ptr(), base.as_ptr()) && d.len() == base.len());
+                found.unwrap_or_else(|| {
+                    distinct.push(base);
+                    distinct.len() - 1
+                }) as i64
+            })
+            .collect();
+        let slots = Tensor::from_slice(&slots).to_device(device);
         tch::no_grad(|| {
             for entry in &self.layout.entries {
-                let mut host = Vec::with_capacity(entry.numel * bases.len());
-                for base in bases {
+                let mut host = Vec::with_capacity(entry.numel * distinct.len());
+                for base in &distinct {
                     host.extend_from_slice(&base[entry.offset..entry.offset + entry.numel]);
                 }
+                let unique = Tensor::from_slice(&host)
+                    .view([distinct.len() as i64, entry.numel as i64])
+                    .to_device(device);
                 let shape: Vec<i64> =
                     std::iter::once(self.clients).chain(entry.shape.iter().copied()).collect();
-                let source = Tensor::from_slice(&host).view(shape.as_slice()).to_device(device);
+                let source = unique.index_select(0, &slots).view(shape.as_slice());
                 self.vars[&entry.name].shallow_clone().copy_(&source);
             }
         });
@@ -363,4 +381,44 @@ pub fn measure_client_footprint(spec: &TrainSpec, shard: &[u32], ctx: &TrainCont
     let one = peak(1)?;
     let two = peak(2)?;
     Some(two.saturating_sub(one).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::initial_weights;
+
+    const CIFAR: InputSpec = InputSpec { channels: 3, height: 32, width: 32, classes: 10 };
+
+    #[test]
+    fn shared_and_distinct_bases_load_into_their_slices() {
+        let a = initial_weights(ModelKind::ConvNet, CIFAR, 1);
+        let b = initial_weights(ModelKind::ConvNet, CIFAR, 2);
+        let mut stacked = StackedModel::new(ModelKind::ConvNet, CIFAR, 3, Device::Cpu);
+        stacked.load(&[&a, &b, &a]);
+        assert_eq!(stacked.weights(), [a.clone(), b, a]);
+    }
+
+    #[test]
+    fn the_stacked_forward_is_each_models_forward() {
+        for kind in ModelKind::ALL {
+            let bases: Vec<Vec<f32>> = (0..2).map(|s| initial_weights(kind, CIFAR, 10 + s)).collect();
+            let mut stacked = StackedModel::new(kind, CIFAR, 2, Device::Cpu);
+            stacked.load(&[&bases[0], &bases[1]]);
+            let images: Vec<Tensor> = (0..2)
+                .map(|s| Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu)) + s as f64)
+                .collect();
+            let xs = Tensor::stack(&images, 1).view([4, 6, 32, 32]);
+            let out = tch::no_grad(|| stacked.forward(&xs, None, false));
+            assert_eq!(out.size(), [2, 4, 10]);
+            for (g, (base, image)) in bases.iter().zip(&images).enumerate() {
+                let mut single = Model::new(kind, CIFAR, Device::Cpu);
+                single.load(base);
+                let expected = tch::no_grad(|| single.net.forward_t(image, false));
+                let diff = (out.get(g as i64) - &expected).abs().max().double_value(&[]);
+                let scale = expected.abs().max().double_value(&[]);
+                assert!(diff <= 1e-5 * scale.max(1.0), "{kind} client {g}: {diff:e} of {scale:e}");
+            }
+        }
+    }
 }

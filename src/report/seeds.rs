@@ -94,18 +94,54 @@ fn config_without_seeds(run: &RunLogs) -> toml::Table {
 }
 
 /// The experiments the report's runs repeat over at least two seeds, in order of first run.
-/// Two experiments of one name (e.g. the same config before and after a change of fedsim) are
-/// told apart by the commit that ran them.
+/// Two experiments of one name are told apart by the config values in which they differ
+/// (e.g. "fedbuff (cohort size 8)") and, where they ran on different commits (the same config
+/// before and after a change of fedsim), by the commit.
 pub fn seed_groups(runs: &[RunLogs], stats: &[RunStats], targets: usize) -> Vec<SeedGroup> {
     let mut groups = unnamed_seed_groups(runs, stats, targets);
     let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
-    for group in &mut groups {
-        if names.iter().filter(|n| **n == group.name).count() > 1 {
-            let commit: String = runs[group.members[0]].info.git_commit.chars().take(7).collect();
-            group.name = format!("{} @{commit}", group.name);
+    let configs: Vec<Vec<(String, String)>> =
+        groups.iter().map(|g| flat_config(&config_without_seeds(&runs[g.members[0]]), "")).collect();
+    let commits: Vec<String> =
+        groups.iter().map(|g| runs[g.members[0]].info.git_commit.chars().take(7).collect()).collect();
+    for (i, group) in groups.iter_mut().enumerate() {
+        let namesakes: Vec<usize> = (0..names.len()).filter(|&j| names[j] == names[i]).collect();
+        if namesakes.len() < 2 {
+            continue;
+        }
+        let differing: Vec<String> = configs[i]
+            .iter()
+            .filter(|(key, value)| {
+                namesakes
+                    .iter()
+                    .any(|&j| configs[j].iter().find(|(k, _)| k == key).map(|(_, v)| v) != Some(value))
+            })
+            .map(|(key, value)| {
+                format!("{} {value}", key.rsplit('.').next().unwrap_or(key).replace('_', " "))
+            })
+            .collect();
+        if !differing.is_empty() {
+            group.name = format!("{} ({})", group.name, differing.join(", "));
+        }
+        if namesakes.iter().any(|&j| commits[j] != commits[i]) {
+            group.name = format!("{} @{}", group.name, commits[i]);
         }
     }
     groups
+}
+
+/// A config's leaves as ("a.b", value) pairs, in key order.
+fn flat_config(table: &toml::Table, prefix: &str) -> Vec<(String, String)> {
+    table
+        .iter()
+        .flat_map(|(key, value)| {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            match value {
+                toml::Value::Table(inner) => flat_config(inner, &path),
+                leaf => vec![(path, leaf.to_string().trim_matches('"').to_owned())],
+            }
+        })
+        .collect()
 }
 
 fn unnamed_seed_groups(runs: &[RunLogs], stats: &[RunStats], targets: usize) -> Vec<SeedGroup> {

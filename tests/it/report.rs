@@ -404,3 +404,35 @@ fn unreadable_runs_are_named_and_the_others_still_report() {
     assert!(stderr.contains(&format!("creating the report folder {}", file.display())), "{stderr}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }
+
+#[test]
+fn experiments_of_one_name_are_told_apart_by_the_config_values_that_differ() {
+    let root = scratch("report-namesakes");
+    let hash = "c".repeat(64);
+    let mut runs = Vec::new();
+    for (folder, extra) in [("single", ""), ("stacked", "cohort_size = 8\n")] {
+        for seed in [1, 2] {
+            let run = HandRun {
+                name: "gamma",
+                seed,
+                workers: 1,
+                wall: 10.0,
+                train: 9.0,
+                hash: &hash,
+                middle_accuracy: 0.3,
+            };
+            let dir = write_run(&root.join(folder), &run);
+            let config = dir.join("config.toml");
+            let text = std::fs::read_to_string(&config).unwrap();
+            std::fs::write(&config, format!("{text}{extra}")).unwrap();
+            runs.push(dir);
+        }
+    }
+    // The first two runs lack the key (runs from before it existed), the others set it.
+    let report = report::write(&runs, &options(root.join("report"))).unwrap();
+    let names: Vec<&str> = report.seed_groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[1], "gamma (cohort size 8)", "{names:?}");
+    assert_ne!(names[0], names[1]);
+    assert!(!names[0].contains('@'), "one commit: no commit in the name: {names:?}");
+}

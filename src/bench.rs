@@ -162,16 +162,28 @@ pub fn distill(
 }
 
 /// What `fedsim bench round` runs.
+#[derive(clap::Args, Debug)]
 pub struct RoundOptions {
+    #[arg(long, default_value = "convnet")]
     pub model: ModelKind,
+    #[arg(long, default_value = "cifar10")]
     pub dataset: DatasetKind,
+    #[arg(long, default_value_t = 100)]
     pub clients: usize,
+    /// Clients per cohort (1: each alone, as run.cohort_size = 1).
+    #[arg(long, default_value_t = 1)]
     pub cohort: usize,
+    #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    #[arg(long, default_value_t = 25)]
     pub local_iters: usize,
+    #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    #[arg(long, default_value_t = 10)]
     pub seed: u64,
+    #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
 }
 

@@ -152,29 +152,7 @@ enum BenchCommand {
     /// Time FedAvg rounds: N client updates from one base, trained in cohorts of G (stacked
     /// models) on W workers, as a run trains them; prints seconds per round and samples per
     /// second, and on a GPU the memory per client.
-    Round {
-        #[arg(long, default_value = "convnet")]
-        model: ModelKind,
-        #[arg(long, default_value = "cifar10")]
-        dataset: DatasetKind,
-        #[arg(long, default_value_t = 100)]
-        clients: usize,
-        /// Clients per cohort (1: each alone, as run.cohort_size = 1).
-        #[arg(long, default_value_t = 1)]
-        cohort: usize,
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        #[arg(long, default_value_t = 25)]
-        local_iters: usize,
-        #[arg(long, default_value_t = 32)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 10)]
-        seed: u64,
-        #[arg(long, default_value = "auto")]
-        device: DeviceChoice,
-    },
+    Round(crate::bench::RoundOptions),
     /// Time client local updates (the reference's job: 25 Adam steps of batch 32 on a
     /// 350-sample Dirichlet shard) and check that a repeated task gives the same delta.
     LocalUpdate {
@@ -254,35 +232,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             crate::bench::local_update(&dirs, model, dataset, repeats, local_iters, batch_size, seed, device)
         }
-        Command::Bench {
-            command:
-                BenchCommand::Round {
-                    model,
-                    dataset,
-                    clients,
-                    cohort,
-                    workers,
-                    rounds,
-                    local_iters,
-                    batch_size,
-                    seed,
-                    device,
-                },
-        } => {
-            let options = crate::bench::RoundOptions {
-                model,
-                dataset,
-                clients,
-                cohort,
-                workers,
-                rounds,
-                local_iters,
-                batch_size,
-                seed,
-                device,
-            };
-            crate::bench::round(&dirs, &options)
-        }
+        Command::Bench { command: BenchCommand::Round(options) } => crate::bench::round(&dirs, &options),
     }
 }
 

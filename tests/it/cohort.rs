@@ -81,3 +81,19 @@ fn resnet18_cohort_matches_training_each_client_alone() {
     let worst = compare(ModelKind::ResNet18, OptimizerKind::Sgd, 3, 3);
     assert!(worst < 1e-4, "{worst:e}");
 }
+
+#[test]
+fn the_round_benchmark_trains_cohorts_and_refuses_empty_ones() {
+    let args = ["bench", "round", "--clients", "4", "--cohort", "2", "--workers", "2", "--rounds", "1"];
+    let (code, stdout, stderr) =
+        crate::fedsim(&[&args[..], &["--local-iters", "2", "--device", "cpu"]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("4 clients of convnet") && stdout.contains("cohorts of 2, 2 workers"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("round 1:") && stdout.contains("ms per client update"), "{stdout}");
+    let (code, _, stderr) = crate::fedsim(&["bench", "round", "--cohort", "0", "--device", "cpu"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--cohort") && stderr.contains("at least 1"), "{stderr}");
+}

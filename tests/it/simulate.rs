@@ -264,6 +264,9 @@ fn fedsim_run_writes_a_complete_run_directory() {
         serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
     assert_eq!(info["versions"], 20);
     assert_eq!(info["workers"], 2);
+    // "auto" on CPU: every task alone, the two workers at once.
+    assert_eq!((info["cohort_size"].as_u64(), info["concurrent_cohorts"].as_u64()), (Some(1), Some(2)));
+    assert!(info["device_memory_peak_bytes"].is_null(), "no device memory on CPU");
     assert_eq!(info["stop_reason"], "max_versions");
     assert!(
         info["host"].as_str().unwrap().ends_with(" threads")

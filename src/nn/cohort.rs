@@ -28,6 +28,18 @@ pub struct StackedModel {
     vars: HashMap<String, Tensor>,
     /// The single model's layout: where each variable lies in one client's flat weights.
     layout: Layout,
+    /// While armed, every tracker reports its batch statistics here (evaluation forwards).
+    probe: std::cell::RefCell<Option<Vec<StackedStats>>>,
+}
+
+/// One tracker's view of one batch in every stacked model, differentiable: each model's batch
+/// statistics `[G, C]` beside its recorded running statistics `[G, C]` (what FedRevive's
+/// synthesis matches, [`tracker::BatchStats`] for G models at once).
+pub struct StackedStats {
+    pub mean: Tensor,
+    pub var: Tensor,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
 }
 
 /// Which rows of a padded batch are real, per client.
@@ -56,7 +68,7 @@ impl StackedModel {
             };
             vars.insert(entry.name.clone(), var);
         }
-        StackedModel { kind, clients: clients as i64, vs, vars, layout }
+        StackedModel { kind, clients: clients as i64, vs, vars, layout, probe: Default::default() }
     }
 
     /// Copies client g's flat weights `bases[g]` into slice g of every variable. Each distinct
@@ -143,6 +155,25 @@ impl StackedModel {
         }
     }
 
+    /// Evaluation-mode class scores `[G, B, classes]` of one batch `[B, C, H, W]` shown to every
+    /// model, and each tracker's per-model batch statistics (differentiable, for synthesis).
+    pub fn forward_shared(&self, xs: &Tensor) -> (Tensor, Vec<StackedStats>) {
+        *self.probe.borrow_mut() = Some(Vec::new());
+        let logits = self.forward(&xs.repeat([1, self.clients, 1, 1]), None, false);
+        let stats = self.probe.borrow_mut().take().unwrap_or_default();
+        (logits, stats)
+    }
+
+    /// Evaluation-mode class scores `[G, b, classes]` where model g sees its own rows
+    /// `g*b..(g+1)*b` of `xs` (`[G*b, C, H, W]`), as the KD steps show each teacher its images.
+    pub fn forward_split(&self, xs: &Tensor) -> Tensor {
+        let [rows, c, h, w] = xs.size()[..] else { unreachable!("images are 4-D") };
+        let per = rows / self.clients;
+        let stacked =
+            xs.view([self.clients, per, c, h, w]).transpose(0, 1).reshape([per, self.clients * c, h, w]);
+        self.forward(&stacked, None, false)
+    }
+
     fn basic_block(
         &self,
         name: &str,
@@ -217,6 +248,16 @@ impl StackedModel {
     /// Identity; in training mode folds each client's batch statistics (real rows only) into
     /// its running mean and biased variance, as [`tracker::StatTracker`] does for one model.
     fn track(&self, name: &str, xs: &Tensor, mask: Option<&Mask>, train: bool) -> Tensor {
+        if let Some(collected) = self.probe.borrow_mut().as_mut() {
+            let channels = xs.size()[1] / self.clients;
+            let dims = [0i64, 2, 3];
+            collected.push(StackedStats {
+                mean: xs.mean_dim(dims.as_slice(), false, None).view([self.clients, channels]),
+                var: xs.var_correction(dims.as_slice(), 0, false).view([self.clients, channels]),
+                running_mean: self.vars[&format!("{name}.running_mean")].shallow_clone(),
+                running_var: self.vars[&format!("{name}.running_var")].shallow_clone(),
+            });
+        }
         if train {
             tch::no_grad(|| {
                 let (batch, channels, height, width) = xs.size4().expect("trackers follow convolutions");
@@ -419,6 +460,51 @@ mod tests {
         let mut stacked = StackedModel::new(ModelKind::ConvNet, CIFAR, 3, Device::Cpu);
         stacked.load(&[&a, &b, &a]);
         assert_eq!(stacked.weights(), [a.clone(), b, a]);
+    }
+
+    /// FedRevive's teachers as one stacked model: the same scores and tracker statistics as
+    /// each teacher alone, for a batch shown to all and for a batch split among them.
+    #[test]
+    fn stacked_teachers_score_and_report_statistics_as_each_teacher_alone() {
+        for kind in ModelKind::ALL {
+            let teachers = 3i64;
+            let bases: Vec<Vec<f32>> =
+                (0..teachers).map(|s| initial_weights(kind, CIFAR, 20 + s as u64)).collect();
+            let mut stacked = StackedModel::new(kind, CIFAR, teachers as usize, Device::Cpu);
+            let refs: Vec<&[f32]> = bases.iter().map(|b| b.as_slice()).collect();
+            stacked.load(&refs);
+            // Synthesis differentiates the statistics with respect to the images.
+            let images = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let (logits, stats) = stacked.forward_shared(&images);
+            assert!(
+                stats[0].mean.requires_grad() && logits.requires_grad(),
+                "{kind}: the graph reaches the images"
+            );
+            let split = Tensor::randn([teachers * 2, 3, 32, 32], (Kind::Float, Device::Cpu));
+            let split_logits = stacked.forward_split(&split);
+            assert_eq!(split_logits.size(), [teachers, 2, 10]);
+            let close = |a: &Tensor, b: &Tensor, what: &str| {
+                let diff = (a - b).abs().max().double_value(&[]);
+                let scale = b.abs().max().double_value(&[]).max(1.0);
+                assert!(diff <= 1e-5 * scale, "{kind} {what}: {diff:e} of {scale:e}");
+            };
+            for (g, base) in bases.iter().enumerate() {
+                let mut single = Model::new(kind, CIFAR, Device::Cpu);
+                single.load(base);
+                single.probe.arm();
+                let expected = single.net.forward_t(&images, false);
+                let single_stats = single.probe.take();
+                close(&logits.get(g as i64), &expected, "shared logits");
+                assert_eq!(single_stats.len(), stats.len(), "{kind}: one entry per tracker");
+                for (one, all) in single_stats.iter().zip(&stats) {
+                    close(&all.mean.get(g as i64), &one.mean, "batch mean");
+                    close(&all.var.get(g as i64), &one.var, "batch variance");
+                    close(&all.running_var.get(g as i64), &one.running_var, "running variance");
+                }
+                let own = single.net.forward_t(&split.narrow(0, 2 * g as i64, 2), false);
+                close(&split_logits.get(g as i64), &own, "split logits");
+            }
+        }
     }
 
     #[test]

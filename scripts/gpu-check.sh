@@ -2,7 +2,8 @@
 # The prepared GPU check (issue 10), one call on a GPU machine with only the carried .gpu/
 # (scripts/gpu-pack.sh) or a built target/release/fedsim, and python3 with torch 2.11.0 for
 # libtorch. Within about 8 minutes: `fedsim info`; the FedAvg round benchmark for ResNet-18 at
-# cohort sizes 1, 10, 25, 50 and 100; the distillation benchmark (ngf 128, 8 teachers);
+# cohort sizes 1, 10, 25, 50 and 100; the distillation benchmark (ngf 128, 8 teachers, one by
+# one and stacked);
 # fedbuff-resnet18 for 200 versions at 1 and 4 workers, whose hashes must agree; then one
 # summary table. Without CUDA it says so, runs a small CPU round instead, and exits 0.
 # Logs go to $OUT (the device tool's folder) or /tmp/gpu-check.
@@ -52,9 +53,12 @@ for cohort in 1 10 25 50 100; do
     [ -n "$mean" ] || tail -5 "$log"
 done
 
-log="$out/distill.log"
-"$fedsim" bench distill --model resnet18 --ngf 128 --teachers 8 --repeats 3 --device cuda > "$log" 2>&1
-row "distillation ResNet-18, ngf 128, 8 teachers" "$(grep -o 'mean [0-9.]* ms per arrival' "$log" || tail -1 "$log")"
+for stacked in false true; do
+    log="$out/distill-stacked-$stacked.log"
+    "$fedsim" bench distill --model resnet18 --ngf 128 --teachers 8 --repeats 3 --stacked "$stacked" --device cuda > "$log" 2>&1
+    how="one by one"; [ "$stacked" = true ] && how="stacked"
+    row "distillation ResNet-18, ngf 128, 8 teachers $how" "$(grep -o 'mean [0-9.]* ms per arrival' "$log" || tail -1 "$log")"
+done
 
 hashes=()
 for workers in 1 4; do

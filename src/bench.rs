@@ -96,12 +96,14 @@ pub fn local_update(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn distill(
     model: ModelKind,
     ngf: i64,
     teachers: usize,
     repeats: usize,
     threads: usize,
+    stacked: Option<bool>,
     device: DeviceChoice,
 ) -> Result<()> {
     use crate::fl::revive::{Distiller, Teacher};
@@ -121,6 +123,9 @@ pub fn distill(
     // The adversarial term from the start, so that every call pays for all three losses.
     let settings = DfkdSettings { ngf, adv_after: 0, ..DfkdSettings::reference() };
     let mut distiller = DataFreeDistiller::new(kd, settings, model, DatasetKind::Cifar10, input, device, 10)?;
+    if let Some(stacked) = stacked {
+        distiller.core.stack_teachers = stacked;
+    }
     let gamma = Gamma::new(0.5, 1.0)?;
     let mut rng = rng::stream(10, Purpose::Partition, 0);
     let teacher_set: Vec<Teacher> = (0..teachers as u64)
@@ -136,7 +141,8 @@ pub fn distill(
     let refs: Vec<&Teacher> = teacher_set.iter().collect();
     let current = initial_weights(model, input, 10);
     println!(
-        "distillation step: {model} student, {teachers} teachers, generator ngf {ngf} (nz 256, batch 64, 2 steps), 10 KD steps of 32 images per teacher, on {} ({threads} libtorch threads)",
+        "distillation step: {model} student, {teachers} teachers ({}), generator ngf {ngf} (nz 256, batch 64, 2 steps), 10 KD steps of 32 images per teacher, on {} ({threads} libtorch threads)",
+        if distiller.core.stack_teachers { "stacked" } else { "one by one" },
         runtime::describe(device)
     );
     let mut times = Vec::new();

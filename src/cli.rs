@@ -146,6 +146,10 @@ enum BenchCommand {
         /// libtorch threads on CPU (a config's run.server_threads).
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Teachers as one stacked model (true) or one by one (false); default: stacked on a
+        /// GPU, one by one on CPU, as runs do.
+        #[arg(long)]
+        stacked: Option<bool>,
         #[arg(long, default_value = "auto")]
         device: DeviceChoice,
     },
@@ -224,8 +228,8 @@ fn run(cli: Cli) -> Result<()> {
             crate::run_command::plan(&config, &overrides, horizon.is_some())
         }
         Command::Bench {
-            command: BenchCommand::Distill { model, ngf, teachers, repeats, threads, device },
-        } => crate::bench::distill(model, ngf, teachers, repeats, threads, device),
+            command: BenchCommand::Distill { model, ngf, teachers, repeats, threads, stacked, device },
+        } => crate::bench::distill(model, ngf, teachers, repeats, threads, stacked, device),
         Command::Bench {
             command:
                 BenchCommand::LocalUpdate { model, dataset, repeats, local_iters, batch_size, seed, device },

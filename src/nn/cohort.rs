@@ -71,6 +71,16 @@ impl StackedModel {
         StackedModel { kind, clients: clients as i64, vs, vars, layout, probe: Default::default() }
     }
 
+    /// How many models the stack holds.
+    pub fn clients(&self) -> usize {
+        self.clients as usize
+    }
+
+    /// No gradients reach the variables (teachers).
+    pub fn freeze(&mut self) {
+        self.vs.freeze();
+    }
+
     /// Copies client g's flat weights `bases[g]` into slice g of every variable. Each distinct
     /// base crosses to the device once (a FedAvg cohort shares one), then is repeated there.
     pub fn load(&mut self, bases: &[&[f32]]) {

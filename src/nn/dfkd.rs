@@ -103,7 +103,7 @@ impl ImagePool {
 
 pub struct DataFreeDistiller {
     settings: DfkdSettings,
-    core: KdCore,
+    pub core: KdCore,
     augment_normalize: Normalize,
     /// The persistent generator's weights (each synthesis call builds its fast copy).
     generator_vs: nn::VarStore,
@@ -233,11 +233,10 @@ impl DataFreeDistiller {
             let mut bn = Tensor::zeros([], (Kind::Float, device));
             let mut one_hot = Tensor::zeros([], (Kind::Float, device));
             let mut adv = Tensor::zeros([], (Kind::Float, device));
-            for (k, teacher) in self.core.teachers.iter().take(teachers.len()).enumerate() {
+            for (k, (logits, stats)) in
+                self.core.teacher_logits_probed(&inputs, teachers.len()).into_iter().enumerate()
+            {
                 let w = per_sample.get(k as i64);
-                teacher.probe.arm();
-                let logits = teacher.net.forward_t(&inputs, false);
-                let stats = teacher.probe.take();
                 let mut teacher_bn = Tensor::zeros([], (Kind::Float, device));
                 for st in stats {
                     teacher_bn += (st.var - st.running_var).norm() + (st.mean - st.running_mean).norm();

@@ -14,6 +14,8 @@
 use rand::Rng as _;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
 
+use super::cohort::StackedModel;
+use super::tracker::BatchStats;
 use super::{InputSpec, Model, ModelKind};
 use crate::data::augment::{Augment, Normalize};
 use crate::data::Dataset;
@@ -38,6 +40,11 @@ pub struct KdCore {
     pub settings: KdSettings,
     pub student: Model,
     pub teachers: Vec<Model>,
+    /// The teachers as one stacked model (issue 10): on a GPU, where it turns T forwards into
+    /// one; on CPU the teachers run one by one (no gain there: CPU convolutions run client by
+    /// client inside a stack anyway), so CPU results stay those of separate teachers.
+    pub stack_teachers: bool,
+    stacked: Option<StackedModel>,
     pub normalize: Normalize,
     pub device: Device,
     /// FedRevive's stabiliser of the KD loss (DD-FedRevive has none).
@@ -59,6 +66,8 @@ impl KdCore {
             settings,
             student: Model::new(kind, input, device),
             teachers: Vec::new(),
+            stack_teachers: device.is_cuda(),
+            stacked: None,
             normalize,
             device,
             stabilizer,
@@ -70,6 +79,16 @@ impl KdCore {
     /// Loads the teachers' weights into (frozen) teacher models. On CPU the caller's libtorch
     /// thread count applies (the executor sets the coordinating thread's to run.server_threads).
     pub fn load_teachers(&mut self, teachers: &[&Teacher]) {
+        if self.stack_teachers {
+            if self.stacked.as_ref().is_none_or(|s| s.clients() != teachers.len()) {
+                let mut stacked = StackedModel::new(self.kind, self.input, teachers.len(), self.device);
+                stacked.freeze();
+                self.stacked = Some(stacked);
+            }
+            let weights: Vec<&[f32]> = teachers.iter().map(|t| t.weights.as_slice()).collect();
+            self.stacked.as_mut().expect("made above").load(&weights);
+            return;
+        }
         while self.teachers.len() < teachers.len() {
             let mut model = Model::new(self.kind, self.input, self.device);
             model.vs.freeze();
@@ -105,11 +124,9 @@ impl KdCore {
             let student_log_probs =
                 (self.student.net.forward_t(&inputs, false) / s.temperature).log_softmax(-1, Kind::Float);
             let mut loss = Tensor::zeros([], (Kind::Float, self.device));
-            for (i, teacher) in self.teachers.iter().take(teachers.len()).enumerate() {
-                let slice = inputs.narrow(0, i as i64 * per, per);
-                let teacher_probs = tch::no_grad(|| {
-                    (teacher.net.forward_t(&slice, false) / s.temperature).softmax(-1, Kind::Float)
-                });
+            let all_logits = tch::no_grad(|| self.teacher_logits_split(&inputs, teachers.len()));
+            for (i, logits) in all_logits.into_iter().enumerate() {
+                let teacher_probs = (logits / s.temperature).softmax(-1, Kind::Float);
                 loss += student_log_probs.narrow(0, i as i64 * per, per).kl_div(
                     &teacher_probs,
                     Reduction::Sum,
@@ -131,6 +148,59 @@ impl KdCore {
             optimizer.backward_step(&loss);
         }
         Ok(crate::params::delta(&self.student.weights(), current))
+    }
+
+    /// Each of the `count` loaded teachers' scores of its own equal share of `inputs` (teacher
+    /// i sees rows i*b..(i+1)*b), in evaluation mode.
+    pub fn teacher_logits_split(&self, inputs: &Tensor, count: usize) -> Vec<Tensor> {
+        let per = inputs.size()[0] / count as i64;
+        match &self.stacked {
+            Some(stacked) if self.stack_teachers => {
+                let logits = stacked.forward_split(inputs);
+                (0..count as i64).map(|i| logits.get(i)).collect()
+            }
+            _ => self
+                .teachers
+                .iter()
+                .take(count)
+                .enumerate()
+                .map(|(i, t)| t.net.forward_t(&inputs.narrow(0, i as i64 * per, per), false))
+                .collect(),
+        }
+    }
+
+    /// Each of the `count` loaded teachers' scores of the whole batch `inputs` with its
+    /// trackers' batch statistics (differentiable), in evaluation mode: FedRevive's synthesis.
+    pub fn teacher_logits_probed(&self, inputs: &Tensor, count: usize) -> Vec<(Tensor, Vec<BatchStats>)> {
+        match &self.stacked {
+            Some(stacked) if self.stack_teachers => {
+                let (logits, stats) = stacked.forward_shared(inputs);
+                (0..count as i64)
+                    .map(|k| {
+                        let per_teacher = stats
+                            .iter()
+                            .map(|st| BatchStats {
+                                mean: st.mean.get(k),
+                                var: st.var.get(k),
+                                running_mean: st.running_mean.get(k),
+                                running_var: st.running_var.get(k),
+                            })
+                            .collect();
+                        (logits.get(k), per_teacher)
+                    })
+                    .collect()
+            }
+            _ => self
+                .teachers
+                .iter()
+                .take(count)
+                .map(|t| {
+                    t.probe.arm();
+                    let logits = t.net.forward_t(inputs, false);
+                    (logits, t.probe.take())
+                })
+                .collect(),
+        }
     }
 }
 
@@ -194,7 +264,7 @@ pub fn draw_labels(q: &[f64], classes: usize, count: usize, rng: &mut Rng) -> Ve
 
 /// DD-FedRevive's distiller: KD on a held-out split of real training images.
 pub struct RealDataDistiller {
-    core: KdCore,
+    pub core: KdCore,
     dataset: std::sync::Arc<Dataset>,
     /// KD-split indices (into the training set) of each class.
     by_class: Vec<Vec<i64>>,

@@ -239,3 +239,49 @@ fn two_arrivals_draw_different_latents_and_one_arrival_the_same_ones() {
         "an arrival's draws are a function of its task"
     );
 }
+
+/// FedRevive's teachers as one stacked model (the GPU's path) against one by one (CPU's):
+/// synthesis, pool and KD give the same delta_KD up to float rounding, with the adversarial
+/// term on, over a few arrivals.
+#[test]
+fn stacked_teachers_distil_as_teachers_one_by_one() {
+    let (student, teachers) = teachers();
+    let refs: Vec<&Teacher> = teachers.iter().collect();
+    let mut apart = tiny_distiller(0.1, 2);
+    let mut stacked = tiny_distiller(0.1, 2);
+    assert!(!apart.core.stack_teachers, "on CPU the teachers run one by one");
+    stacked.core.stack_teachers = true;
+    for arrival in 1..=3u64 {
+        let a = apart.distill(&student, &refs, arrival).unwrap();
+        let b = stacked.distill(&student, &refs, arrival).unwrap();
+        let scale = a.iter().fold(0f32, |m, d| m.max(d.abs()));
+        let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        eprintln!("arrival {arrival}: max |stacked - apart| / max |apart| = {:.3e}", diff / scale);
+        assert!(scale > 0.0 && diff <= 1e-3 * scale, "arrival {arrival}: {diff:e} of {scale:e}");
+    }
+    // The synthetic images the generators made (their pools) agree too.
+    let (ga, gb) = (apart.generator_weights(), stacked.generator_weights());
+    let diff = ga.iter().zip(&gb).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(diff < 1e-3, "generators differ by {diff:e}");
+}
+
+/// DD-FedRevive's KD on the real split, stacked against one by one.
+#[test]
+fn stacked_teachers_distil_real_images_as_teachers_one_by_one() {
+    let (student, teachers) = teachers();
+    let refs: Vec<&Teacher> = teachers.iter().collect();
+    let data = Arc::new(fedsim::data::load(DatasetKind::Cifar10, &dirs()).unwrap());
+    let kd_split = split::split(data.train.len(), split::VAL_SPLIT, split::KD_SPLIT, 3).kd;
+    let settings =
+        KdSettings { iters: 3, lr: 3e-4, weight_decay: 0.0, temperature: 2.0, batch_per_teacher: 8 };
+    let make =
+        || RealDataDistiller::new(settings, ModelKind::ConvNet, data.clone(), &kd_split, Device::Cpu, 4);
+    let (mut apart, mut stacked) = (make(), make());
+    stacked.core.stack_teachers = true;
+    let a = apart.distill(&student, &refs, 7).unwrap();
+    let b = stacked.distill(&student, &refs, 7).unwrap();
+    let scale = a.iter().fold(0f32, |m, d| m.max(d.abs()));
+    let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    eprintln!("real-data KD: max |stacked - apart| / max |apart| = {:.3e}", diff / scale);
+    assert!(scale > 0.0 && diff <= 1e-3 * scale, "{diff:e} of {scale:e}");
+}

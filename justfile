@@ -64,9 +64,17 @@ test-only:
     if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --release --no-fail-fast; else cargo test --release --no-fail-fast; fi
 
 # The last step is the quickstart at 1, 2 and 4 workers: same results, and the speed-up.
-# Benchmarks: criterion suites, local-update throughput, the worker sweep into reports/sweep-workers.
+# Benchmarks: criterion suites, local-update throughput, FedAvg rounds alone and in cohorts of 8,
+# the worker sweep into reports/sweep-workers.
 [group('checks')]
 bench: setup
     cargo bench --bench scheduler --bench local_update
     {{fedsim}} bench local-update --model convnet --repeats 10
+    {{fedsim}} bench round --model convnet --clients 64 --cohort 1 --workers 2
+    {{fedsim}} bench round --model convnet --clients 64 --cohort 8 --workers 2
     {{fedsim}} sweep sim-configs/sweep-workers.toml
+
+# On a GPU machine: the prepared check of issue 10 (pack here with scripts/gpu-pack.sh first).
+[group('checks')]
+gpu-check:
+    scripts/gpu-check.sh

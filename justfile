@@ -64,8 +64,7 @@ test-only:
     if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --release --no-fail-fast; else cargo test --release --no-fail-fast; fi
 
 # The last step is the quickstart at 1, 2 and 4 workers: same results, and the speed-up.
-# Benchmarks: criterion suites, local-update throughput, FedAvg rounds alone and in cohorts of 8,
-# the worker sweep into reports/sweep-workers.
+# Benchmarks: criterion suites, local updates, FedAvg rounds alone and in cohorts of 8, the worker sweep.
 [group('checks')]
 bench: setup
     cargo bench --bench scheduler --bench local_update

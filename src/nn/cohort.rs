@@ -16,7 +16,9 @@ use std::time::Instant;
 
 use tch::{nn, Device, Kind, Tensor};
 
-use super::train::{single_threaded_torch, BatchOrder, TrainContext, TrainOutcome, TrainSpec};
+use super::train::{
+    augmented_batch, single_threaded_torch, BatchOrder, TrainContext, TrainOutcome, TrainSpec,
+};
 use super::{tracker, InputSpec, Layout, Model, ModelKind};
 use crate::sim::rng::Rng;
 
@@ -28,18 +30,9 @@ pub struct StackedModel {
     vars: HashMap<String, Tensor>,
     /// The single model's layout: where each variable lies in one client's flat weights.
     layout: Layout,
-    /// While armed, every tracker reports its batch statistics here (evaluation forwards).
-    probe: std::cell::RefCell<Option<Vec<StackedStats>>>,
-}
-
-/// One tracker's view of one batch in every stacked model, differentiable: each model's batch
-/// statistics `[G, C]` beside its recorded running statistics `[G, C]` (what FedRevive's
-/// synthesis matches, [`tracker::BatchStats`] for G models at once).
-pub struct StackedStats {
-    pub mean: Tensor,
-    pub var: Tensor,
-    pub running_mean: Tensor,
-    pub running_var: Tensor,
+    /// While armed, every tracker reports its batch statistics here (evaluation forwards), as
+    /// [`tracker::BatchStats`] with `[G, C]` tensors: one row per stacked model.
+    probe: std::cell::RefCell<Option<Vec<tracker::BatchStats>>>,
 }
 
 /// Which rows of a padded batch are real, per client.
@@ -167,7 +160,7 @@ impl StackedModel {
 
     /// Evaluation-mode class scores `[G, B, classes]` of one batch `[B, C, H, W]` shown to every
     /// model, and each tracker's per-model batch statistics (differentiable, for synthesis).
-    pub fn forward_shared(&self, xs: &Tensor) -> (Tensor, Vec<StackedStats>) {
+    pub fn forward_shared(&self, xs: &Tensor) -> (Tensor, Vec<tracker::BatchStats>) {
         *self.probe.borrow_mut() = Some(Vec::new());
         let logits = self.forward(&xs.repeat([1, self.clients, 1, 1]), None, false);
         let stats = self.probe.borrow_mut().take().unwrap_or_default();
@@ -255,15 +248,24 @@ impl StackedModel {
         }
     }
 
+    /// Each client's batch mean and biased variance `[G, C]` of `[B, G*C, H, W]` activations.
+    fn batch_stats(&self, xs: &Tensor) -> (Tensor, Tensor) {
+        let dims = [0i64, 2, 3];
+        let channels = xs.size()[1] / self.clients;
+        (
+            xs.mean_dim(dims.as_slice(), false, None).view([self.clients, channels]),
+            xs.var_correction(dims.as_slice(), 0, false).view([self.clients, channels]),
+        )
+    }
+
     /// Identity; in training mode folds each client's batch statistics (real rows only) into
     /// its running mean and biased variance, as [`tracker::StatTracker`] does for one model.
     fn track(&self, name: &str, xs: &Tensor, mask: Option<&Mask>, train: bool) -> Tensor {
         if let Some(collected) = self.probe.borrow_mut().as_mut() {
-            let channels = xs.size()[1] / self.clients;
-            let dims = [0i64, 2, 3];
-            collected.push(StackedStats {
-                mean: xs.mean_dim(dims.as_slice(), false, None).view([self.clients, channels]),
-                var: xs.var_correction(dims.as_slice(), 0, false).view([self.clients, channels]),
+            let (mean, var) = self.batch_stats(xs);
+            collected.push(tracker::BatchStats {
+                mean,
+                var,
                 running_mean: self.vars[&format!("{name}.running_mean")].shallow_clone(),
                 running_var: self.vars[&format!("{name}.running_var")].shallow_clone(),
             });
@@ -273,10 +275,7 @@ impl StackedModel {
                 let (batch, channels, height, width) = xs.size4().expect("trackers follow convolutions");
                 let (g, c) = (self.clients, channels / self.clients);
                 let (mean, var) = match mask {
-                    None => (
-                        xs.mean_dim([0i64, 2, 3].as_slice(), false, None).view([g, c]),
-                        xs.var_correction([0i64, 2, 3].as_slice(), 0, false).view([g, c]),
-                    ),
+                    None => self.batch_stats(xs),
                     Some(mask) => {
                         let grouped = xs.view([batch, g, c, height * width]);
                         let count = &mask.counts * (height * width) as f64;
@@ -337,10 +336,9 @@ pub fn train_cohort(
         for (g, (order, rng)) in orders.iter_mut().zip(&mut rngs).enumerate() {
             let batch = order.next_batch(spec.batch_size, rng);
             samples[g] += batch.len();
-            let index = Tensor::from_slice(&batch).to_device(ctx.device);
-            let augmented = spec.augment.apply(&ctx.data.images.index_select(0, &index), rng);
-            images.push(ctx.normalize.apply(&augmented));
-            labels.push(ctx.data.labels.index_select(0, &index));
+            let (inputs, targets) = augmented_batch(ctx, spec, &batch, rng);
+            images.push(inputs);
+            labels.push(targets);
         }
         let losses = cohort_step(&model, &mut optimizer, images, labels)?;
         if step == 0 {

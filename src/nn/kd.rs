@@ -176,18 +176,7 @@ impl KdCore {
             Some(stacked) if self.stack_teachers => {
                 let (logits, stats) = stacked.forward_shared(inputs);
                 (0..count as i64)
-                    .map(|k| {
-                        let per_teacher = stats
-                            .iter()
-                            .map(|st| BatchStats {
-                                mean: st.mean.get(k),
-                                var: st.var.get(k),
-                                running_mean: st.running_mean.get(k),
-                                running_var: st.running_var.get(k),
-                            })
-                            .collect();
-                        (logits.get(k), per_teacher)
-                    })
+                    .map(|k| (logits.get(k), stats.iter().map(|st| st.row(k)).collect()))
                     .collect()
             }
             _ => self

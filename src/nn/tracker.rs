@@ -22,6 +22,18 @@ pub struct BatchStats {
     pub running_var: Tensor,
 }
 
+impl BatchStats {
+    /// Model `k`'s statistics, where a stacked model holds one row per model (`[G, C]`).
+    pub fn row(&self, k: i64) -> BatchStats {
+        BatchStats {
+            mean: self.mean.get(k),
+            var: self.var.get(k),
+            running_mean: self.running_mean.get(k),
+            running_var: self.running_var.get(k),
+        }
+    }
+}
+
 /// Shared by all trackers of a model; armed, it collects [`BatchStats`] in forward order.
 #[derive(Clone, Default)]
 pub struct Probe(Arc<Mutex<Option<Vec<BatchStats>>>>);

@@ -167,6 +167,18 @@ pub fn train_local(
     })
 }
 
+/// The images at `indices`, augmented from `rng` and normalised, and their labels.
+pub fn augmented_batch(
+    ctx: &TrainContext,
+    spec: &TrainSpec,
+    indices: &[i64],
+    rng: &mut Rng,
+) -> (Tensor, Tensor) {
+    let index = Tensor::from_slice(indices).to_device(ctx.device);
+    let images = spec.augment.apply(&ctx.data.images.index_select(0, &index), rng);
+    (ctx.normalize.apply(&images), ctx.data.labels.index_select(0, &index))
+}
+
 /// One optimizer step on the batch at `indices`; returns the detached loss.
 pub fn train_step(
     model: &Model,
@@ -176,10 +188,7 @@ pub fn train_step(
     spec: &TrainSpec,
     rng: &mut Rng,
 ) -> Result<Tensor, tch::TchError> {
-    let index = Tensor::from_slice(indices).to_device(ctx.device);
-    let images = spec.augment.apply(&ctx.data.images.index_select(0, &index), rng);
-    let inputs = ctx.normalize.apply(&images);
-    let labels = ctx.data.labels.index_select(0, &index);
+    let (inputs, labels) = augmented_batch(ctx, spec, indices, rng);
     let loss = model.net.forward_t(&inputs, true).f_cross_entropy_loss(
         &labels,
         None::<Tensor>,

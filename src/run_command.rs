@@ -212,8 +212,8 @@ struct Finished {
 }
 
 fn simulation_run(simulation: Simulation, sink: &mut dyn Sink) -> Result<Finished> {
-    let input = simulation.experiment.spec.input;
-    let test_images = simulation.experiment.dataset.test.len();
+    let input = simulation.experiment.trainer.spec.input;
+    let test_images = simulation.experiment.trainer.dataset.test.len();
     Ok(Finished { run: simulation.run(sink)?, input, test_images })
 }
 

@@ -59,21 +59,13 @@ fn revive_schedule(config: &Config) -> ReviveSchedule {
     ReviveSchedule { beta: config.beta, gates: config.kd.gates }
 }
 
-/// Everything a run needs besides the plan and the server.
+/// Everything a run needs besides the plan and the server: the trainer its workers share, the
+/// executor's settings, the cohort plan and the coordinating thread's libtorch threads.
 pub struct Experiment {
-    pub dataset: Arc<Dataset>,
-    pub partition: Arc<Partition>,
-    pub spec: TrainSpec,
-    /// The run seed (training streams).
-    pub seed: u64,
-    pub device: Device,
-    pub workers: usize,
-    pub lookahead: usize,
+    pub trainer: TorchTrainer,
+    pub settings: ExecSettings,
     /// Tasks per cohort and cohorts at once (run.cohort_size resolved; workers when fixed).
     pub cohorts: CohortPlan,
-    pub initial_weights: Vec<f32>,
-    pub target_accuracy: Option<f64>,
-    pub early_stop: Vec<(u64, f64)>,
     /// libtorch threads of the coordinating thread (server step and evaluation) on CPU.
     pub server_threads: usize,
 }
@@ -178,45 +170,29 @@ impl Simulation {
         let partition = Arc::new(partition);
         let cohorts = cohort_plan(config, &spec, &dataset, &partition, device)?;
         let experiment = Experiment {
-            initial_weights: initial,
-            dataset,
-            partition,
-            spec,
-            seed: config.run_seed,
-            server_threads: config.server_threads,
-            device,
-            workers: config.workers,
+            settings: ExecSettings {
+                initial_weights: initial,
+                partition: partition.clone(),
+                lookahead: config.active_jobs + config.lookahead,
+                cohort_size: cohorts.cohort_size,
+                target_accuracy: config.target_accuracy,
+                early_stop: config.early_stop.clone(),
+            },
+            trainer: TorchTrainer { dataset, partition, spec, seed: config.run_seed, device },
             cohorts,
-            lookahead: config.active_jobs + config.lookahead,
-            target_accuracy: config.target_accuracy,
-            early_stop: config.early_stop.clone(),
+            server_threads: config.server_threads,
         };
         Ok(Simulation { scheduler: Scheduler::new(plan_config(config)), experiment, server })
     }
 
     pub fn run(mut self, sink: &mut dyn Sink) -> Result<RunOutcome> {
-        let e = self.experiment;
-        if e.device == Device::Cpu {
+        let Experiment { trainer, settings, cohorts, server_threads } = self.experiment;
+        if trainer.device == Device::Cpu {
             // The coordinating thread's own count; workers set theirs to 1 at every job.
-            tch::set_num_threads(e.server_threads as i32);
+            tch::set_num_threads(server_threads as i32);
         }
-        let trainer = TorchTrainer {
-            dataset: e.dataset.clone(),
-            partition: e.partition.clone(),
-            spec: e.spec,
-            seed: e.seed,
-            device: e.device,
-        };
-        let mut workers = ThreadWorkers::new(e.cohorts.concurrent_cohorts, Arc::new(trainer))?;
-        let mut evaluator = TorchEvaluator::new(e.dataset.clone(), &e.spec, e.device);
-        let settings = ExecSettings {
-            initial_weights: e.initial_weights,
-            partition: e.partition,
-            lookahead: e.lookahead,
-            cohort_size: e.cohorts.cohort_size,
-            target_accuracy: e.target_accuracy,
-            early_stop: e.early_stop,
-        };
+        let mut evaluator = TorchEvaluator::new(trainer.dataset.clone(), &trainer.spec, trainer.device);
+        let mut workers = ThreadWorkers::new(cohorts.concurrent_cohorts, Arc::new(trainer))?;
         let engines =
             Engines { workers: &mut workers, evaluator: &mut evaluator, server: &mut self.server, sink };
         execute(&mut self.scheduler, &settings, engines)

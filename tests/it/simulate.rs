@@ -166,20 +166,20 @@ fn the_setup_seed_decides_the_data_and_the_run_seed_what_runs() {
     let (other_run, run_plan) = build("run_seed = 8");
     let (other_setup, _) = build("setup_seed = 8");
     assert_eq!(
-        base.experiment.partition.shards, other_run.experiment.partition.shards,
+        base.experiment.trainer.partition.shards, other_run.experiment.trainer.partition.shards,
         "run seed: same shards"
     );
     assert_ne!(
-        base.experiment.initial_weights, other_run.experiment.initial_weights,
+        base.experiment.settings.initial_weights, other_run.experiment.settings.initial_weights,
         "run seed: another model"
     );
     assert_ne!(base_plan, run_plan, "run seed: other delay draws and selections");
     assert_ne!(
-        base.experiment.partition.shards, other_setup.experiment.partition.shards,
+        base.experiment.trainer.partition.shards, other_setup.experiment.trainer.partition.shards,
         "setup seed: other shards"
     );
     assert_eq!(
-        base.experiment.initial_weights, other_setup.experiment.initial_weights,
+        base.experiment.settings.initial_weights, other_setup.experiment.settings.initial_weights,
         "setup seed: same model"
     );
 }
@@ -196,14 +196,15 @@ fn zero_delay_sync_fedavg_is_textbook_fedavg() {
     let config = config(&text, 2);
     let (hash, _) = run(&config);
     let simulation = Simulation::build(&config, &dirs(), Device::Cpu).unwrap();
-    let e = &simulation.experiment;
+    let e = &simulation.experiment.trainer;
+    let initial_weights = &simulation.experiment.settings.initial_weights;
     let (mean, std) = e.dataset.kind.normalization();
     let normalize = Normalize::new(&mean, &std, Device::Cpu);
     let ctx = TrainContext { data: &e.dataset.train, normalize: &normalize, device: Device::Cpu };
     // theta_{r+1} = (1/K) sum_k theta_k, each client trained from theta_r; then, as in the
     // reference, the trackers of the new global model are reset (mean 0, variance 1).
     let resets = fedsim::nn::Model::new(e.spec.model, e.spec.input, Device::Cpu).layout.tracker_resets();
-    let mut theta = e.initial_weights.clone();
+    let mut theta = initial_weights.clone();
     let mut round: Vec<(u64, u32)> = Vec::new();
     for step in Scheduler::new(plan_config(&config)) {
         match step {

@@ -17,6 +17,40 @@ use crate::params::weights_hash;
 use crate::runtime::{self, DeviceChoice};
 use crate::sim::rng::{self, Purpose};
 
+/// The reference's client jobs: `clients` Dirichlet(0.5) shards of 350 samples (fewer where the
+/// training pool is too small for that many) and Adam at lr 3e-4.
+fn reference_jobs(
+    dataset: &crate::data::Dataset,
+    clients: usize,
+    model: ModelKind,
+    local_iters: usize,
+    batch_size: usize,
+    seed: u64,
+) -> Result<(partition::Partition, TrainSpec)> {
+    let pool = split::split(dataset.train.len(), split::VAL_SPLIT, split::KD_SPLIT, seed).train;
+    let shards = partition::partition(
+        &dataset.train.host_labels,
+        &pool,
+        dataset.num_classes(),
+        clients,
+        350.min(pool.len() / clients).max(1),
+        partition::PartitionKind::Dirichlet { alpha: 0.5 },
+        seed,
+    )?;
+    let spec = TrainSpec {
+        model,
+        input: InputSpec::of(dataset),
+        optimizer: OptimizerKind::Adam,
+        lr: 3e-4,
+        momentum: 0.9,
+        local_iters,
+        batch_size,
+        augment: Augment::default(),
+        return_model: false,
+    };
+    Ok((shards, spec))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn local_update(
     dirs: &DataDirs,
@@ -34,31 +68,11 @@ pub fn local_update(
     );
     let device = device.resolve()?;
     let dataset = load_dataset(dirs, kind, device)?;
-    let input = InputSpec::of(&dataset);
-    let pool = split::split(dataset.train.len(), split::VAL_SPLIT, split::KD_SPLIT, seed).train;
-    let shards = partition::partition(
-        &dataset.train.host_labels,
-        &pool,
-        dataset.num_classes(),
-        1,
-        350,
-        partition::PartitionKind::Dirichlet { alpha: 0.5 },
-        seed,
-    )?;
+    let (shards, spec) = reference_jobs(&dataset, 1, model, local_iters, batch_size, seed)?;
+    let input = spec.input;
     let (mean, std) = kind.normalization();
     let normalize = Normalize::new(&mean, &std, device);
     let ctx = TrainContext { data: &dataset.train, normalize: &normalize, device };
-    let spec = TrainSpec {
-        model,
-        input,
-        optimizer: OptimizerKind::Adam,
-        lr: 3e-4,
-        momentum: 0.9,
-        local_iters,
-        batch_size,
-        augment: Augment::default(),
-        return_model: false,
-    };
     let base = initial_weights(model, input, seed);
     println!(
         "local update: {model} ({} parameters), {local_iters} Adam steps of batch {batch_size} on {}{}",
@@ -203,29 +217,9 @@ pub fn round(dirs: &DataDirs, o: &RoundOptions) -> Result<()> {
     );
     let device = o.device.resolve()?;
     let dataset = Arc::new(load_dataset(dirs, o.dataset, device)?);
-    let input = InputSpec::of(&dataset);
-    let pool = split::split(dataset.train.len(), split::VAL_SPLIT, split::KD_SPLIT, o.seed).train;
-    let kind = partition::PartitionKind::Dirichlet { alpha: 0.5 };
-    let partition = partition::partition(
-        &dataset.train.host_labels,
-        &pool,
-        dataset.num_classes(),
-        o.clients,
-        350.min(pool.len() / o.clients).max(1),
-        kind,
-        o.seed,
-    )?;
-    let spec = TrainSpec {
-        model: o.model,
-        input,
-        optimizer: OptimizerKind::Adam,
-        lr: 3e-4,
-        momentum: 0.9,
-        local_iters: o.local_iters,
-        batch_size: o.batch_size,
-        augment: Augment::default(),
-        return_model: false,
-    };
+    let (partition, spec) =
+        reference_jobs(&dataset, o.clients, o.model, o.local_iters, o.batch_size, o.seed)?;
+    let input = spec.input;
     let trainer = TorchTrainer { dataset, partition: Arc::new(partition), spec, seed: o.seed, device };
     let mut workers = ThreadWorkers::new(o.workers, Arc::new(trainer))?;
     let base = Arc::new(initial_weights(o.model, input, o.seed));

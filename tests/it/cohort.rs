@@ -14,9 +14,7 @@ use crate::cifar;
 
 /// max |cohort - single| / max |single| over one client's delta.
 fn relative_difference(cohort: &[f32], single: &[f32]) -> f64 {
-    let scale = single.iter().fold(0f32, |m, d| m.max(d.abs())) as f64;
-    let diff = cohort.iter().zip(single).fold(0f32, |m, (a, b)| m.max((a - b).abs())) as f64;
-    diff / scale.max(1e-12)
+    crate::max_abs_difference(cohort, single) as f64 / (crate::max_abs(single) as f64).max(1e-12)
 }
 
 /// Trains `clients` clients (shards of different sizes, bases perturbed per client) as one

@@ -47,6 +47,16 @@ pub fn fedsim(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The largest |x| of a weight vector (the scale tolerances are stated against).
+pub fn max_abs(values: &[f32]) -> f32 {
+    values.iter().fold(0f32, |m, v| m.max(v.abs()))
+}
+
+/// The largest |a - b| over two weight vectors.
+pub fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
 /// A fresh empty folder under target/ for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = repo().join("target").join("test-scratch").join(name);

@@ -14,7 +14,7 @@ use fedsim::params::weights_hash;
 use fedsim::simulation::Simulation;
 use tch::Device;
 
-use crate::dirs;
+use crate::{dirs, max_abs, max_abs_difference};
 
 fn run(text: &str, workers: usize) -> (String, VecSink) {
     let config = Config::from_toml(text, "test", "test", &[format!("run.workers={workers}")]).unwrap();
@@ -147,7 +147,7 @@ fn kd_towards_a_teacher_identical_to_the_student_leaves_it_unchanged() {
     let student = initial_weights(ModelKind::ConvNet, input, 9);
     let same = Teacher { weights: Arc::new(student.clone()), class_proportions: vec![0.1; 10] };
     let delta = distiller.distill(&student, &[&same, &same], 1).unwrap();
-    let largest = delta.iter().fold(0f32, |m, d| m.max(d.abs()));
+    let largest = max_abs(&delta);
     assert!(largest < 1e-6, "identical teacher moved the student by {largest}");
     // A different teacher does move it.
     let other = Teacher {
@@ -254,14 +254,13 @@ fn stacked_teachers_distil_as_teachers_one_by_one() {
     for arrival in 1..=3u64 {
         let a = apart.distill(&student, &refs, arrival).unwrap();
         let b = stacked.distill(&student, &refs, arrival).unwrap();
-        let scale = a.iter().fold(0f32, |m, d| m.max(d.abs()));
-        let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let (scale, diff) = (max_abs(&a), max_abs_difference(&a, &b));
         eprintln!("arrival {arrival}: max |stacked - apart| / max |apart| = {:.3e}", diff / scale);
         assert!(scale > 0.0 && diff <= 1e-3 * scale, "arrival {arrival}: {diff:e} of {scale:e}");
     }
     // The synthetic images the generators made (their pools) agree too.
     let (ga, gb) = (apart.generator_weights(), stacked.generator_weights());
-    let diff = ga.iter().zip(&gb).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let diff = max_abs_difference(&ga, &gb);
     assert!(diff < 1e-3, "generators differ by {diff:e}");
 }
 
@@ -280,8 +279,7 @@ fn stacked_teachers_distil_real_images_as_teachers_one_by_one() {
     stacked.core.stack_teachers = true;
     let a = apart.distill(&student, &refs, 7).unwrap();
     let b = stacked.distill(&student, &refs, 7).unwrap();
-    let scale = a.iter().fold(0f32, |m, d| m.max(d.abs()));
-    let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let (scale, diff) = (max_abs(&a), max_abs_difference(&a, &b));
     eprintln!("real-data KD: max |stacked - apart| / max |apart| = {:.3e}", diff / scale);
     assert!(scale > 0.0 && diff <= 1e-3 * scale, "{diff:e} of {scale:e}");
 }

@@ -47,3 +47,17 @@ extern "C" int fedsim_use_pool_stream(int device) {
     return 1;
   }
 }
+
+// Waits until the calling thread's current CUDA stream has run all its work: a worker's
+// results, or a new model version, may then be read on another thread's stream and the tensors
+// they were made from freed.
+extern "C" int fedsim_sync_current_stream(int device) {
+  try {
+    c10::impl::VirtualGuardImpl guard(c10::DeviceType::CUDA);
+    const c10::Device cuda(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device));
+    guard.synchronizeStream(guard.getStream(cuda));
+    return 0;
+  } catch (...) {
+    return 1;
+  }
+}

@@ -9,9 +9,11 @@ use anyhow::Result;
 use crate::cli::load_dataset;
 use crate::data::augment::{Augment, Normalize};
 use crate::data::{partition, split, DataDirs, DatasetKind};
-use crate::exec::trainer::{Job, TorchTrainer};
+use crate::exec::trainer::{Job, TorchTrainer, Trainer};
 use crate::exec::{ThreadWorkers, Workers};
-use crate::nn::train::{train_local, OptimizerKind, TrainContext, TrainSpec};
+use crate::fl::{ServerRule, Update};
+use crate::nn::device_weights::{DeviceWeights, TorchWeights};
+use crate::nn::train::{train_local, OptimizerKind, TrainContext, TrainOutcome, TrainSpec};
 use crate::nn::{initial_weights, InputSpec, Model, ModelKind};
 use crate::params::weights_hash;
 use crate::runtime::{self, DeviceChoice};
@@ -209,22 +211,35 @@ pub struct RoundOptions {
 
 /// Times FedAvg rounds: `clients` local updates from one base (each 350 samples, Adam, as the
 /// reference's job), trained in cohorts of `cohort` on `workers` workers through the trainer a
-/// run uses. Round 0 warms up and is not counted.
+/// run uses, then averaged into the next base in task order, as a run's server does. On a GPU
+/// the base, the updates and the average stay on the device, as a run's versions do. Round 0
+/// warms up and is not counted.
 pub fn round(dirs: &DataDirs, o: &RoundOptions) -> Result<()> {
     anyhow::ensure!(
         [o.clients, o.cohort, o.workers, o.rounds, o.local_iters, o.batch_size].iter().all(|&n| n > 0),
         "--clients, --cohort, --workers, --rounds, --local-iters and --batch-size must be at least 1"
     );
     let device = o.device.resolve()?;
+    if device.is_cuda() {
+        round_with::<DeviceWeights>(dirs, o, device)
+    } else {
+        round_with::<Vec<f32>>(dirs, o, device)
+    }
+}
+
+fn round_with<W: TorchWeights>(dirs: &DataDirs, o: &RoundOptions, device: tch::Device) -> Result<()> {
     let dataset = Arc::new(load_dataset(dirs, o.dataset, device)?);
     let (partition, spec) =
         reference_jobs(&dataset, o.clients, o.model, o.local_iters, o.batch_size, o.seed)?;
     let input = spec.input;
-    let trainer = TorchTrainer { dataset, partition: Arc::new(partition), spec, seed: o.seed, device };
-    let mut workers = ThreadWorkers::new(o.workers, Arc::new(trainer))?;
-    let base = Arc::new(initial_weights(o.model, input, o.seed));
+    let trainer: Arc<dyn Trainer<W>> =
+        Arc::new(TorchTrainer { dataset, partition: Arc::new(partition), spec, seed: o.seed, device });
+    let mut workers = ThreadWorkers::new(o.workers, trainer)?;
+    let host_base = initial_weights(o.model, input, o.seed);
+    let mut base = Arc::new(W::from_flat(tch::Tensor::from_slice(&host_base).to_device(device)));
+    let rule = ServerRule::plain(1.0);
     println!(
-        "FedAvg round: {} clients of {} ({} parameters), {} Adam steps of batch {} each, cohorts of {}, {} worker{}, on {}{}",
+        "FedAvg round: {} clients of {} ({} parameters), {} Adam steps of batch {} each, cohorts of {}, {} worker{}, then their mean, on {}{}",
         o.clients,
         o.model,
         Model::new(o.model, input, tch::Device::Cpu).layout.parameter_count(),
@@ -242,11 +257,13 @@ pub fn round(dirs: &DataDirs, o: &RoundOptions) -> Result<()> {
         runtime::reset_peak_memory(device);
         let before = runtime::device_memory(device).map(|m| m.allocated);
         let started = Instant::now();
-        let tasks: Vec<Job> = (0..o.clients as u64)
+        let tasks: Vec<Job<W>> = (0..o.clients as u64)
             .map(|i| Job { task: round as u64 * o.clients as u64 + i, client: i as u32, base: base.clone() })
             .collect();
         let mut cohorts = tasks.chunks(o.cohort).enumerate();
-        let (mut running, mut last_loss) = (0usize, 0f64);
+        let mut outcomes: Vec<Option<Vec<TrainOutcome<W>>>> =
+            (0..o.clients.div_ceil(o.cohort)).map(|_| None).collect();
+        let mut running = 0usize;
         loop {
             while running < workers.capacity() {
                 let Some((id, jobs)) = cohorts.next() else { break };
@@ -258,9 +275,21 @@ pub fn round(dirs: &DataDirs, o: &RoundOptions) -> Result<()> {
             }
             let finished = workers.next_finished();
             running -= 1;
-            last_loss += finished.result?.iter().map(|t| t.last_loss as f64).sum::<f64>();
+            outcomes[finished.cohort as usize] = Some(finished.result?);
         }
+        drop(tasks);
+        let trained: Vec<TrainOutcome<W>> = outcomes.into_iter().flatten().flatten().collect();
+        let training = started.elapsed().as_secs_f64();
+        let updates: Vec<Update<W>> = trained
+            .iter()
+            .map(|t| Update { delta: &t.delta, model: None, staleness: 0, samples: t.samples })
+            .collect();
+        let mut next = (*base).clone();
+        rule.apply(&mut next, &updates);
+        next.settle();
+        base = Arc::new(next);
         let elapsed = started.elapsed().as_secs_f64();
+        let last_loss = trained.iter().map(|t| t.last_loss as f64).sum::<f64>();
         let memory = match (before, runtime::device_memory(device)) {
             (Some(before), Some(after)) => {
                 let peak = after.peak_allocated.saturating_sub(before);
@@ -273,9 +302,11 @@ pub fn round(dirs: &DataDirs, o: &RoundOptions) -> Result<()> {
             _ => String::new(),
         };
         println!(
-            "  round {round}{}: {:8.3} s  {:7.1} client updates/s  {:9.0} samples/s  mean last loss {:.4}{memory}",
+            "  round {round}{}: {:8.3} s ({:.3} s training, {:.1} ms mean)  {:7.1} client updates/s  {:9.0} samples/s  mean last loss {:.4}{memory}",
             if round == 0 { " (warm-up)" } else { "" },
             elapsed,
+            training,
+            (elapsed - training) * 1e3,
             o.clients as f64 / elapsed,
             (o.clients * o.local_iters * o.batch_size) as f64 / elapsed,
             last_loss / o.clients as f64

@@ -78,6 +78,7 @@ extern "C" {
     ) -> std::ffi::c_int;
     fn fedsim_cuda_reset_peak(device: std::ffi::c_int) -> std::ffi::c_int;
     fn fedsim_use_pool_stream(device: std::ffi::c_int) -> std::ffi::c_int;
+    fn fedsim_sync_current_stream(device: std::ffi::c_int) -> std::ffi::c_int;
 }
 
 thread_local! {
@@ -93,6 +94,16 @@ pub fn use_own_stream(device: Device) {
             let ok = unsafe { fedsim_use_pool_stream(index as std::ffi::c_int) } == 0;
             OWN_STREAM.set(ok);
         }
+    }
+}
+
+/// On a GPU, blocks until the calling thread's current stream has run all its work, so that
+/// what it wrote may be read on other streams and its inputs freed; a no-op on CPU, where
+/// every operation has finished when it returns.
+pub fn sync_current_stream(device: Device) {
+    if let Device::Cuda(index) = device {
+        // SAFETY: waits on libtorch's current stream; fails with 1 without CUDA (nothing to wait for).
+        let _ = unsafe { fedsim_sync_current_stream(index as std::ffi::c_int) };
     }
 }
 

@@ -5,19 +5,20 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tch::Device;
+use tch::{Device, Tensor};
 
 use crate::config::{AlgorithmKind, CohortSize, Config};
 use crate::data::augment::Augment;
 use crate::data::partition::Partition;
 use crate::data::Dataset;
 use crate::data::{partition, split, DataDirs};
-use crate::exec::sizing::{size_cohorts, CohortPlan};
+use crate::exec::sizing::{resident_bytes, size_cohorts, CohortPlan};
 use crate::exec::trainer::{TorchEvaluator, TorchTrainer};
-use crate::exec::{execute, Engines, ExecSettings, RunOutcome, Sink, ThreadWorkers};
+use crate::exec::{execute, Engines, ExecSettings, RunOutcome, Sink, ThreadWorkers, Trainer};
 use crate::fl::revive::{Distiller, ReviveSchedule, TeacherBuffer};
 use crate::fl::server::{Revive, Server};
 use crate::fl::ServerRule;
+use crate::nn::device_weights::{DeviceWeights, TorchWeights};
 use crate::nn::dfkd::DataFreeDistiller;
 use crate::nn::kd::RealDataDistiller;
 use crate::nn::train::TrainSpec;
@@ -59,9 +60,12 @@ fn revive_schedule(config: &Config) -> ReviveSchedule {
     ReviveSchedule { beta: config.beta, gates: config.kd.gates }
 }
 
-/// Everything a run needs besides the plan and the server: the trainer its workers share, the
-/// executor's settings, the cohort plan and the coordinating thread's libtorch threads.
+/// Everything a run needs besides the plan and the server: the initial model, the trainer its
+/// workers share, the executor's settings, the cohort plan and the coordinating thread's
+/// libtorch threads.
 pub struct Experiment {
+    /// Version 0, drawn from the run seed (on the host).
+    pub initial_weights: Vec<f32>,
     pub trainer: TorchTrainer,
     pub settings: ExecSettings,
     /// Tasks per cohort and cohorts at once (run.cohort_size resolved; workers when fixed).
@@ -95,7 +99,11 @@ fn cohort_plan(
             let per_client = crate::nn::cohort::measure_client_footprint(spec, &partition.shards[0], &ctx)
                 .ok_or_else(unreadable)?;
             let free = crate::runtime::device_memory(device).ok_or_else(unreadable)?.free;
-            Ok(size_cohorts(free, per_client, config.workers, config.active_jobs)
+            let weight_bytes =
+                crate::nn::Model::new(spec.model, spec.input, Device::Cpu).layout.numel as u64 * 4;
+            let tasks_held = config.active_jobs + config.lookahead;
+            let resident = resident_bytes(weight_bytes, tasks_held, 1 + spec.return_model as u64);
+            Ok(size_cohorts(free, resident, per_client, config.workers, config.active_jobs)
                 .context("run.cohort_size = \"auto\"")?)
         }
     }
@@ -170,8 +178,8 @@ impl Simulation {
         let partition = Arc::new(partition);
         let cohorts = cohort_plan(config, &spec, &dataset, &partition, device)?;
         let experiment = Experiment {
+            initial_weights: initial,
             settings: ExecSettings {
-                initial_weights: initial,
                 partition: partition.clone(),
                 lookahead: config.active_jobs + config.lookahead,
                 cohort_size: cohorts.cohort_size,
@@ -185,16 +193,30 @@ impl Simulation {
         Ok(Simulation { scheduler: Scheduler::new(plan_config(config)), experiment, server })
     }
 
-    pub fn run(mut self, sink: &mut dyn Sink) -> Result<RunOutcome> {
-        let Experiment { trainer, settings, cohorts, server_threads } = self.experiment;
-        if trainer.device == Device::Cpu {
+    /// Runs to the plan's end or a stop rule. On a GPU model versions live on the device
+    /// ([`DeviceWeights`]); on CPU they are host vectors, whose floats the reports hold.
+    pub fn run(self, sink: &mut dyn Sink) -> Result<RunOutcome> {
+        if self.experiment.trainer.device.is_cuda() {
+            self.run_with::<DeviceWeights>(sink)
+        } else {
+            self.run_with::<Vec<f32>>(sink)
+        }
+    }
+
+    /// Runs with versions, aggregation and updates kept as `W` (tests use device weights on CPU).
+    pub fn run_with<W: TorchWeights>(mut self, sink: &mut dyn Sink) -> Result<RunOutcome> {
+        let Experiment { initial_weights, trainer, settings, cohorts, server_threads } = self.experiment;
+        let device = trainer.device;
+        if device == Device::Cpu {
             // The coordinating thread's own count; workers set theirs to 1 at every job.
             tch::set_num_threads(server_threads as i32);
         }
-        let mut evaluator = TorchEvaluator::new(trainer.dataset.clone(), &trainer.spec, trainer.device);
-        let mut workers = ThreadWorkers::new(cohorts.concurrent_cohorts, Arc::new(trainer))?;
+        let initial = W::from_flat(Tensor::from_slice(&initial_weights).to_device(device));
+        let mut evaluator = TorchEvaluator::new(trainer.dataset.clone(), &trainer.spec, device);
+        let trainer: Arc<dyn Trainer<W>> = Arc::new(trainer);
+        let mut workers = ThreadWorkers::new(cohorts.concurrent_cohorts, trainer)?;
         let engines =
             Engines { workers: &mut workers, evaluator: &mut evaluator, server: &mut self.server, sink };
-        execute(&mut self.scheduler, &settings, engines)
+        execute(&mut self.scheduler, initial, &settings, engines)
     }
 }

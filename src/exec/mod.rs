@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crate::data::partition::Partition;
 use crate::fl::server::{Arrival, Server};
 use crate::nn::train::TrainOutcome;
+use crate::params::Weights;
 use crate::sched::{Plan, PlanEnd, Step, TrainTask, UpdateInput};
 use cohorts::CohortBuilder;
 pub use trainer::{Evaluator, Job, Trainer};
@@ -31,7 +32,6 @@ pub use workers::{Finished, ThreadWorkers, Workers};
 /// How the executor runs a plan: the settings that are not the plan's, the server's or the
 /// trainer's.
 pub struct ExecSettings {
-    pub initial_weights: Vec<f32>,
     /// The clients' shards: their sizes and class proportions reach the server with each update.
     pub partition: Arc<Partition>,
     pub lookahead: usize,
@@ -45,9 +45,9 @@ pub struct ExecSettings {
 
 /// What runs the plan besides the executor: workers (with their trainer), the evaluator, the
 /// server and where the records go.
-pub struct Engines<'a> {
-    pub workers: &'a mut dyn Workers,
-    pub evaluator: &'a mut dyn Evaluator,
+pub struct Engines<'a, W> {
+    pub workers: &'a mut dyn Workers<W>,
+    pub evaluator: &'a mut dyn Evaluator<W>,
     pub server: &'a mut Server,
     pub sink: &'a mut dyn Sink,
 }
@@ -179,32 +179,38 @@ impl RunOutcome {
     }
 }
 
-enum TaskState {
+enum TaskState<W> {
     Waiting,
     Running,
-    Done { outcome: TrainOutcome, worker: u32 },
+    Done { outcome: TrainOutcome<W>, worker: u32 },
 }
 
-struct Slot {
+struct Slot<W> {
     task: TrainTask,
-    state: TaskState,
+    state: TaskState<W>,
 }
 
-/// Runs `plan` to its end or to a model-dependent stop.
-pub fn execute(plan: &mut dyn Plan, settings: &ExecSettings, engines: Engines) -> anyhow::Result<RunOutcome> {
+/// Runs `plan` from `initial` (version 0) to its end or to a model-dependent stop. Versions
+/// and aggregation stay where the weights live (on a GPU, the device).
+pub fn execute<W: Weights>(
+    plan: &mut dyn Plan,
+    initial: W,
+    settings: &ExecSettings,
+    engines: Engines<W>,
+) -> anyhow::Result<RunOutcome> {
     let Engines { workers, evaluator, server, sink } = engines;
     let started = Instant::now();
     let mut window: VecDeque<Step> = VecDeque::new();
-    let mut slots: BTreeMap<u64, Slot> = BTreeMap::new();
+    let mut slots: BTreeMap<u64, Slot<W>> = BTreeMap::new();
     let mut builder = CohortBuilder::new(settings.cohort_size);
     let mut next_cohort = 0u64;
     // Closed cohorts not yet started, and started ones not yet finished, by cohort id.
     let mut waiting: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     let mut running: HashMap<u64, Vec<u64>> = HashMap::new();
     let mut references: HashMap<u64, usize> = HashMap::new();
-    let mut versions: HashMap<u64, Arc<Vec<f32>>> = HashMap::new();
+    let mut versions: HashMap<u64, Arc<W>> = HashMap::new();
     let mut current_version = 0u64;
-    let mut current = Arc::new(settings.initial_weights.clone());
+    let mut current = Arc::new(initial);
     versions.insert(0, current.clone());
     let mut plan_done = false;
     let mut virtual_time = 0.0;
@@ -363,12 +369,12 @@ pub fn execute(plan: &mut dyn Plan, settings: &ExecSettings, engines: Engines) -
                     unreachable!()
                 };
                 let server_started = Instant::now();
-                let taken: Vec<(Slot, UpdateInput)> =
+                let taken: Vec<(Slot<W>, UpdateInput)> =
                     inputs.iter().map(|i| (slots.remove(&i.task).expect("checked above"), *i)).collect();
                 if let Some((slot, _)) = taken.iter().find(|(slot, _)| !is_finite(slot)) {
                     break Some(StopReason::NonFinite { task: slot.task.task });
                 }
-                let arrivals: Vec<Arrival> = taken
+                let arrivals: Vec<Arrival<W>> = taken
                     .iter()
                     .map(|(slot, input)| {
                         let TaskState::Done { outcome, .. } = &slot.state else { unreachable!() };
@@ -376,14 +382,16 @@ pub fn execute(plan: &mut dyn Plan, settings: &ExecSettings, engines: Engines) -
                         Arrival {
                             task: slot.task.task,
                             delta: &outcome.delta,
-                            model: outcome.model.as_deref(),
+                            model: outcome.model.as_ref(),
                             staleness: input.staleness,
                             samples: settings.partition.shards[client].len(),
                             class_proportions: settings.partition.class_proportions(client),
                         }
                     })
                     .collect();
-                let next = server.aggregate(&current, current_version, &arrivals)?;
+                let next = server.aggregate(&*current, current_version, &arrivals)?;
+                // Workers on other streams read the new version, and the deltas may be freed.
+                next.settle();
                 drop(arrivals);
                 let server_time = server_started.elapsed();
                 outcome.server_time += server_time;
@@ -428,7 +436,7 @@ pub fn execute(plan: &mut dyn Plan, settings: &ExecSettings, engines: Engines) -
                 let Some(Step::Evaluate { version, at }) = window.pop_front() else { unreachable!() };
                 debug_assert_eq!(version, current_version, "evaluations follow their aggregation");
                 let eval_started = Instant::now();
-                let result = evaluator.evaluate(&current);
+                let result = evaluator.evaluate(&*current);
                 outcome.eval_time += eval_started.elapsed();
                 virtual_time = at.units();
                 last_accuracy = Some(result.accuracy);
@@ -458,7 +466,7 @@ pub fn execute(plan: &mut dyn Plan, settings: &ExecSettings, engines: Engines) -
         }
     };
     outcome.stop = stop.unwrap_or_else(|| StopReason::PlanEnd(plan.end().unwrap_or(PlanEnd::MaxVirtualTime)));
-    outcome.final_weights = (*current).clone();
+    outcome.final_weights = current.to_host().into_owned();
     outcome.version = current_version;
     outcome.virtual_time = virtual_time;
     outcome.wall = started.elapsed();
@@ -475,21 +483,19 @@ pub fn early_stop(thresholds: &[(u64, f64)], version: u64, best_accuracy: Option
         .map(|&(_, threshold)| StopReason::EarlyStop { version, best_accuracy: best, threshold })
 }
 
-fn is_finite(slot: &Slot) -> bool {
+fn is_finite<W: Weights>(slot: &Slot<W>) -> bool {
     match &slot.state {
         TaskState::Done { outcome, .. } => {
-            outcome.last_loss.is_finite()
-                && outcome.first_loss.is_finite()
-                && outcome.delta.iter().all(|d| d.is_finite())
+            outcome.last_loss.is_finite() && outcome.first_loss.is_finite() && outcome.delta.all_finite()
         }
         _ => false,
     }
 }
 
 /// One fewer task needs `version`; forget it when nobody does and it is not the current one.
-fn release(
+fn release<W>(
     references: &mut HashMap<u64, usize>,
-    versions: &mut HashMap<u64, Arc<Vec<f32>>>,
+    versions: &mut HashMap<u64, Arc<W>>,
     version: u64,
     current: u64,
 ) {

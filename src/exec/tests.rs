@@ -79,7 +79,7 @@ impl Workers for OrderedWorkers {
 struct FakeEvaluator;
 
 impl Evaluator for FakeEvaluator {
-    fn evaluate(&mut self, weights: &[f32]) -> EvalResult {
+    fn evaluate(&mut self, weights: &Vec<f32>) -> EvalResult {
         let accuracy = (weights.iter().map(|w| w.abs() as f64).sum::<f64>() * 10.0).fract();
         EvalResult { accuracy, loss: 1.0 - accuracy, per_class_accuracy: vec![accuracy] }
     }
@@ -134,8 +134,8 @@ fn run_with_cohorts(
         shards: (0..CLIENTS).map(|c| (0..(10 + c as u32)).collect()).collect(),
         histograms: (0..CLIENTS).map(|c| vec![10 + c as u32]).collect(),
     };
+    let initial: Vec<f32> = (0..WEIGHTS).map(|i| i as f32 * 0.1).collect();
     let settings = ExecSettings {
-        initial_weights: (0..WEIGHTS).map(|i| i as f32 * 0.1).collect(),
         partition: Arc::new(partition),
         lookahead: 12,
         cohort_size,
@@ -150,7 +150,7 @@ fn run_with_cohorts(
         server: &mut server,
         sink: &mut sink,
     };
-    let outcome = execute(&mut plan(policy), &settings, engines).unwrap();
+    let outcome = execute(&mut plan(policy), initial, &settings, engines).unwrap();
     let trace = Trace {
         applied: sink.updates.iter().map(|u| (u.task, u.applied_version)).collect(),
         evals: sink.evals.iter().map(|e| (e.version, (e.accuracy * 1e9) as u64)).collect(),

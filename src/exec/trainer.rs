@@ -1,7 +1,8 @@
 //! What the executor asks of training and evaluation, as traits, and their libtorch
 //! implementations. The executor hands a trainer a cohort of planned tasks (base weights and
 //! client; the shard and the task's random stream follow from them) and gets the deltas back
-//! in the same order; it never calls libtorch itself, so its core tests with fakes.
+//! in the same order; it never calls libtorch itself, so its core tests with fakes. Weights
+//! come and go as the executor keeps them: host vectors, or tensors on the training device.
 
 use std::sync::Arc;
 
@@ -11,28 +12,35 @@ use crate::data::augment::Normalize;
 use crate::data::partition::Partition;
 use crate::data::Dataset;
 use crate::nn::cohort::{train_cohort, Member};
+use crate::nn::device_weights::TorchWeights;
 use crate::nn::eval::{evaluate, EvalResult};
 use crate::nn::train::{train_local, TrainContext, TrainOutcome, TrainSpec};
 use crate::nn::Model;
 use crate::sim::rng::{self, Purpose};
 
 /// One planned task as a trainer receives it.
-#[derive(Clone, Debug)]
-pub struct Job {
+#[derive(Debug)]
+pub struct Job<W = Vec<f32>> {
     pub task: u64,
     pub client: u32,
-    pub base: Arc<Vec<f32>>,
+    pub base: Arc<W>,
+}
+
+impl<W> Clone for Job<W> {
+    fn clone(&self) -> Self {
+        Job { task: self.task, client: self.client, base: self.base.clone() }
+    }
 }
 
 /// Trains cohorts. `train` returns one outcome per job, in job order, and depends only on the
 /// jobs (never on the thread or on other cohorts), so any worker may run any cohort.
-pub trait Trainer: Send + Sync {
-    fn train(&self, jobs: &[Job]) -> anyhow::Result<Vec<TrainOutcome>>;
+pub trait Trainer<W = Vec<f32>>: Send + Sync {
+    fn train(&self, jobs: &[Job<W>]) -> anyhow::Result<Vec<TrainOutcome<W>>>;
 }
 
 /// Evaluates model versions.
-pub trait Evaluator {
-    fn evaluate(&mut self, weights: &[f32]) -> EvalResult;
+pub trait Evaluator<W = Vec<f32>> {
+    fn evaluate(&mut self, weights: &W) -> EvalResult;
 }
 
 /// Local training on libtorch: a cohort of one trains alone ([`train_local`], today's path),
@@ -46,20 +54,26 @@ pub struct TorchTrainer {
     pub device: Device,
 }
 
-impl Trainer for TorchTrainer {
-    fn train(&self, jobs: &[Job]) -> anyhow::Result<Vec<TrainOutcome>> {
+impl<W: TorchWeights> Trainer<W> for TorchTrainer {
+    fn train(&self, jobs: &[Job<W>]) -> anyhow::Result<Vec<TrainOutcome<W>>> {
         crate::runtime::use_own_stream(self.device);
         let (mean, std) = self.dataset.kind.normalization();
         let normalize = Normalize::new(&mean, &std, self.device);
         let ctx = TrainContext { data: &self.dataset.train, normalize: &normalize, device: self.device };
-        let shard = |job: &Job| self.partition.shards[job.client as usize].as_slice();
-        let stream = |job: &Job| rng::stream(self.seed, Purpose::TrainTask, job.task);
-        if let [job] = jobs {
-            return Ok(vec![train_local(&self.spec, &job.base, shard(job), &ctx, &mut stream(job))?]);
-        }
-        let members =
-            jobs.iter().map(|job| Member { base: &job.base, shard: shard(job), rng: stream(job) }).collect();
-        Ok(train_cohort(&self.spec, members, &ctx)?)
+        let shard = |job: &Job<W>| self.partition.shards[job.client as usize].as_slice();
+        let stream = |job: &Job<W>| rng::stream(self.seed, Purpose::TrainTask, job.task);
+        let outcomes = if let [job] = jobs {
+            vec![train_local(&self.spec, &*job.base, shard(job), &ctx, &mut stream(job))?]
+        } else {
+            let members = jobs
+                .iter()
+                .map(|job| Member { base: &*job.base, shard: shard(job), rng: stream(job) })
+                .collect();
+            train_cohort(&self.spec, members, &ctx)?
+        };
+        // The coordinator reads the results on its own stream.
+        crate::runtime::sync_current_stream(self.device);
+        Ok(outcomes)
     }
 }
 
@@ -81,9 +95,9 @@ impl TorchEvaluator {
     }
 }
 
-impl Evaluator for TorchEvaluator {
-    fn evaluate(&mut self, weights: &[f32]) -> EvalResult {
-        self.model.load(weights);
+impl<W: TorchWeights> Evaluator<W> for TorchEvaluator {
+    fn evaluate(&mut self, weights: &W) -> EvalResult {
+        self.model.load_weights(weights);
         evaluate(&self.model, &self.dataset.test, &self.normalize, self.dataset.num_classes())
     }
 }

@@ -6,35 +6,36 @@ use std::sync::{mpsc, Arc};
 
 use super::trainer::{Job, Trainer};
 use crate::nn::train::TrainOutcome;
+use crate::params::Weights;
 
 /// A finished cohort: its outcomes in job order, or why training failed.
-pub struct Finished {
+pub struct Finished<W = Vec<f32>> {
     pub cohort: u64,
     pub worker: u32,
-    pub result: anyhow::Result<Vec<TrainOutcome>>,
+    pub result: anyhow::Result<Vec<TrainOutcome<W>>>,
 }
 
-pub trait Workers {
+pub trait Workers<W = Vec<f32>> {
     /// How many cohorts may be started and not yet finished at once.
     fn capacity(&self) -> usize;
-    fn start(&mut self, cohort: u64, jobs: Vec<Job>);
+    fn start(&mut self, cohort: u64, jobs: Vec<Job<W>>);
     /// Blocks until a started cohort finishes; called only while one is running.
-    fn next_finished(&mut self) -> Finished;
+    fn next_finished(&mut self) -> Finished<W>;
 }
 
 /// A rayon pool; twice as many cohorts as threads may be queued, so that a thread never waits
 /// for the coordinator to hand it work.
-pub struct ThreadWorkers {
+pub struct ThreadWorkers<W = Vec<f32>> {
     pool: rayon::ThreadPool,
     threads: usize,
-    trainer: Arc<dyn Trainer>,
-    sender: mpsc::Sender<Finished>,
-    receiver: mpsc::Receiver<Finished>,
+    trainer: Arc<dyn Trainer<W>>,
+    sender: mpsc::Sender<Finished<W>>,
+    receiver: mpsc::Receiver<Finished<W>>,
     running: usize,
 }
 
-impl ThreadWorkers {
-    pub fn new(threads: usize, trainer: Arc<dyn Trainer>) -> anyhow::Result<Self> {
+impl<W: Weights> ThreadWorkers<W> {
+    pub fn new(threads: usize, trainer: Arc<dyn Trainer<W>>) -> anyhow::Result<Self> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("fedsim-worker-{i}"))
@@ -44,12 +45,12 @@ impl ThreadWorkers {
     }
 }
 
-impl Workers for ThreadWorkers {
+impl<W: Weights> Workers<W> for ThreadWorkers<W> {
     fn capacity(&self) -> usize {
         self.threads * 2
     }
 
-    fn start(&mut self, cohort: u64, jobs: Vec<Job>) {
+    fn start(&mut self, cohort: u64, jobs: Vec<Job<W>>) {
         let trainer = self.trainer.clone();
         let sender = self.sender.clone();
         self.running += 1;
@@ -66,7 +67,7 @@ impl Workers for ThreadWorkers {
         });
     }
 
-    fn next_finished(&mut self) -> Finished {
+    fn next_finished(&mut self) -> Finished<W> {
         let finished = self.receiver.recv().expect("the pool holds a sender while cohorts run");
         self.running -= 1;
         finished
@@ -91,7 +92,7 @@ pub fn panic_error(panic: Box<dyn std::any::Any + Send>, what: &str) -> anyhow::
     }
 }
 
-impl Drop for ThreadWorkers {
+impl<W> Drop for ThreadWorkers<W> {
     /// Lets running cohorts finish so that no worker outlives the run.
     fn drop(&mut self) {
         for _ in 0..self.running {

@@ -7,18 +7,27 @@
 //! plus that update, not towards the raw client model (FEDREVIVE.md section 8).
 
 use super::weights::{BetaSchedule, ClientWeighting, StalenessWeight};
+use crate::params::Weights;
 
 /// One client update as the server sees it.
-#[derive(Clone, Copy, Debug)]
-pub struct Update<'a> {
+#[derive(Debug)]
+pub struct Update<'a, W = Vec<f32>> {
     /// The update from its base version: theta_i - theta_{v_i}, or a blend that replaces it.
-    pub delta: &'a [f32],
+    pub delta: &'a W,
     /// theta_{v_i} + delta (the client's model for a raw update); needed only for
     /// interpolation (server_lr < 0).
-    pub model: Option<&'a [f32]>,
+    pub model: Option<&'a W>,
     pub staleness: u64,
     pub samples: usize,
 }
+
+impl<W> Clone for Update<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W> Copy for Update<'_, W> {}
 
 /// An algorithm's server update rule.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -47,7 +56,7 @@ impl ServerRule {
     }
 
     /// The coefficient c_i of each update: client weight times staleness weight.
-    pub fn coefficients(&self, updates: &[Update]) -> Vec<f64> {
+    pub fn coefficients<W>(&self, updates: &[Update<W>]) -> Vec<f64> {
         let total: f64 = updates.iter().map(|u| self.weighting.weight(u.samples)).sum();
         updates
             .iter()
@@ -64,41 +73,32 @@ impl ServerRule {
     }
 
     /// Applies one aggregation to `theta` in place.
-    pub fn apply(&self, theta: &mut [f32], updates: &[Update]) {
+    pub fn apply<W: Weights>(&self, theta: &mut W, updates: &[Update<W>]) {
         let coefficients = self.coefficients(updates);
         if self.server_lr > 0.0 {
-            let mut step = vec![0f32; theta.len()];
+            let mut step = theta.zeros_like();
             for (update, &c) in updates.iter().zip(&coefficients) {
-                axpy(&mut step, (c * self.delta_scale(update.staleness)) as f32, update.delta);
+                step.axpy((c * self.delta_scale(update.staleness)) as f32, update.delta);
             }
-            axpy(theta, self.server_lr as f32, &step);
+            theta.axpy(self.server_lr as f32, &step);
         } else {
             let mix = -self.server_lr;
             let total: f64 = coefficients.iter().sum();
-            let mut mean = vec![0f32; theta.len()];
+            let mut mean = theta.zeros_like();
             for (update, &c) in updates.iter().zip(&coefficients) {
                 let model =
                     update.model.expect("interpolation needs the client models (ServerRule::needs_models)");
                 let weight = (c / total) as f32;
-                axpy(&mut mean, weight, model);
+                mean.axpy(weight, model);
                 // base + scale delta = model - (1 - scale) delta.
                 let removed = 1.0 - self.delta_scale(update.staleness);
                 if removed != 0.0 {
-                    axpy(&mut mean, -weight * removed as f32, update.delta);
+                    mean.axpy(-weight * removed as f32, update.delta);
                 }
             }
-            for (t, m) in theta.iter_mut().zip(&mean) {
-                *t = (1.0 - mix as f32) * *t + mix as f32 * m;
-            }
+            theta.scale(1.0 - mix as f32);
+            theta.axpy(mix as f32, &mean);
         }
-    }
-}
-
-/// y <- y + a x.
-pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    assert_eq!(y.len(), x.len(), "weight vectors differ in length");
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
     }
 }
 
@@ -140,7 +140,7 @@ mod tests {
         fn client_weights_sum_to_one_before_staleness(samples in prop::collection::vec(1usize..1000, 1..10), by_samples in any::<bool>()) {
             let weighting = if by_samples { ClientWeighting::Samples } else { ClientWeighting::Equal };
             let r = ServerRule { weighting, ..rule(1.0) };
-            let delta = [0.0f32];
+            let delta = vec![0.0f32];
             let updates: Vec<Update> = samples.iter().map(|&s| Update { delta: &delta, model: None, staleness: 5, samples: s }).collect();
             let c = r.coefficients(&updates);
             prop_assert!((c.iter().sum::<f64>() - 1.0).abs() < 1e-9);
@@ -154,7 +154,7 @@ mod tests {
 
         #[test]
         fn interpolation_mixes_theta_with_the_mean_client_model(theta in vectors(6), a in vectors(6), b in vectors(6), mix in 0.01f64..1.0) {
-            let zero = [0.0f32; 6];
+            let zero = vec![0.0f32; 6];
             let updates = [
                 Update { delta: &zero, model: Some(&a), staleness: 0, samples: 1 },
                 Update { delta: &zero, model: Some(&b), staleness: 9, samples: 1 },
@@ -175,8 +175,8 @@ mod tests {
             down_weight: Some(BetaSchedule::Constant { beta: 0.25 }),
             ..rule(1.0)
         };
-        let delta = [1.0f32];
-        let mut theta = [0.0f32];
+        let delta = vec![1.0f32];
+        let mut theta = vec![0.0f32];
         r.apply(&mut theta, &[Update { delta: &delta, model: None, staleness: 1, samples: 1 }]);
         assert_eq!(theta, [0.5 * 0.75]);
     }
@@ -185,8 +185,8 @@ mod tests {
     fn negative_server_lr_pulls_a_down_weighted_update_towards_base_plus_its_share() {
         // base 1, client model 5 (delta 4), beta 0.25: the target is 1 + 0.75 * 4 = 4, not 5.
         let r = ServerRule { down_weight: Some(BetaSchedule::Constant { beta: 0.25 }), ..rule(-0.5) };
-        let (delta, model) = ([4.0f32], [5.0f32]);
-        let mut theta = [1.0f32];
+        let (delta, model) = (vec![4.0f32], vec![5.0f32]);
+        let mut theta = vec![1.0f32];
         r.apply(&mut theta, &[Update { delta: &delta, model: Some(&model), staleness: 3, samples: 1 }]);
         assert_eq!(theta, [0.5 * 1.0 + 0.5 * 4.0]);
     }

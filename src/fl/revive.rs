@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::weights::BetaSchedule;
+use crate::params::Weights;
 
 /// A recent client model and the class proportions of its shard.
 #[derive(Clone, Debug)]
@@ -117,10 +118,12 @@ impl ReviveSchedule {
 }
 
 /// (1 - beta) delta + beta delta_kd.
-pub fn blend(delta: &[f32], delta_kd: &[f32], beta: f64) -> Vec<f32> {
+pub fn blend<W: Weights>(delta: &W, delta_kd: &W, beta: f64) -> W {
     assert_eq!(delta.len(), delta_kd.len(), "weight vectors differ in length");
-    let (keep, take) = ((1.0 - beta) as f32, beta as f32);
-    delta.iter().zip(delta_kd).map(|(d, k)| keep * d + take * k).collect()
+    let mut blended = delta.clone();
+    blended.scale((1.0 - beta) as f32);
+    blended.axpy(beta as f32, delta_kd);
+    blended
 }
 
 #[cfg(test)]
@@ -168,9 +171,10 @@ mod tests {
 
     #[test]
     fn blend_interpolates_between_the_update_and_the_distilled_one() {
-        assert_eq!(blend(&[1.0, 2.0], &[3.0, 6.0], 0.0), [1.0, 2.0]);
-        assert_eq!(blend(&[1.0, 2.0], &[3.0, 6.0], 1.0), [3.0, 6.0]);
-        assert_eq!(blend(&[1.0, 2.0], &[3.0, 6.0], 0.5), [2.0, 4.0]);
+        let (delta, delta_kd) = (vec![1.0, 2.0], vec![3.0, 6.0]);
+        assert_eq!(blend(&delta, &delta_kd, 0.0), [1.0, 2.0]);
+        assert_eq!(blend(&delta, &delta_kd, 1.0), [3.0, 6.0]);
+        assert_eq!(blend(&delta, &delta_kd, 0.5), [2.0, 4.0]);
     }
 
     #[test]

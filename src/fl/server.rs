@@ -10,14 +10,15 @@ use std::sync::Arc;
 
 use super::aggregate::{ServerRule, Update};
 use super::revive::{blend, Distiller, ReviveAction, ReviveSchedule, Teacher, TeacherBuffer};
+use crate::params::Weights;
 
 /// One update as it reaches the server.
-pub struct Arrival<'a> {
+pub struct Arrival<'a, W = Vec<f32>> {
     /// The task that produced it: the key of the distiller's randomness for this arrival.
     pub task: u64,
-    pub delta: &'a [f32],
+    pub delta: &'a W,
     /// The client's trained model (needed for interpolation and for teachers).
-    pub model: Option<&'a [f32]>,
+    pub model: Option<&'a W>,
     pub staleness: u64,
     pub samples: usize,
     pub class_proportions: Vec<f64>,
@@ -43,44 +44,39 @@ impl Server {
         self.rule.needs_models() || self.revive.is_some()
     }
 
-    /// theta (version `version`) -> theta of version `version + 1`.
-    pub fn aggregate(
+    /// theta (version `version`) -> theta of version `version + 1`, where theta lives.
+    pub fn aggregate<W: Weights>(
         &mut self,
-        theta: &[f32],
+        theta: &W,
         version: u64,
-        arrivals: &[Arrival],
-    ) -> anyhow::Result<Vec<f32>> {
-        let mut next = theta.to_vec();
+        arrivals: &[Arrival<W>],
+    ) -> anyhow::Result<W> {
+        let mut next = theta.clone();
         match &mut self.revive {
             None => {
-                let updates: Vec<Update> = arrivals.iter().map(Arrival::as_update).collect();
+                let updates: Vec<Update<W>> = arrivals.iter().map(Arrival::as_update).collect();
                 self.rule.apply(&mut next, &updates);
             }
             Some(revive) => {
                 let deltas = revive.revived_deltas(theta, version, arrivals)?;
                 // Interpolation pulls towards base + the revived delta: model - delta + revived.
-                let models: Vec<Option<Vec<f32>>> = arrivals
+                let models: Vec<Option<W>> = arrivals
                     .iter()
                     .zip(&deltas)
                     .map(|(arrival, revived)| {
-                        let model = arrival.model.filter(|_| self.rule.needs_models())?;
-                        Some(
-                            model
-                                .iter()
-                                .zip(arrival.delta)
-                                .zip(revived)
-                                .map(|((m, d), r)| m - d + r)
-                                .collect(),
-                        )
+                        let mut model = arrival.model.filter(|_| self.rule.needs_models())?.clone();
+                        model.axpy(-1.0, arrival.delta);
+                        model.axpy(1.0, revived);
+                        Some(model)
                     })
                     .collect();
-                let updates: Vec<Update> = arrivals
+                let updates: Vec<Update<W>> = arrivals
                     .iter()
                     .zip(&deltas)
                     .zip(&models)
                     .map(|((arrival, delta), model)| Update {
                         delta,
-                        model: model.as_deref(),
+                        model: model.as_ref(),
                         ..arrival.as_update()
                     })
                     .collect();
@@ -88,7 +84,7 @@ impl Server {
             }
         }
         for (range, value) in &self.tracker_reset {
-            next[range.clone()].fill(*value);
+            next.fill(range.clone(), *value);
         }
         Ok(next)
     }
@@ -96,34 +92,37 @@ impl Server {
 
 impl Revive {
     /// Each arrival joins the teachers; its delta is kept, down-weighted or blended with a
-    /// distilled one, as the schedule says.
-    fn revived_deltas(
+    /// distilled one, as the schedule says. Distillation runs on host weights (the teachers
+    /// are kept on the host).
+    fn revived_deltas<W: Weights>(
         &mut self,
-        theta: &[f32],
+        theta: &W,
         version: u64,
-        arrivals: &[Arrival],
-    ) -> anyhow::Result<Vec<Vec<f32>>> {
+        arrivals: &[Arrival<W>],
+    ) -> anyhow::Result<Vec<W>> {
         let mut deltas = Vec::with_capacity(arrivals.len());
         for arrival in arrivals {
             let model = arrival.model.ok_or_else(|| anyhow::anyhow!("FedRevive needs the client's model"))?;
             self.teachers.push(Teacher {
-                weights: Arc::new(model.to_vec()),
+                weights: Arc::new(model.to_host().into_owned()),
                 class_proportions: arrival.class_proportions.clone(),
             });
             let teachers = self.teachers.teachers();
             deltas.push(match self.schedule.action(version, arrival.staleness) {
-                ReviveAction::Raw => arrival.delta.to_vec(),
+                ReviveAction::Raw => arrival.delta.clone(),
                 ReviveAction::WarmUp => {
-                    self.distiller.warm_up(theta, &teachers, arrival.task)?;
-                    arrival.delta.to_vec()
+                    self.distiller.warm_up(&theta.to_host(), &teachers, arrival.task)?;
+                    arrival.delta.clone()
                 }
                 ReviveAction::DownWeight { beta } => {
-                    self.distiller.warm_up(theta, &teachers, arrival.task)?;
-                    arrival.delta.iter().map(|d| (1.0 - beta) as f32 * d).collect()
+                    self.distiller.warm_up(&theta.to_host(), &teachers, arrival.task)?;
+                    let mut delta = arrival.delta.clone();
+                    delta.scale((1.0 - beta) as f32);
+                    delta
                 }
                 ReviveAction::Blend { beta } => {
-                    let delta_kd = self.distiller.distill(theta, &teachers, arrival.task)?;
-                    blend(arrival.delta, &delta_kd, beta)
+                    let delta_kd = self.distiller.distill(&theta.to_host(), &teachers, arrival.task)?;
+                    blend(arrival.delta, &theta.like(&delta_kd), beta)
                 }
             });
         }
@@ -131,8 +130,8 @@ impl Revive {
     }
 }
 
-impl Arrival<'_> {
-    fn as_update(&self) -> Update<'_> {
+impl<W> Arrival<'_, W> {
+    fn as_update(&self) -> Update<'_, W> {
         Update { delta: self.delta, model: self.model, staleness: self.staleness, samples: self.samples }
     }
 }
@@ -180,14 +179,15 @@ mod tests {
         (server, calls)
     }
 
-    fn arrival<'a>(task: u64, delta: &'a [f32], model: &'a [f32], staleness: u64) -> Arrival<'a> {
+    fn arrival<'a>(task: u64, delta: &'a Vec<f32>, model: &'a Vec<f32>, staleness: u64) -> Arrival<'a> {
         Arrival { task, delta, model: Some(model), staleness, samples: 1, class_proportions: vec![1.0] }
     }
 
     #[test]
     fn up_to_the_freeze_gate_updates_are_raw() {
         let (mut s, calls) = server(Some(5), 1.0);
-        let next = s.aggregate(&[1.0, 1.0], 5, &[arrival(0, &[2.0, 4.0], &[3.0, 5.0], 7)]).unwrap();
+        let next =
+            s.aggregate(&vec![1.0, 1.0], 5, &[arrival(0, &vec![2.0, 4.0], &vec![3.0, 5.0], 7)]).unwrap();
         assert_eq!(next, [3.0, 5.0]);
         assert!(calls.lock().unwrap().is_empty());
     }
@@ -195,7 +195,8 @@ mod tests {
     #[test]
     fn after_the_gate_stale_updates_blend_with_the_distilled_delta() {
         let (mut s, _) = server(Some(5), 1.0);
-        let next = s.aggregate(&[1.0, 1.0], 6, &[arrival(0, &[2.0, 4.0], &[3.0, 5.0], 7)]).unwrap();
+        let next =
+            s.aggregate(&vec![1.0, 1.0], 6, &[arrival(0, &vec![2.0, 4.0], &vec![3.0, 5.0], 7)]).unwrap();
         assert_eq!(next, [1.0 + 0.5 * 2.0 + 0.5 * 10.0, 1.0 + 0.5 * 4.0 + 0.5 * 10.0]);
         assert_eq!(s.revive.as_ref().unwrap().teachers.len(), 1);
     }
@@ -204,7 +205,8 @@ mod tests {
     fn without_gates_distillation_runs_from_the_first_stale_arrival() {
         // DD-FedRevive: no freeze or warm-up; the very first stale update at version 1 blends.
         let (mut s, calls) = server(None, 1.0);
-        let next = s.aggregate(&[0.0, 0.0], 1, &[arrival(3, &[2.0, 2.0], &[2.0, 2.0], 1)]).unwrap();
+        let next =
+            s.aggregate(&vec![0.0, 0.0], 1, &[arrival(3, &vec![2.0, 2.0], &vec![2.0, 2.0], 1)]).unwrap();
         assert_eq!(next, [6.0, 6.0]);
         assert_eq!(*calls.lock().unwrap(), [3]);
     }
@@ -212,8 +214,9 @@ mod tests {
     #[test]
     fn two_arrivals_of_one_aggregation_give_the_distiller_different_keys() {
         let (mut s, calls) = server(None, 1.0);
-        let arrivals = [arrival(11, &[1.0, 1.0], &[1.0, 1.0], 4), arrival(12, &[1.0, 1.0], &[1.0, 1.0], 4)];
-        s.aggregate(&[0.0, 0.0], 8, &arrivals).unwrap();
+        let ones = vec![1.0, 1.0];
+        let arrivals = [arrival(11, &ones, &ones, 4), arrival(12, &ones, &ones, 4)];
+        s.aggregate(&vec![0.0, 0.0], 8, &arrivals).unwrap();
         assert_eq!(*calls.lock().unwrap(), [11, 12]);
     }
 
@@ -222,7 +225,8 @@ mod tests {
         // theta = base = 0, client model 2 (delta 2), delta_KD 10, beta 0.5: blended delta 6,
         // target 0 + 6 = 6, not the client's 2; mix 0.5 gives 3.
         let (mut s, _) = server(None, -0.5);
-        let next = s.aggregate(&[0.0, 0.0], 1, &[arrival(0, &[2.0, 2.0], &[2.0, 2.0], 1)]).unwrap();
+        let next =
+            s.aggregate(&vec![0.0, 0.0], 1, &[arrival(0, &vec![2.0, 2.0], &vec![2.0, 2.0], 1)]).unwrap();
         assert_eq!(next, [3.0, 3.0]);
     }
 
@@ -233,7 +237,7 @@ mod tests {
             revive: None,
             tracker_reset: vec![(1..2, 0.0), (2..4, 1.0)],
         };
-        let delta = [1.0f32; 4];
+        let delta = vec![1.0f32; 4];
         let plain = Arrival {
             task: 0,
             delta: &delta,
@@ -242,7 +246,7 @@ mod tests {
             samples: 1,
             class_proportions: vec![],
         };
-        let next = s.aggregate(&[5.0, 5.0, 5.0, 5.0], 0, &[plain]).unwrap();
+        let next = s.aggregate(&vec![5.0, 5.0, 5.0, 5.0], 0, &[plain]).unwrap();
         assert_eq!(next, [6.0, 0.0, 1.0, 1.0]);
     }
 }

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use tch::{nn, Device, Kind, Tensor};
 
+use super::device_weights::TorchWeights;
 use super::train::{
     augmented_batch, single_threaded_torch, BatchOrder, TrainContext, TrainOutcome, TrainSpec,
 };
@@ -74,18 +75,17 @@ impl StackedModel {
         self.vs.freeze();
     }
 
-    /// Copies client g's flat weights `bases[g]` into slice g of every variable. Each distinct
-    /// base crosses to the device once (a FedAvg cohort shares one), then is repeated there.
-    pub fn load(&mut self, bases: &[&[f32]]) {
+    /// Copies client g's weights `bases[g]` into slice g of every variable. Each distinct base
+    /// (by address: a FedAvg cohort shares one) is read once, as a flat tensor on the device
+    /// (where device weights already are), then repeated there.
+    pub fn load<W: TorchWeights>(&mut self, bases: &[&W]) {
         assert_eq!(bases.len() as i64, self.clients, "one base per client");
         let device = self.vs.device();
-        let mut distinct: Vec<&[f32]> = Vec::new();
+        let mut distinct: Vec<&W> = Vec::new();
         let slots: Vec<i64> = bases
             .iter()
-            .map(|base| {
-                let found = distinct
-                    .iter()
-                    .position(|d| std::ptr::eq(d.as_ptr(), base.as_ptr()) && d.len() == base.len());
+            .map(|&base| {
+                let found = distinct.iter().position(|&d| std::ptr::eq(d, base));
                 found.unwrap_or_else(|| {
                     distinct.push(base);
                     distinct.len() - 1
@@ -93,38 +93,31 @@ impl StackedModel {
             })
             .collect();
         let slots = Tensor::from_slice(&slots).to_device(device);
+        let flats: Vec<Tensor> = distinct.iter().map(|base| base.flat_on(device)).collect();
         tch::no_grad(|| {
+            let unique = Tensor::stack(&flats, 0);
             for entry in &self.layout.entries {
-                let mut host = Vec::with_capacity(entry.numel * distinct.len());
-                for base in &distinct {
-                    host.extend_from_slice(&base[entry.offset..entry.offset + entry.numel]);
-                }
-                let unique = Tensor::from_slice(&host)
-                    .view([distinct.len() as i64, entry.numel as i64])
-                    .to_device(device);
                 let shape: Vec<i64> =
                     std::iter::once(self.clients).chain(entry.shape.iter().copied()).collect();
-                let source = unique.index_select(0, &slots).view(shape.as_slice());
+                let source = unique
+                    .narrow(1, entry.offset as i64, entry.numel as i64)
+                    .index_select(0, &slots)
+                    .view(shape.as_slice());
                 self.vars[&entry.name].shallow_clone().copy_(&source);
             }
         });
     }
 
-    /// Every client's flat weights, on the host.
-    pub fn weights(&self) -> Vec<Vec<f32>> {
-        let clients = self.clients as usize;
-        let mut out = vec![vec![0f32; self.layout.numel]; clients];
-        let mut host = Vec::new();
-        for entry in &self.layout.entries {
-            let tensor = self.vars[&entry.name].to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-            host.resize(entry.numel * clients, 0.0);
-            tensor.copy_data(&mut host, entry.numel * clients);
-            for (g, weights) in out.iter_mut().enumerate() {
-                let source = &host[g * entry.numel..(g + 1) * entry.numel];
-                weights[entry.offset..entry.offset + entry.numel].copy_from_slice(source);
-            }
-        }
-        out
+    /// Every client's weights, read from the device once as a `[G, numel]` tensor.
+    pub fn weights<W: TorchWeights>(&self) -> Vec<W> {
+        let parts: Vec<Tensor> = self
+            .layout
+            .entries
+            .iter()
+            .map(|e| self.vars[&e.name].detach().reshape([self.clients, e.numel as i64]))
+            .collect();
+        let all = tch::no_grad(|| Tensor::cat(&parts, 1));
+        (0..self.clients).map(|g| W::from_flat(all.get(g))).collect()
     }
 
     /// Class scores `[G, B, classes]` of images `[B, G*C, H, W]` (client g's images are
@@ -302,8 +295,8 @@ impl StackedModel {
 }
 
 /// One cohort member's input: its base weights, shard and stream.
-pub struct Member<'a> {
-    pub base: &'a [f32],
+pub struct Member<'a, W = Vec<f32>> {
+    pub base: &'a W,
     pub shard: &'a [u32],
     pub rng: Rng,
 }
@@ -311,18 +304,18 @@ pub struct Member<'a> {
 /// Trains every member as the single path would ([`super::train::train_local`]), all in one
 /// stacked model; returns the outcomes in member order. Each outcome's `wall` is its share of
 /// the cohort's time.
-pub fn train_cohort(
+pub fn train_cohort<W: TorchWeights>(
     spec: &TrainSpec,
-    members: Vec<Member>,
+    members: Vec<Member<W>>,
     ctx: &TrainContext,
-) -> Result<Vec<TrainOutcome>, tch::TchError> {
+) -> Result<Vec<TrainOutcome<W>>, tch::TchError> {
     let started = Instant::now();
     if ctx.device == Device::Cpu {
         single_threaded_torch();
     }
     let clients = members.len();
     let mut model = StackedModel::new(spec.model, spec.input, clients, ctx.device);
-    let bases: Vec<&[f32]> = members.iter().map(|m| m.base).collect();
+    let bases: Vec<&W> = members.iter().map(|m| m.base).collect();
     model.load(&bases);
     let mut optimizer = spec.optimizer.build(&model.vs, spec.lr, spec.momentum)?;
     let mut orders: Vec<BatchOrder> = members.iter().map(|m| BatchOrder::new(m.shard)).collect();
@@ -356,7 +349,7 @@ pub fn train_cohort(
     let (first, last) = (values(&first_losses), values(&last_losses));
     let share = started.elapsed() / clients as u32;
     Ok(model
-        .weights()
+        .weights::<W>()
         .into_iter()
         .enumerate()
         .map(|(g, trained)| TrainOutcome {
@@ -435,7 +428,9 @@ fn cohort_step(
 pub fn measure_client_footprint(spec: &TrainSpec, shard: &[u32], ctx: &TrainContext) -> Option<u64> {
     use crate::runtime::{device_memory, reset_peak_memory};
     let spec = TrainSpec { local_iters: 2, return_model: false, ..*spec };
-    let base = vec![0f32; Model::new(spec.model, spec.input, Device::Cpu).layout.numel];
+    // The base lies on the device, as a run's versions do.
+    let zeros = vec![0f32; Model::new(spec.model, spec.input, Device::Cpu).layout.numel];
+    let base = super::device_weights::DeviceWeights::from_host(&zeros, ctx.device);
     let peak = |clients: u64| -> Option<u64> {
         reset_peak_memory(ctx.device);
         let before = device_memory(ctx.device)?.allocated;
@@ -467,7 +462,7 @@ mod tests {
         let b = initial_weights(ModelKind::ConvNet, CIFAR, 2);
         let mut stacked = StackedModel::new(ModelKind::ConvNet, CIFAR, 3, Device::Cpu);
         stacked.load(&[&a, &b, &a]);
-        assert_eq!(stacked.weights(), [a.clone(), b, a]);
+        assert_eq!(stacked.weights::<Vec<f32>>(), [a.clone(), b, a]);
     }
 
     /// FedRevive's teachers as one stacked model: the same scores and tracker statistics as
@@ -479,7 +474,7 @@ mod tests {
             let bases: Vec<Vec<f32>> =
                 (0..teachers).map(|s| initial_weights(kind, CIFAR, 20 + s as u64)).collect();
             let mut stacked = StackedModel::new(kind, CIFAR, teachers as usize, Device::Cpu);
-            let refs: Vec<&[f32]> = bases.iter().map(|b| b.as_slice()).collect();
+            let refs: Vec<&Vec<f32>> = bases.iter().collect();
             stacked.load(&refs);
             // Synthesis differentiates the statistics with respect to the images.
             let images = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu)).set_requires_grad(true);

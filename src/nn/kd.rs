@@ -85,7 +85,7 @@ impl KdCore {
                 stacked.freeze();
                 self.stacked = Some(stacked);
             }
-            let weights: Vec<&[f32]> = teachers.iter().map(|t| t.weights.as_slice()).collect();
+            let weights: Vec<&Vec<f32>> = teachers.iter().map(|t| &*t.weights).collect();
             self.stacked.as_mut().expect("made above").load(&weights);
             return;
         }
@@ -147,7 +147,7 @@ impl KdCore {
             }
             optimizer.backward_step(&loss);
         }
-        Ok(crate::params::delta(&self.student.weights(), current))
+        Ok(self.student.weights().iter().zip(current).map(|(after, before)| after - before).collect())
     }
 
     /// Each of the `count` loaded teachers' scores of its own equal share of `inputs` (teacher

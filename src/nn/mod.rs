@@ -4,6 +4,7 @@
 
 pub mod cohort;
 pub mod convnet;
+pub mod device_weights;
 pub mod dfkd;
 pub mod eval;
 pub mod generator;
@@ -188,6 +189,33 @@ impl Model {
                 target.copy_(&source);
             }
         });
+    }
+
+    /// Copies a flat f32 tensor of weights (on any device) into the variables.
+    pub fn load_flat(&mut self, flat: &Tensor) {
+        assert_eq!(flat.numel(), self.layout.numel, "weights do not fit the {} layout", self.kind);
+        let flat = flat.to_device(self.vs.device());
+        let variables = self.vs.variables();
+        tch::no_grad(|| {
+            for entry in &self.layout.entries {
+                let source =
+                    flat.narrow(0, entry.offset as i64, entry.numel as i64).view(entry.shape.as_slice());
+                variables[&entry.name].shallow_clone().copy_(&source);
+            }
+        });
+    }
+
+    /// The variables as one flat f32 tensor on the model's device.
+    pub fn flat_weights(&self) -> Tensor {
+        let variables = self.vs.variables();
+        let parts: Vec<Tensor> =
+            self.layout.entries.iter().map(|e| variables[&e.name].detach().reshape([-1])).collect();
+        tch::no_grad(|| Tensor::cat(&parts, 0))
+    }
+
+    /// Loads any kind of weights.
+    pub fn load_weights<W: device_weights::TorchWeights>(&mut self, weights: &W) {
+        self.load_flat(&weights.flat_on(self.vs.device()));
     }
 
     /// Saves `weights` as safetensors (named by variable), through a temporary file so that

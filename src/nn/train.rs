@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rand::seq::SliceRandom;
 use tch::{nn, nn::OptimizerConfig, Device, Tensor};
 
+use super::device_weights::TorchWeights;
 use super::{InputSpec, Model, ModelKind};
 use crate::data::augment::{Augment, Normalize};
 use crate::data::ImageSet;
@@ -63,13 +64,14 @@ pub struct TrainSpec {
     pub return_model: bool,
 }
 
-/// What a local update produced.
+/// What a local update produced, its weights of the kind it was given (host vectors, or
+/// tensors on the training device).
 #[derive(Clone, Debug)]
-pub struct TrainOutcome {
+pub struct TrainOutcome<W = Vec<f32>> {
     /// theta_after - theta_before, in the model's layout.
-    pub delta: Vec<f32>,
+    pub delta: W,
     /// theta_after, when [`TrainSpec::return_model`] asks for it.
-    pub model: Option<Vec<f32>>,
+    pub model: Option<W>,
     pub first_loss: f32,
     pub last_loss: f32,
     /// Samples seen (the batches' sizes summed).
@@ -121,19 +123,19 @@ pub fn single_threaded_torch() {
 }
 
 /// Runs one local update from `base` on `shard`, drawing batches and augmentation from `rng`.
-pub fn train_local(
+pub fn train_local<W: TorchWeights>(
     spec: &TrainSpec,
-    base: &[f32],
+    base: &W,
     shard: &[u32],
     ctx: &TrainContext,
     rng: &mut Rng,
-) -> Result<TrainOutcome, tch::TchError> {
+) -> Result<TrainOutcome<W>, tch::TchError> {
     let started = Instant::now();
     if ctx.device == Device::Cpu {
         single_threaded_torch();
     }
     let mut model = Model::new(spec.model, spec.input, ctx.device);
-    model.load(base);
+    model.load_weights(base);
     let mut optimizer = spec.optimizer.build(&model.vs, spec.lr, spec.momentum)?;
     let mut batches = BatchOrder::new(shard);
     let mut first_loss = Tensor::new();
@@ -148,7 +150,7 @@ pub fn train_local(
         }
         last_loss = loss;
     }
-    let trained = model.weights();
+    let trained = W::from_flat(model.flat_weights());
     let delta = crate::params::delta(&trained, base);
     let value = |t: &Tensor| {
         if t.defined() {

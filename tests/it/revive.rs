@@ -7,6 +7,7 @@ use fedsim::config::Config;
 use fedsim::data::{split, DatasetKind};
 use fedsim::exec::VecSink;
 use fedsim::fl::revive::{Distiller, Teacher};
+use fedsim::nn::device_weights::DeviceWeights;
 use fedsim::nn::dfkd::{DataFreeDistiller, DfkdSettings};
 use fedsim::nn::kd::{KdSettings, RealDataDistiller};
 use fedsim::nn::{initial_weights, InputSpec, ModelKind};
@@ -72,6 +73,37 @@ fn fedrevive_is_identical_for_one_two_and_four_workers() {
             assert_eq!(accuracies(&sink_n), accuracies(&sink_1));
         }
     }
+}
+
+/// FedRevive with device-resident versions (forced on CPU): teachers and the distiller's
+/// input cross to the host, delta_KD back; one result for any worker count, and within float
+/// rounding of host versions (same applied updates, weights within 1e-3 of their scale: the
+/// distillation's Adam steps magnify rounding, as for stacked teachers).
+#[test]
+fn fedrevive_with_device_resident_versions_is_identical_for_one_and_two_workers() {
+    let text = world("fedrevive", &format!("{SMALL_KD}\n{SMALL_DFKD}"));
+    let resident = |workers: usize| {
+        let config = Config::from_toml(&text, "test", "test", &[format!("run.workers={workers}")]).unwrap();
+        let mut sink = VecSink::default();
+        let outcome = Simulation::build(&config, &dirs(), Device::Cpu)
+            .unwrap()
+            .run_with::<DeviceWeights>(&mut sink)
+            .unwrap();
+        (outcome.final_weights, sink)
+    };
+    let (weights_1, sink_1) = resident(1);
+    let (weights_2, sink_2) = resident(2);
+    assert_eq!(weights_hash(&weights_1), weights_hash(&weights_2));
+    assert_eq!(accuracies(&sink_1), accuracies(&sink_2));
+    let config = Config::from_toml(&text, "test", "test", &["run.workers=2".to_owned()]).unwrap();
+    let mut host_sink = VecSink::default();
+    let host = Simulation::build(&config, &dirs(), Device::Cpu).unwrap().run(&mut host_sink).unwrap();
+    let applied = |sink: &VecSink| -> Vec<(u64, u64)> {
+        sink.updates.iter().map(|u| (u.task, u.applied_version)).collect()
+    };
+    assert_eq!(applied(&sink_1), applied(&host_sink));
+    let difference = max_abs_difference(&weights_1, &host.final_weights) / max_abs(&host.final_weights);
+    assert!(difference <= 1e-3, "{difference:e} of the weights' scale");
 }
 
 #[test]

@@ -3,12 +3,13 @@
 
 use fedsim::config::Config;
 use fedsim::exec::{EvalRecord, UpdateRecord, VecSink};
+use fedsim::nn::device_weights::DeviceWeights;
 use fedsim::params::weights_hash;
 use fedsim::sched::{Scheduler, Step};
 use fedsim::simulation::{plan_config, Simulation};
 use tch::Device;
 
-use crate::{dirs, fedsim, scratch};
+use crate::{dirs, fedsim, max_abs, max_abs_difference, scratch};
 
 /// A small world that trains in seconds: 30 clients, short local updates.
 fn small(algorithm: &str, extra: &str) -> String {
@@ -115,6 +116,75 @@ fn at_cohort_sizes_four_and_eight_one_two_and_four_workers_give_identical_result
     }
 }
 
+/// Runs with model versions, aggregation and updates kept as tensors on the training device
+/// (on a GPU, the default; forced here on CPU): (hash, final weights, tables).
+fn run_resident(config: &Config) -> (String, Vec<f32>, VecSink) {
+    let mut sink = VecSink::default();
+    let outcome = Simulation::build(config, &dirs(), Device::Cpu)
+        .unwrap()
+        .run_with::<DeviceWeights>(&mut sink)
+        .unwrap();
+    (weights_hash(&outcome.final_weights), outcome.final_weights, sink)
+}
+
+/// Device-resident versions keep the contract: any worker count gives the same result, alone
+/// and in cohorts, for plain, down-weighted and interpolating server rules (the last needs the
+/// clients' models on the device too). Against host versions only float rounding differs
+/// (libtorch's add may fuse multiply and add where Rust's loop rounds twice): the same updates
+/// are applied and the weights end within 1e-4 of their scale.
+#[test]
+fn device_resident_versions_give_one_result_for_any_worker_count_and_match_host_versions() {
+    for (algorithm, extra) in [
+        ("async_fl", "buffer_size = 2\nserver_lr = 0.5"),
+        ("afl_dw", "buffer_size = 1\nserver_lr = -0.5\nbeta = { kind = \"cosine\", s_max = 3.0 }"),
+        ("sync_fl", "server_lr = 1.0"),
+    ] {
+        let text = small(algorithm, extra);
+        for cohort in [1, 4] {
+            let with = |workers: usize| {
+                Config::from_toml(
+                    &text,
+                    "test",
+                    "test",
+                    &[format!("run.workers={workers}"), format!("run.cohort_size={cohort}")],
+                )
+                .unwrap()
+            };
+            let (hash_1, weights_1, sink_1) = run_resident(&with(1));
+            assert_eq!(sink_1.evals.last().unwrap().version, 20, "{algorithm}");
+            for workers in [2, 4] {
+                let (hash_n, _, sink_n) = run_resident(&with(workers));
+                assert_eq!(
+                    hash_n, hash_1,
+                    "{algorithm} cohort {cohort}: weights differ with {workers} workers"
+                );
+                assert_eq!(
+                    timeless(&sink_n.updates, &sink_n.evals),
+                    timeless(&sink_1.updates, &sink_1.evals),
+                    "{algorithm} cohort {cohort}: tables differ with {workers} workers"
+                );
+            }
+            let mut host_sink = VecSink::default();
+            let host =
+                Simulation::build(&with(2), &dirs(), Device::Cpu).unwrap().run(&mut host_sink).unwrap();
+            let applied = |sink: &VecSink| -> Vec<(u64, u64)> {
+                sink.updates.iter().map(|u| (u.task, u.applied_version)).collect()
+            };
+            assert_eq!(applied(&sink_1), applied(&host_sink), "{algorithm}: the same updates are applied");
+            let difference =
+                max_abs_difference(&weights_1, &host.final_weights) / max_abs(&host.final_weights);
+            assert!(difference <= 1e-4, "{algorithm} cohort {cohort}: {difference:e} of the weights' scale");
+            for (resident, host) in sink_1.evals.iter().zip(&host_sink.evals) {
+                assert!(
+                    (resident.accuracy - host.accuracy).abs() <= 0.01,
+                    "{algorithm} version {}",
+                    host.version
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn the_plan_is_the_same_with_training_and_without() {
     let config = config(&small("async_fl", "buffer_size = 2\nserver_lr = 0.5"), 2);
@@ -170,7 +240,7 @@ fn the_setup_seed_decides_the_data_and_the_run_seed_what_runs() {
         "run seed: same shards"
     );
     assert_ne!(
-        base.experiment.settings.initial_weights, other_run.experiment.settings.initial_weights,
+        base.experiment.initial_weights, other_run.experiment.initial_weights,
         "run seed: another model"
     );
     assert_ne!(base_plan, run_plan, "run seed: other delay draws and selections");
@@ -179,7 +249,7 @@ fn the_setup_seed_decides_the_data_and_the_run_seed_what_runs() {
         "setup seed: other shards"
     );
     assert_eq!(
-        base.experiment.settings.initial_weights, other_setup.experiment.settings.initial_weights,
+        base.experiment.initial_weights, other_setup.experiment.initial_weights,
         "setup seed: same model"
     );
 }
@@ -197,7 +267,7 @@ fn zero_delay_sync_fedavg_is_textbook_fedavg() {
     let (hash, _) = run(&config);
     let simulation = Simulation::build(&config, &dirs(), Device::Cpu).unwrap();
     let e = &simulation.experiment.trainer;
-    let initial_weights = &simulation.experiment.settings.initial_weights;
+    let initial_weights = &simulation.experiment.initial_weights;
     let (mean, std) = e.dataset.kind.normalization();
     let normalize = Normalize::new(&mean, &std, Device::Cpu);
     let ctx = TrainContext { data: &e.dataset.train, normalize: &normalize, device: Device::Cpu };

@@ -122,7 +122,7 @@ pub fn distill(
     stacked: Option<bool>,
     device: DeviceChoice,
 ) -> Result<()> {
-    use crate::fl::revive::{Distiller, Teacher};
+    use crate::fl::revive::Teacher;
     use crate::nn::dfkd::{DataFreeDistiller, DfkdSettings};
     use crate::nn::kd::KdSettings;
     use rand_distr::{Distribution, Gamma};
@@ -154,33 +154,62 @@ pub fn distill(
             }
         })
         .collect();
-    let refs: Vec<&Teacher> = teacher_set.iter().collect();
     let current = initial_weights(model, input, 10);
     println!(
         "distillation step: {model} student, {teachers} teachers ({}), generator ngf {ngf} (nz 256, batch 64, 2 steps), 10 KD steps of 32 images per teacher, on {} ({threads} libtorch threads)",
         if distiller.core.stack_teachers { "stacked" } else { "one by one" },
         runtime::describe(device)
     );
-    let mut times = Vec::new();
-    for call in 0..=repeats {
-        let started = Instant::now();
-        let delta = distiller.distill(&current, &refs, call as u64 + 1)?;
-        let seconds = started.elapsed().as_secs_f64();
-        println!(
-            "  call {call}: {:8.1} ms  |delta_KD| max {:.2e}",
-            seconds * 1e3,
-            delta.iter().fold(0f32, |m, d| m.max(d.abs()))
-        );
-        if call > 0 {
-            times.push(seconds);
-        }
-    }
+    // Teachers and the global model lie where a run keeps them: on a GPU, the device.
+    let times = if device.is_cuda() {
+        time_distillation::<DeviceWeights>(&mut distiller, &teacher_set, &current, repeats, device)?
+    } else {
+        time_distillation::<Vec<f32>>(&mut distiller, &teacher_set, &current, repeats, device)?
+    };
     println!(
         "mean {:.1} ms per arrival after warm-up; pool holds {} images",
         times.iter().sum::<f64>() * 1e3 / times.len() as f64,
         distiller.pool_len()
     );
     Ok(())
+}
+
+/// Seconds per distillation call (the first, warm-up, left out), each until its delta_KD is
+/// complete on the device.
+fn time_distillation<W: TorchWeights>(
+    distiller: &mut crate::nn::dfkd::DataFreeDistiller,
+    teachers: &[crate::fl::revive::Teacher],
+    current: &[f32],
+    repeats: usize,
+    device: tch::Device,
+) -> Result<Vec<f64>> {
+    use crate::fl::revive::{Distiller, Teacher};
+    let place = |host: &[f32]| W::from_flat(tch::Tensor::from_slice(host).to_device(device));
+    let placed: Vec<Teacher<W>> = teachers
+        .iter()
+        .map(|t| Teacher {
+            weights: Arc::new(place(&t.weights)),
+            class_proportions: t.class_proportions.clone(),
+        })
+        .collect();
+    let refs: Vec<&Teacher<W>> = placed.iter().collect();
+    let current = place(current);
+    let mut times = Vec::new();
+    for call in 0..=repeats {
+        let started = Instant::now();
+        let delta = distiller.distill(&current, &refs, call as u64 + 1)?;
+        delta.settle();
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "  call {call}: {:8.1} ms  |delta_KD| max {:.2e}",
+            seconds * 1e3,
+            delta.to_host().iter().fold(0f32, |m, d| m.max(d.abs()))
+        );
+        if call > 0 {
+            times.push(seconds);
+        }
+    }
+    Ok(times)
 }
 
 /// What `fedsim bench round` runs.

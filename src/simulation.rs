@@ -113,7 +113,44 @@ fn cohort_plan(
 pub struct Simulation {
     scheduler: Scheduler,
     pub experiment: Experiment,
-    server: Server,
+    server: ServerParts,
+}
+
+/// FedRevive's distillers, built before the run knows where its weights live.
+enum AnyDistiller {
+    DataFree(Box<DataFreeDistiller>),
+    RealData(Box<RealDataDistiller>),
+}
+
+/// The server's parts; the server itself is made for the run's kind of weights.
+struct ServerParts {
+    rule: ServerRule,
+    tracker_reset: Vec<(std::ops::Range<usize>, f32)>,
+    /// Schedule, teacher buffer size and distiller of FedRevive and DD-FedRevive.
+    revive: Option<(ReviveSchedule, usize, AnyDistiller)>,
+}
+
+impl ServerParts {
+    /// Whether clients must send their trained models, not only deltas: interpolation and
+    /// FedRevive's teachers need them.
+    fn needs_models(&self) -> bool {
+        self.rule.needs_models() || self.revive.is_some()
+    }
+
+    fn server<W: TorchWeights>(self) -> Server<W> {
+        Server {
+            rule: self.rule,
+            tracker_reset: self.tracker_reset,
+            revive: self.revive.map(|(schedule, buffer_size, distiller)| Revive {
+                schedule,
+                teachers: TeacherBuffer::new(buffer_size),
+                distiller: match distiller {
+                    AnyDistiller::DataFree(d) => d as Box<dyn Distiller<W>>,
+                    AnyDistiller::RealData(d) => d,
+                },
+            }),
+        }
+    }
 }
 
 impl Simulation {
@@ -133,16 +170,16 @@ impl Simulation {
             config.setup_seed,
         )
         .context("partitioning the training data")?;
-        let distiller: Option<Box<dyn Distiller>> = match config.algorithm {
-            AlgorithmKind::DdFedRevive => Some(Box::new(RealDataDistiller::new(
+        let distiller = match config.algorithm {
+            AlgorithmKind::DdFedRevive => Some(AnyDistiller::RealData(Box::new(RealDataDistiller::new(
                 config.kd.settings,
                 config.model,
                 dataset.clone(),
                 &parts.kd,
                 device,
                 config.run_seed,
-            ))),
-            AlgorithmKind::FedRevive => Some(Box::new(DataFreeDistiller::new(
+            )))),
+            AlgorithmKind::FedRevive => Some(AnyDistiller::DataFree(Box::new(DataFreeDistiller::new(
                 config.kd.settings,
                 config.dfkd,
                 config.model,
@@ -150,19 +187,15 @@ impl Simulation {
                 input,
                 device,
                 config.run_seed,
-            )?)),
+            )?))),
             _ => None,
         };
         let initial = initial_weights(config.model, input, config.run_seed);
         let layout = crate::nn::Model::new(config.model, input, tch::Device::Cpu).layout;
-        let server = Server {
+        let server = ServerParts {
             tracker_reset: layout.tracker_resets(),
             rule: server_rule(config),
-            revive: distiller.map(|distiller| Revive {
-                schedule: revive_schedule(config),
-                teachers: TeacherBuffer::new(config.kd.buffer_size),
-                distiller,
-            }),
+            revive: distiller.map(|distiller| (revive_schedule(config), config.kd.buffer_size, distiller)),
         };
         let spec = TrainSpec {
             model: config.model,
@@ -204,7 +237,8 @@ impl Simulation {
     }
 
     /// Runs with versions, aggregation and updates kept as `W` (tests use device weights on CPU).
-    pub fn run_with<W: TorchWeights>(mut self, sink: &mut dyn Sink) -> Result<RunOutcome> {
+    pub fn run_with<W: TorchWeights>(self, sink: &mut dyn Sink) -> Result<RunOutcome> {
+        let mut server = self.server.server::<W>();
         let Experiment { initial_weights, trainer, settings, cohorts, server_threads } = self.experiment;
         let device = trainer.device;
         if device == Device::Cpu {
@@ -215,8 +249,8 @@ impl Simulation {
         let mut evaluator = TorchEvaluator::new(trainer.dataset.clone(), &trainer.spec, device);
         let trainer: Arc<dyn Trainer<W>> = Arc::new(trainer);
         let mut workers = ThreadWorkers::new(cohorts.concurrent_cohorts, trainer)?;
-        let engines =
-            Engines { workers: &mut workers, evaluator: &mut evaluator, server: &mut self.server, sink };
-        execute(&mut self.scheduler, initial, &settings, engines)
+        let engines = Engines { workers: &mut workers, evaluator: &mut evaluator, server: &mut server, sink };
+        let mut scheduler = self.scheduler;
+        execute(&mut scheduler, initial, &settings, engines)
     }
 }

@@ -48,7 +48,7 @@ pub struct ExecSettings {
 pub struct Engines<'a, W> {
     pub workers: &'a mut dyn Workers<W>,
     pub evaluator: &'a mut dyn Evaluator<W>,
-    pub server: &'a mut Server,
+    pub server: &'a mut Server<W>,
     pub sink: &'a mut dyn Sink,
 }
 

@@ -10,34 +10,35 @@ use std::sync::Arc;
 use super::weights::BetaSchedule;
 use crate::params::Weights;
 
-/// A recent client model and the class proportions of its shard.
+/// A recent client model (kept where the run keeps weights: on a GPU, the device) and the
+/// class proportions of its shard.
 #[derive(Clone, Debug)]
-pub struct Teacher {
-    pub weights: Arc<Vec<f32>>,
+pub struct Teacher<W = Vec<f32>> {
+    pub weights: Arc<W>,
     pub class_proportions: Vec<f64>,
 }
 
 /// The `kd_buffer_size` most recent client models, oldest first.
 #[derive(Clone, Debug)]
-pub struct TeacherBuffer {
+pub struct TeacherBuffer<W = Vec<f32>> {
     capacity: usize,
-    teachers: VecDeque<Teacher>,
+    teachers: VecDeque<Teacher<W>>,
 }
 
-impl TeacherBuffer {
+impl<W> TeacherBuffer<W> {
     pub fn new(capacity: usize) -> Self {
         assert!(capacity >= 1, "validated by the config");
         TeacherBuffer { capacity, teachers: VecDeque::with_capacity(capacity) }
     }
 
-    pub fn push(&mut self, teacher: Teacher) {
+    pub fn push(&mut self, teacher: Teacher<W>) {
         if self.teachers.len() == self.capacity {
             self.teachers.pop_front();
         }
         self.teachers.push_back(teacher);
     }
 
-    pub fn teachers(&self) -> Vec<&Teacher> {
+    pub fn teachers(&self) -> Vec<&Teacher<W>> {
         self.teachers.iter().collect()
     }
 
@@ -54,12 +55,12 @@ impl TeacherBuffer {
 /// teachers. `arrival` is the arriving update's task id: implementations derive their
 /// randomness from it, so the result depends only on the plan and two arrivals of one
 /// aggregation never share a stream.
-pub trait Distiller {
-    fn distill(&mut self, current: &[f32], teachers: &[&Teacher], arrival: u64) -> anyhow::Result<Vec<f32>>;
+pub trait Distiller<W = Vec<f32>> {
+    fn distill(&mut self, current: &W, teachers: &[&Teacher<W>], arrival: u64) -> anyhow::Result<W>;
 
     /// Work that runs between the freeze and warm-up gates, before distillation trains
     /// (FedRevive warms its generator up here). Nothing by default.
-    fn warm_up(&mut self, _current: &[f32], _teachers: &[&Teacher], _arrival: u64) -> anyhow::Result<()> {
+    fn warm_up(&mut self, _current: &W, _teachers: &[&Teacher<W>], _arrival: u64) -> anyhow::Result<()> {
         Ok(())
     }
 }

@@ -25,32 +25,23 @@ pub struct Arrival<'a, W = Vec<f32>> {
 }
 
 /// FedRevive's additions to the server rule.
-pub struct Revive {
+pub struct Revive<W = Vec<f32>> {
     pub schedule: ReviveSchedule,
-    pub teachers: TeacherBuffer,
-    pub distiller: Box<dyn Distiller>,
+    pub teachers: TeacherBuffer<W>,
+    pub distiller: Box<dyn Distiller<W>>,
 }
 
-pub struct Server {
+/// The server of a run whose weights are `W` (host vectors, or tensors on the device).
+pub struct Server<W = Vec<f32>> {
     pub rule: ServerRule,
-    pub revive: Option<Revive>,
+    pub revive: Option<Revive<W>>,
     /// Where the global model's tracker buffers lie and what they are reset to.
     pub tracker_reset: Vec<(Range<usize>, f32)>,
 }
 
-impl Server {
-    /// Whether clients must send their trained models, not only deltas.
-    pub fn needs_models(&self) -> bool {
-        self.rule.needs_models() || self.revive.is_some()
-    }
-
+impl<W: Weights> Server<W> {
     /// theta (version `version`) -> theta of version `version + 1`, where theta lives.
-    pub fn aggregate<W: Weights>(
-        &mut self,
-        theta: &W,
-        version: u64,
-        arrivals: &[Arrival<W>],
-    ) -> anyhow::Result<W> {
+    pub fn aggregate(&mut self, theta: &W, version: u64, arrivals: &[Arrival<W>]) -> anyhow::Result<W> {
         let mut next = theta.clone();
         match &mut self.revive {
             None => {
@@ -90,39 +81,33 @@ impl Server {
     }
 }
 
-impl Revive {
+impl<W: Weights> Revive<W> {
     /// Each arrival joins the teachers; its delta is kept, down-weighted or blended with a
-    /// distilled one, as the schedule says. Distillation runs on host weights (the teachers
-    /// are kept on the host).
-    fn revived_deltas<W: Weights>(
-        &mut self,
-        theta: &W,
-        version: u64,
-        arrivals: &[Arrival<W>],
-    ) -> anyhow::Result<Vec<W>> {
+    /// distilled one, as the schedule says.
+    fn revived_deltas(&mut self, theta: &W, version: u64, arrivals: &[Arrival<W>]) -> anyhow::Result<Vec<W>> {
         let mut deltas = Vec::with_capacity(arrivals.len());
         for arrival in arrivals {
             let model = arrival.model.ok_or_else(|| anyhow::anyhow!("FedRevive needs the client's model"))?;
             self.teachers.push(Teacher {
-                weights: Arc::new(model.to_host().into_owned()),
+                weights: Arc::new(model.clone()),
                 class_proportions: arrival.class_proportions.clone(),
             });
             let teachers = self.teachers.teachers();
             deltas.push(match self.schedule.action(version, arrival.staleness) {
                 ReviveAction::Raw => arrival.delta.clone(),
                 ReviveAction::WarmUp => {
-                    self.distiller.warm_up(&theta.to_host(), &teachers, arrival.task)?;
+                    self.distiller.warm_up(theta, &teachers, arrival.task)?;
                     arrival.delta.clone()
                 }
                 ReviveAction::DownWeight { beta } => {
-                    self.distiller.warm_up(&theta.to_host(), &teachers, arrival.task)?;
+                    self.distiller.warm_up(theta, &teachers, arrival.task)?;
                     let mut delta = arrival.delta.clone();
                     delta.scale((1.0 - beta) as f32);
                     delta
                 }
                 ReviveAction::Blend { beta } => {
-                    let delta_kd = self.distiller.distill(&theta.to_host(), &teachers, arrival.task)?;
-                    blend(arrival.delta, &theta.like(&delta_kd), beta)
+                    let delta_kd = self.distiller.distill(theta, &teachers, arrival.task)?;
+                    blend(arrival.delta, &delta_kd, beta)
                 }
             });
         }
@@ -151,7 +136,7 @@ mod tests {
     }
 
     impl Distiller for Fixed {
-        fn distill(&mut self, _: &[f32], teachers: &[&Teacher], arrival: u64) -> anyhow::Result<Vec<f32>> {
+        fn distill(&mut self, _: &Vec<f32>, teachers: &[&Teacher], arrival: u64) -> anyhow::Result<Vec<f32>> {
             assert!(!teachers.is_empty());
             self.calls.lock().unwrap().push(arrival);
             Ok(self.delta.clone())

@@ -19,6 +19,7 @@ use rand::Rng as _;
 use rand_distr::StandardNormal;
 use tch::{nn, nn::ModuleT, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
 
+use super::device_weights::TorchWeights;
 use super::generator::Generator;
 use super::kd::{draw_by_class, draw_labels, KdCore, KdSettings};
 use super::{InputSpec, ModelKind};
@@ -167,7 +168,7 @@ impl DataFreeDistiller {
     /// One arrival's random inputs to synthesis, from its own stream: targets drawn from the
     /// teachers' mean class proportions, latents z ~ N(0, I) and class embeddings ~ N(0, I).
     /// The stream goes on to drive the augmentation.
-    pub fn draw_inputs(&self, teachers: &[&Teacher], arrival: u64) -> (Vec<i64>, Tensor, Tensor, Rng) {
+    pub fn draw_inputs<W>(&self, teachers: &[&Teacher<W>], arrival: u64) -> (Vec<i64>, Tensor, Tensor, Rng) {
         let s = self.settings;
         let classes = self.input.classes as usize;
         let mut rng = rng::stream(self.seed, Purpose::Synthesis, arrival);
@@ -187,7 +188,12 @@ impl DataFreeDistiller {
     }
 
     /// One synthesis call; its best batch joins the pool.
-    fn synthesize(&mut self, current: &[f32], teachers: &[&Teacher], arrival: u64) -> anyhow::Result<()> {
+    fn synthesize<W: TorchWeights>(
+        &mut self,
+        current: &W,
+        teachers: &[&Teacher<W>],
+        arrival: u64,
+    ) -> anyhow::Result<()> {
         self.core.load_teachers(teachers);
         let s = self.settings;
         let device = self.core.device;
@@ -220,7 +226,7 @@ impl DataFreeDistiller {
             nn::Adam { beta1: 0.5, beta2: 0.999, ..Default::default() }.build(&z_vs, s.lr_z)?;
         let call = self.synthesis_calls + 1;
         let adversarial = call >= s.adv_after;
-        self.core.student.load(current);
+        self.core.student.load_weights(current);
         self.core.student.vs.freeze();
         let mut best: Option<(f64, Tensor)> = None;
         for _ in 0..s.g_steps {
@@ -297,12 +303,12 @@ impl DataFreeDistiller {
     }
 }
 
-impl Distiller for DataFreeDistiller {
-    fn warm_up(&mut self, current: &[f32], teachers: &[&Teacher], arrival: u64) -> anyhow::Result<()> {
+impl<W: TorchWeights> Distiller<W> for DataFreeDistiller {
+    fn warm_up(&mut self, current: &W, teachers: &[&Teacher<W>], arrival: u64) -> anyhow::Result<()> {
         self.synthesize(current, teachers, arrival)
     }
 
-    fn distill(&mut self, current: &[f32], teachers: &[&Teacher], arrival: u64) -> anyhow::Result<Vec<f32>> {
+    fn distill(&mut self, current: &W, teachers: &[&Teacher<W>], arrival: u64) -> anyhow::Result<W> {
         self.synthesize(current, teachers, arrival)?;
         let by_class = self.pool.by_class(self.input.classes as usize);
         let mut rng = rng::stream(self.seed, Purpose::Distill, arrival);

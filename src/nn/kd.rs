@@ -15,6 +15,7 @@ use rand::Rng as _;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
 
 use super::cohort::StackedModel;
+use super::device_weights::TorchWeights;
 use super::tracker::BatchStats;
 use super::{InputSpec, Model, ModelKind};
 use crate::data::augment::{Augment, Normalize};
@@ -78,14 +79,14 @@ impl KdCore {
 
     /// Loads the teachers' weights into (frozen) teacher models. On CPU the caller's libtorch
     /// thread count applies (the executor sets the coordinating thread's to run.server_threads).
-    pub fn load_teachers(&mut self, teachers: &[&Teacher]) {
+    pub fn load_teachers<W: TorchWeights>(&mut self, teachers: &[&Teacher<W>]) {
         if self.stack_teachers {
             if self.stacked.as_ref().is_none_or(|s| s.clients() != teachers.len()) {
                 let mut stacked = StackedModel::new(self.kind, self.input, teachers.len(), self.device);
                 stacked.freeze();
                 self.stacked = Some(stacked);
             }
-            let weights: Vec<&Vec<f32>> = teachers.iter().map(|t| &*t.weights).collect();
+            let weights: Vec<&W> = teachers.iter().map(|t| &*t.weights).collect();
             self.stacked.as_mut().expect("made above").load(&weights);
             return;
         }
@@ -95,7 +96,7 @@ impl KdCore {
             self.teachers.push(model);
         }
         for (model, teacher) in self.teachers.iter_mut().zip(teachers) {
-            model.load(&teacher.weights);
+            model.load_weights(&*teacher.weights);
         }
     }
 
@@ -103,14 +104,14 @@ impl KdCore {
     /// teacher, `draw(q, count, rng)` returns `iters x batch_per_teacher` images (uint8-scale
     /// pixels, `[count, C, H, W]`, on the device) drawn by class proportions q; step i uses the
     /// i-th batch of each. Returns delta_KD.
-    pub fn distill(
+    pub fn distill<W: TorchWeights>(
         &mut self,
-        current: &[f32],
-        teachers: &[&Teacher],
+        current: &W,
+        teachers: &[&Teacher<W>],
         rng: &mut Rng,
         mut draw: impl FnMut(&[f64], usize, &mut Rng) -> Tensor,
-    ) -> anyhow::Result<Vec<f32>> {
-        self.student.load(current);
+    ) -> anyhow::Result<W> {
+        self.student.load_weights(current);
         let s = self.settings;
         let mut optimizer =
             nn::Adam { wd: s.weight_decay, ..Default::default() }.build(&self.student.vs, s.lr)?;
@@ -147,7 +148,7 @@ impl KdCore {
             }
             optimizer.backward_step(&loss);
         }
-        Ok(self.student.weights().iter().zip(current).map(|(after, before)| after - before).collect())
+        Ok(crate::params::delta(&W::from_flat(self.student.flat_weights()), current))
     }
 
     /// Each of the `count` loaded teachers' scores of its own equal share of `inputs` (teacher
@@ -280,8 +281,8 @@ impl RealDataDistiller {
     }
 }
 
-impl Distiller for RealDataDistiller {
-    fn distill(&mut self, current: &[f32], teachers: &[&Teacher], arrival: u64) -> anyhow::Result<Vec<f32>> {
+impl<W: TorchWeights> Distiller<W> for RealDataDistiller {
+    fn distill(&mut self, current: &W, teachers: &[&Teacher<W>], arrival: u64) -> anyhow::Result<W> {
         self.core.load_teachers(teachers);
         let mut rng = rng::stream(self.seed, Purpose::Distill, arrival);
         let (images, by_class, device) = (&self.dataset.train.images, &self.by_class, self.core.device);

@@ -75,9 +75,8 @@ fn fedrevive_is_identical_for_one_two_and_four_workers() {
     }
 }
 
-/// FedRevive with device-resident versions (forced on CPU): teachers and the distiller's
-/// input cross to the host, delta_KD back; one result for any worker count, and within float
-/// rounding of host versions (same applied updates, weights within 1e-3 of their scale: the
+/// FedRevive with device-resident versions and teachers (forced on CPU, as on a GPU): one
+/// result for any worker count, and within float rounding of host versions (same applied updates, weights within 1e-3 of their scale: the
 /// distillation's Adam steps magnify rounding, as for stacked teachers).
 #[test]
 fn fedrevive_with_device_resident_versions_is_identical_for_one_and_two_workers() {

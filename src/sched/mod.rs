@@ -2,26 +2,27 @@
 //! [`Step`]s. Who trains when, on which version, and which updates each aggregation takes
 //! depend only on seeded draws, never on model values, so the plan runs ahead of training.
 //!
-//! Policies (FEDREVIVE.md section 2):
-//! - sync (FedAvg): dispatch K clients; when all K updates are in, aggregate and dispatch K
-//!   new ones.
-//! - buffered async (FedBuff, AFL-DW, FedRevive): keep K jobs in flight; each arriving update
-//!   joins a buffer, B buffered updates make an aggregation; after each arrival one idle client
-//!   is dispatched, on the version that exists once the arrival is handled.
-//!
-//! Clients are chosen uniformly among clients not in flight (the reference may also pick a
-//! client that is still downloading or uploading, which gives it 1-4% more versions; fedsim
-//! keeps one job per client). A job's chain is download -> train -> upload; its base version
-//! is the version at dispatch, its staleness the version count when it is aggregated minus
-//! that base.
+//! The engine here owns the clock, the queue, the buffer and the versions; it asks an
+//! [`ArrivalPolicy`] what each arrival does (FEDREVIVE.md section 2: FedAvg's rounds in
+//! [`sync`], the buffered asynchronous rule of FedBuff, AFL-DW and FedRevive in [`buffered`])
+//! and a [`Selector`] whom to dispatch ([`select`]: uniformly among clients not in flight; the
+//! reference may also pick a client that is still downloading or uploading, which gives it 1-4%
+//! more versions). A job's chain is download -> train -> upload; its base version is the
+//! version at dispatch, its staleness the version count when it is aggregated minus that base.
+
+pub mod buffered;
+pub mod policy;
+pub mod select;
+pub mod sync;
 
 use std::collections::VecDeque;
 
-use rand::Rng as _;
+pub use policy::{ArrivalPolicy, Decision, Policy};
+pub use select::{Selector, UniformIdle};
 
 use crate::sim::delay::{ClientDelays, DelayKind, DelayModel};
 use crate::sim::queue::EventQueue;
-use crate::sim::rng::{self, Purpose, Rng};
+use crate::sim::rng::{self, Purpose};
 use crate::sim::time::{SimDuration, SimTime};
 
 /// One client job, as planned at dispatch.
@@ -53,12 +54,6 @@ pub enum Step {
     Evaluate { version: u64, at: SimTime },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Policy {
-    Sync,
-    Buffered { buffer_size: usize },
-}
-
 /// Why the plan ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanEnd {
@@ -85,10 +80,10 @@ pub struct PlanConfig {
 /// The planner. An iterator of steps; call [`Scheduler::end`] after it is exhausted.
 pub struct Scheduler {
     config: PlanConfig,
+    policy: Box<dyn ArrivalPolicy>,
+    selector: Box<dyn Selector>,
     queue: EventQueue<TrainTask>,
     delays: Vec<ClientDelays>,
-    idle: Vec<u32>,
-    selection: Rng,
     version: u64,
     buffer: Vec<UpdateInput>,
     next_task: u64,
@@ -107,8 +102,11 @@ impl Scheduler {
         );
         Scheduler {
             delays: config.delays.clients(config.setup_seed, config.run_seed, config.num_clients),
-            idle: (0..config.num_clients as u32).collect(),
-            selection: rng::stream(config.run_seed, Purpose::ClientSelection, 0),
+            policy: config.policy.build(config.active_jobs),
+            selector: Box::new(UniformIdle::new(
+                config.num_clients,
+                rng::stream(config.run_seed, Purpose::ClientSelection, 0),
+            )),
             queue: EventQueue::new(),
             version: 0,
             buffer: Vec::new(),
@@ -122,10 +120,10 @@ impl Scheduler {
         }
     }
 
-    /// Dispatches one idle client, chosen uniformly, on the current version.
+    /// Dispatches the client the selector picks on the current version.
     fn dispatch(&mut self) {
-        let index = self.selection.random_range(0..self.idle.len());
-        let client = self.idle.swap_remove(index);
+        // K <= num_clients (validated) and a client is in flight at most once.
+        let client = self.selector.pick().expect("a client is free whenever one is dispatched");
         let delays = &mut self.delays[client as usize];
         let download = delays.draw(DelayKind::Download);
         let train_time = delays.draw(DelayKind::Train);
@@ -163,7 +161,7 @@ impl Scheduler {
         if !self.started {
             self.started = true;
             self.evaluate();
-            for _ in 0..self.config.active_jobs {
+            for _ in 0..self.policy.initial_jobs() {
                 self.dispatch();
             }
             return true;
@@ -180,13 +178,10 @@ impl Scheduler {
             }
         }
         self.now = time;
-        self.idle.push(task.client);
+        self.selector.release(task.client);
         self.buffer.push(UpdateInput { task: task.task, staleness: self.version - task.base_version });
-        let full = match self.config.policy {
-            Policy::Sync => self.buffer.len() == self.config.active_jobs,
-            Policy::Buffered { buffer_size } => self.buffer.len() == buffer_size,
-        };
-        if full {
+        let decision = self.policy.on_arrival(self.buffer.len());
+        if decision.aggregate {
             self.version += 1;
             let inputs = std::mem::take(&mut self.buffer);
             self.out.push_back(Step::Aggregate { version: self.version, at: self.now, inputs });
@@ -198,10 +193,8 @@ impl Scheduler {
                 return false;
             }
         }
-        match self.config.policy {
-            Policy::Sync if full => (0..self.config.active_jobs).for_each(|_| self.dispatch()),
-            Policy::Sync => {}
-            Policy::Buffered { .. } => self.dispatch(),
+        for _ in 0..decision.dispatch {
+            self.dispatch();
         }
         true
     }
@@ -367,6 +360,55 @@ mod tests {
             .filter_map(|s| if let Step::Evaluate { version, .. } = s { Some(*version) } else { None })
             .collect();
         assert_eq!(evaluated, [0, 10, 20, 25]);
+    }
+
+    /// SHA-256 of a plan's steps as Debug text, and its summary.
+    fn fingerprint(policy: Policy, k: usize, horizon: f64) -> (String, PlanSummary) {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for step in Scheduler::new(config(policy, k, horizon)) {
+            hasher.update(format!("{step:?}\n"));
+        }
+        (format!("{:x}", hasher.finalize()), summarize(config(policy, k, horizon)).0)
+    }
+
+    /// Regression guard of issue 11's refactor (policies and selectors as types): the plans
+    /// hash, and count, as they did before it (values printed by commit 17b9c86's scheduler).
+    #[test]
+    fn plans_are_those_of_the_scheduler_before_policies_became_types() {
+        for (policy, k, horizon, hash, versions, dispatched) in [
+            (
+                Policy::Sync,
+                20,
+                60.0,
+                "0abc6e3ddde5eac26c53ef41703522c4cf2431a86f5996a3198eea473ddbaff9",
+                11,
+                240,
+            ),
+            (
+                Policy::Buffered { buffer_size: 2 },
+                20,
+                60.0,
+                "7bd05fc5e9663ace246aba310176a41849f16041594d0324ac4b3be6536ca9ff",
+                375,
+                771,
+            ),
+            (
+                Policy::Buffered { buffer_size: 1 },
+                100,
+                30.0,
+                "488c2f6d6b2795c545fa46bbcb68c518fb175cdf58f6779df94f31c29f056abd",
+                1860,
+                1960,
+            ),
+        ] {
+            let (got, summary) = fingerprint(policy, k, horizon);
+            assert_eq!(
+                (got.as_str(), summary.versions, summary.dispatched_jobs),
+                (hash, versions, dispatched),
+                "{policy:?}"
+            );
+        }
     }
 
     /// FEDREVIVE.md section 6 / issue 3: within 5% of the published version counts.

@@ -36,7 +36,7 @@ fn planning(c: &mut Criterion) {
     group.sample_size(10);
     for buffer_size in [1usize, 2] {
         let config = PlanConfig {
-            policy: Policy::Buffered { buffer_size },
+            policy: Policy::buffered(buffer_size),
             active_jobs: 100,
             num_clients: 1000,
             delays: DelayModel::reference_default(),

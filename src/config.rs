@@ -113,6 +113,10 @@ pub struct RawAlgorithm {
     pub active_jobs: Option<usize>,
     /// B: updates per aggregation (async only).
     pub buffer_size: Option<usize>,
+    /// Async only: updates staler than this are dropped (their jobs never train).
+    pub max_staleness: Option<u64>,
+    /// sync_fl only: dispatch ceil(f K) clients a round, aggregate the first K, cancel the rest.
+    pub over_commitment: Option<f64>,
     pub server_lr: Option<f64>,
     pub client_weighting: Option<ClientWeighting>,
     pub staleness_weight: Option<StalenessWeight>,
@@ -380,6 +384,8 @@ pub struct Config {
     pub algorithm: AlgorithmKind,
     pub active_jobs: usize,
     pub buffer_size: usize,
+    pub max_staleness: Option<u64>,
+    pub over_commitment: f64,
     pub server_lr: f64,
     pub client_weighting: ClientWeighting,
     pub staleness_weight: StalenessWeight,
@@ -560,6 +566,35 @@ impl RawConfig {
                 format!("sync_fl aggregates all active_jobs ({active_jobs}) updates; leave buffer_size out"),
             ));
         }
+        let max_staleness = self.algorithm.max_staleness;
+        if algorithm.is_sync() && max_staleness.is_some() {
+            return Err(invalid(
+                "algorithm.max_staleness",
+                max_staleness.unwrap_or_default(),
+                "applies to asynchronous algorithms; sync_fl rounds have staleness 0",
+            ));
+        }
+        let over_commitment = self.algorithm.over_commitment.unwrap_or(1.0);
+        if !algorithm.is_sync() && over_commitment != 1.0 {
+            return Err(invalid(
+                "algorithm.over_commitment",
+                over_commitment,
+                "applies to sync_fl rounds; asynchronous algorithms keep active_jobs in flight",
+            ));
+        }
+        if !(1.0..=1000.0).contains(&over_commitment) {
+            return Err(invalid("algorithm.over_commitment", over_commitment, "must lie in [1, 1000]"));
+        }
+        let per_round = crate::sched::sync::dispatched_per_round(active_jobs, over_commitment);
+        if per_round > num_clients {
+            return Err(invalid(
+                "algorithm.over_commitment",
+                over_commitment,
+                format!(
+                    "dispatches {per_round} clients a round (ceil(over_commitment x active_jobs)), more than data.num_clients ({num_clients})"
+                ),
+            ));
+        }
         let server_lr = self.algorithm.server_lr.unwrap_or(match algorithm {
             AlgorithmKind::SyncFl => 1.4,
             AlgorithmKind::AsyncFl => 0.05,
@@ -694,6 +729,8 @@ impl RawConfig {
             algorithm,
             active_jobs,
             buffer_size,
+            max_staleness,
+            over_commitment,
             server_lr,
             client_weighting: self.algorithm.client_weighting.unwrap_or(ClientWeighting::Equal),
             staleness_weight,
@@ -930,6 +967,26 @@ mod tests {
     fn bad_values_name_the_key_and_what_is_allowed() {
         let cases = [
             ("[data]\nnum_clent = 3\n[stop]\nmax_versions = 1", "unknown field `num_clent`"),
+            (
+                "[algorithm]\nkind = \"sync_fl\"\nmax_staleness = 3\n[stop]\nmax_versions = 1",
+                "algorithm.max_staleness = 3: applies to asynchronous algorithms",
+            ),
+            (
+                "[algorithm]\nover_commitment = 1.5\n[stop]\nmax_versions = 1",
+                "algorithm.over_commitment = 1.5: applies to sync_fl rounds",
+            ),
+            (
+                "[algorithm]\nkind = \"sync_fl\"\nover_commitment = 0.5\n[stop]\nmax_versions = 1",
+                "algorithm.over_commitment = 0.5: must lie in [1, 1000]",
+            ),
+            (
+                "[algorithm]\nkind = \"sync_fl\"\nover_commitment = nan\n[stop]\nmax_versions = 1",
+                "algorithm.over_commitment = NaN: ",
+            ),
+            (
+                "[data]\nnum_clients = 120\n[algorithm]\nkind = \"sync_fl\"\nover_commitment = 1.3\n[stop]\nmax_versions = 1",
+                "dispatches 130 clients a round (ceil(over_commitment x active_jobs)), more than data.num_clients (120)",
+            ),
             (
                 "[algorithm]\nkind = \"fedprox\"\n[stop]\nmax_versions = 1",
                 "algorithm.kind = \"fedprox\": valid kinds: sync_fl, async_fl, afl_dw",

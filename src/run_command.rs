@@ -252,8 +252,14 @@ pub fn plan(config_path: &Path, overrides: &[String], replace_stops: bool) -> Re
     );
     println!("  versions            {}", summary.versions);
     println!(
-        "  client jobs         {} dispatched, {} aggregated",
-        summary.dispatched_jobs, summary.aggregated_updates
+        "  client jobs         {} dispatched, {} trained, {} aggregated",
+        summary.dispatched_jobs, summary.trained_jobs, summary.aggregated_updates
+    );
+    println!(
+        "  never trained       {} dropped (staler than algorithm.max_staleness), {} cancelled (over-committed rounds), {} past the horizon",
+        summary.fates.dropped_stale,
+        summary.fates.cancelled,
+        summary.dispatched_jobs - summary.trained_jobs - summary.fates.dropped_stale - summary.fates.cancelled
     );
     println!("  staleness           mean {:.2}, max {}", summary.mean_staleness, summary.max_staleness);
     println!("  evaluations         {}", summary.evaluations);

@@ -30,9 +30,9 @@ use crate::sim::time::SimTime;
 pub fn plan_config(config: &Config) -> PlanConfig {
     PlanConfig {
         policy: if config.algorithm.is_sync() {
-            Policy::Sync
+            Policy::Sync { over_commitment: config.over_commitment }
         } else {
-            Policy::Buffered { buffer_size: config.buffer_size }
+            Policy::Buffered { buffer_size: config.buffer_size, max_staleness: config.max_staleness }
         },
         active_jobs: config.active_jobs,
         num_clients: config.num_clients,

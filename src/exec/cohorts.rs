@@ -120,7 +120,7 @@ mod tests {
     /// dispatch order, and no member's base version applies another member.
     #[test]
     fn plans_of_both_policies_give_valid_cohorts() {
-        for policy in [Policy::Sync, Policy::Buffered { buffer_size: 3 }] {
+        for policy in [Policy::SYNC, Policy::buffered(3)] {
             let plan = Scheduler::new(PlanConfig {
                 policy,
                 active_jobs: 10,

@@ -160,7 +160,7 @@ fn run_with_cohorts(
     (trace, cohorts)
 }
 
-const POLICIES: [Policy; 2] = [Policy::Sync, Policy::Buffered { buffer_size: 2 }];
+const POLICIES: [Policy; 2] = [Policy::SYNC, Policy::Buffered { buffer_size: 2, max_staleness: None }];
 
 #[test]
 fn the_applied_sequence_follows_the_plan() {
@@ -177,8 +177,8 @@ fn the_applied_sequence_follows_the_plan() {
 
 fn policy_updates(policy: Policy) -> u64 {
     match policy {
-        Policy::Sync => 6,
-        Policy::Buffered { buffer_size } => buffer_size as u64,
+        Policy::Sync { .. } => 6,
+        Policy::Buffered { buffer_size, .. } => buffer_size as u64,
     }
 }
 
@@ -229,8 +229,8 @@ fn cohort_size_changes_nothing_when_training_is_exact() {
 
 #[test]
 fn an_early_stop_ends_the_run_after_the_evaluation_that_decides_it() {
-    let full = run(Policy::Buffered { buffer_size: 2 }, 4, 4, vec![2, 0], Vec::new());
-    let stopped = run(Policy::Buffered { buffer_size: 2 }, 4, 4, vec![2, 0], vec![(8, 1.0)]);
+    let full = run(Policy::buffered(2), 4, 4, vec![2, 0], Vec::new());
+    let stopped = run(Policy::buffered(2), 4, 4, vec![2, 0], vec![(8, 1.0)]);
     assert_eq!(stopped.evals.last().unwrap().0, 8, "stops at the first evaluation past version 8");
     assert!(stopped.applied.len() < full.applied.len());
     assert_eq!(stopped.applied, full.applied[..stopped.applied.len()], "a prefix of the full run");
@@ -247,7 +247,7 @@ proptest! {
         size in 1usize..9,
         buffered in any::<bool>(),
     ) {
-        let policy = if buffered { Policy::Buffered { buffer_size: 2 } } else { Policy::Sync };
+        let policy = if buffered { Policy::buffered(2) } else { Policy::SYNC };
         let reference = run(policy, size, 1, vec![0], Vec::new());
         let trace = run(policy, size, capacity, picks, Vec::new());
         prop_assert_eq!(trace, reference);

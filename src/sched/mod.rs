@@ -9,15 +9,21 @@
 //! reference may also pick a client that is still downloading or uploading, which gives it 1-4%
 //! more versions). A job's chain is download -> train -> upload; its base version is the
 //! version at dispatch, its staleness the version count when it is aggregated minus that base.
+//!
+//! A job's Train step is released only once its fate is known: taken by the server, or (where
+//! a policy says so) dropped as too stale or cancelled with an over-committed round, in which
+//! case the step is withdrawn and the job never trains. Steps leave in the order they were
+//! made, so holding them back changes nothing else; jobs still in flight when the plan ends
+//! keep their steps.
 
 pub mod buffered;
 pub mod policy;
 pub mod select;
 pub mod sync;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
-pub use policy::{ArrivalPolicy, Decision, Policy};
+pub use policy::{ArrivalInfo, ArrivalPolicy, Decision, Policy};
 pub use select::{Selector, UniformIdle};
 
 use crate::sim::delay::{ClientDelays, DelayKind, DelayModel};
@@ -89,6 +95,13 @@ pub struct Scheduler {
     next_task: u64,
     now: SimTime,
     out: VecDeque<Step>,
+    /// Jobs in flight: task -> client.
+    in_flight: BTreeMap<u64, u32>,
+    /// Train steps held back until their job's fate is known.
+    undecided: HashSet<u64>,
+    /// Cancelled jobs whose arrival events are still queued (skipped when they come up).
+    cancelled: HashSet<u64>,
+    fates: JobFates,
     started: bool,
     last_evaluated: Option<u64>,
     end: Option<PlanEnd>,
@@ -113,6 +126,10 @@ impl Scheduler {
             next_task: 0,
             now: SimTime::ZERO,
             out: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            undecided: HashSet::new(),
+            cancelled: HashSet::new(),
+            fates: JobFates::default(),
             started: false,
             last_evaluated: None,
             end: None,
@@ -139,9 +156,29 @@ impl Scheduler {
         self.next_task += 1;
         // A job that cannot arrive within the horizon is never trained.
         if self.config.max_virtual_time.is_none_or(|limit| task.arrives_at <= limit) {
+            self.undecided.insert(task.task);
             self.out.push_back(Step::Train(task.clone()));
         }
+        self.in_flight.insert(task.task, client);
         self.queue.push(task.arrives_at, task);
+    }
+
+    /// Withdraws a job's held-back Train step: the job will never train.
+    fn withdraw(&mut self, task: u64) {
+        if self.undecided.remove(&task) {
+            let index = self.out.iter().position(|s| matches!(s, Step::Train(t) if t.task == task));
+            self.out.remove(index.expect("an undecided job's step is held back"));
+        }
+    }
+
+    /// Cancels every job in flight; their clients may be picked again at once.
+    fn cancel_in_flight(&mut self) {
+        for (task, client) in std::mem::take(&mut self.in_flight) {
+            self.withdraw(task);
+            self.cancelled.insert(task);
+            self.selector.release(client);
+            self.fates.cancelled += 1;
+        }
     }
 
     fn evaluate(&mut self) {
@@ -170,6 +207,9 @@ impl Scheduler {
             self.finish(PlanEnd::MaxVirtualTime);
             return false;
         };
+        if self.cancelled.remove(&task.task) {
+            return true;
+        }
         if let Some(limit) = self.config.max_virtual_time {
             if time > limit {
                 self.now = limit;
@@ -178,9 +218,20 @@ impl Scheduler {
             }
         }
         self.now = time;
+        self.in_flight.remove(&task.task);
         self.selector.release(task.client);
-        self.buffer.push(UpdateInput { task: task.task, staleness: self.version - task.base_version });
-        let decision = self.policy.on_arrival(self.buffer.len());
+        let staleness = self.version - task.base_version;
+        let decision = self.policy.on_arrival(ArrivalInfo { staleness, buffered: self.buffer.len() });
+        if decision.admit {
+            self.undecided.remove(&task.task);
+            self.buffer.push(UpdateInput { task: task.task, staleness });
+        } else {
+            self.withdraw(task.task);
+            self.fates.dropped_stale += 1;
+        }
+        if decision.cancel_in_flight {
+            self.cancel_in_flight();
+        }
         if decision.aggregate {
             self.version += 1;
             let inputs = std::mem::take(&mut self.buffer);
@@ -211,17 +262,42 @@ impl Plan for Scheduler {
     }
 }
 
+impl Scheduler {
+    /// What became of the jobs that did not reach an aggregation, so far.
+    pub fn fates(&self) -> JobFates {
+        self.fates
+    }
+}
+
+/// Jobs withdrawn from the plan (never trained), by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobFates {
+    /// Arrived staler than the policy's maximum staleness.
+    pub dropped_stale: u64,
+    /// Still in flight when an over-committed round took its K updates.
+    pub cancelled: u64,
+}
+
 impl Iterator for Scheduler {
     type Item = Step;
 
     fn next(&mut self) -> Option<Step> {
         loop {
-            if let Some(step) = self.out.pop_front() {
-                return Some(step);
+            if self.end.is_some() {
+                // Jobs in flight at the end keep their steps (the executor trains only those an
+                // aggregation needs).
+                self.undecided.clear();
             }
-            if self.end.is_some() || !self.advance() {
-                return self.out.pop_front();
+            let held = matches!(self.out.front(), Some(Step::Train(t)) if self.undecided.contains(&t.task));
+            if !held {
+                if let Some(step) = self.out.pop_front() {
+                    return Some(step);
+                }
             }
+            if self.end.is_some() {
+                return None;
+            }
+            self.advance();
         }
     }
 }
@@ -231,6 +307,10 @@ impl Iterator for Scheduler {
 pub struct PlanSummary {
     pub versions: u64,
     pub dispatched_jobs: u64,
+    /// Jobs whose Train step is in the plan (dispatched minus withdrawn, and minus jobs that
+    /// could not arrive within the horizon).
+    pub trained_jobs: u64,
+    pub fates: JobFates,
     pub aggregated_updates: u64,
     pub mean_staleness: f64,
     pub max_staleness: u64,
@@ -245,7 +325,7 @@ pub fn summarize(config: PlanConfig) -> (PlanSummary, Option<PlanEnd>) {
     let mut staleness_sum = 0u64;
     for step in scheduler.by_ref() {
         match step {
-            Step::Train(_) => {}
+            Step::Train(_) => summary.trained_jobs += 1,
             Step::Aggregate { version, at, inputs } => {
                 summary.versions = version;
                 summary.virtual_time = at.units();
@@ -259,6 +339,7 @@ pub fn summarize(config: PlanConfig) -> (PlanSummary, Option<PlanEnd>) {
         }
     }
     summary.dispatched_jobs = scheduler.next_task;
+    summary.fates = scheduler.fates();
     summary.mean_staleness = staleness_sum as f64 / summary.aggregated_updates.max(1) as f64;
     (summary, scheduler.end())
 }
@@ -284,7 +365,7 @@ mod tests {
     #[test]
     fn every_aggregated_task_was_planned_before_and_based_on_an_earlier_version() {
         let mut planned = std::collections::HashMap::new();
-        for step in Scheduler::new(config(Policy::Buffered { buffer_size: 2 }, 20, 30.0)) {
+        for step in Scheduler::new(config(Policy::buffered(2), 20, 30.0)) {
             match step {
                 Step::Train(t) => {
                     planned.insert(t.task, t);
@@ -304,7 +385,7 @@ mod tests {
 
     #[test]
     fn sync_rounds_take_all_k_updates_with_zero_staleness() {
-        let mut steps = Scheduler::new(config(Policy::Sync, 10, 40.0));
+        let mut steps = Scheduler::new(config(Policy::SYNC, 10, 40.0));
         let mut rounds = 0;
         for step in steps.by_ref() {
             if let Step::Aggregate { inputs, .. } = step {
@@ -321,7 +402,7 @@ mod tests {
     fn a_client_is_never_in_flight_twice() {
         let mut in_flight = std::collections::HashSet::new();
         let mut arrivals: Vec<(SimTime, u32)> = Vec::new();
-        for step in Scheduler::new(config(Policy::Buffered { buffer_size: 1 }, 50, 20.0)) {
+        for step in Scheduler::new(config(Policy::buffered(1), 50, 20.0)) {
             if let Step::Train(t) = step {
                 // Clients whose job arrived by this dispatch are free again.
                 arrivals.retain(|&(at, client)| {
@@ -340,7 +421,7 @@ mod tests {
     #[test]
     fn the_plan_is_a_function_of_the_seed() {
         let plan = |seed| {
-            let mut c = config(Policy::Buffered { buffer_size: 2 }, 30, 15.0);
+            let mut c = config(Policy::buffered(2), 30, 15.0);
             c.setup_seed = seed;
             c.run_seed = seed;
             Scheduler::new(c).collect::<Vec<_>>()
@@ -351,7 +432,7 @@ mod tests {
 
     #[test]
     fn max_versions_ends_the_plan_with_a_final_evaluation() {
-        let mut c = config(Policy::Buffered { buffer_size: 1 }, 10, 1e9);
+        let mut c = config(Policy::buffered(1), 10, 1e9);
         c.max_versions = Some(25);
         let steps: Vec<Step> = Scheduler::new(c).collect();
         assert!(matches!(steps.last(), Some(Step::Evaluate { version: 25, .. })));
@@ -378,7 +459,7 @@ mod tests {
     fn plans_are_those_of_the_scheduler_before_policies_became_types() {
         for (policy, k, horizon, hash, versions, dispatched) in [
             (
-                Policy::Sync,
+                Policy::SYNC,
                 20,
                 60.0,
                 "0abc6e3ddde5eac26c53ef41703522c4cf2431a86f5996a3198eea473ddbaff9",
@@ -386,7 +467,7 @@ mod tests {
                 240,
             ),
             (
-                Policy::Buffered { buffer_size: 2 },
+                Policy::buffered(2),
                 20,
                 60.0,
                 "7bd05fc5e9663ace246aba310176a41849f16041594d0324ac4b3be6536ca9ff",
@@ -394,7 +475,7 @@ mod tests {
                 771,
             ),
             (
-                Policy::Buffered { buffer_size: 1 },
+                Policy::buffered(1),
                 100,
                 30.0,
                 "488c2f6d6b2795c545fa46bbcb68c518fb175cdf58f6779df94f31c29f056abd",
@@ -411,14 +492,82 @@ mod tests {
         }
     }
 
+    /// Train steps by task, and every aggregation's inputs, of a whole plan.
+    fn trained_and_aggregated(plan: PlanConfig) -> (Scheduler, Vec<u64>, Vec<Vec<UpdateInput>>) {
+        let mut scheduler = Scheduler::new(plan);
+        let (mut trained, mut aggregations) = (Vec::new(), Vec::new());
+        for step in scheduler.by_ref() {
+            match step {
+                Step::Train(t) => trained.push(t.task),
+                Step::Aggregate { inputs, .. } => aggregations.push(inputs),
+                Step::Evaluate { .. } => {}
+            }
+        }
+        (scheduler, trained, aggregations)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Over-committed rounds take exactly K updates each; the jobs they cancel never reach
+        /// the plan, every job that does is aggregated (but for the last round's, which the plan
+        /// cut short), and ceil(f K) jobs are dispatched a round.
+        #[test]
+        fn over_committed_rounds_apply_exactly_k_and_never_train_the_cancelled(k in 2usize..20, f in 1.0f64..2.0, seed in 0u64..1000) {
+            let mut plan = config(Policy::Sync { over_commitment: f }, k, 25.0);
+            plan.setup_seed = seed;
+            plan.run_seed = seed;
+            let (scheduler, trained, aggregations) = trained_and_aggregated(plan);
+            let per_round = sync::dispatched_per_round(k, f);
+            proptest::prop_assert!(aggregations.iter().all(|inputs| inputs.len() == k));
+            let aggregated: HashSet<u64> = aggregations.iter().flatten().map(|i| i.task).collect();
+            let cut_short: Vec<&u64> = trained.iter().filter(|t| !aggregated.contains(t)).collect();
+            proptest::prop_assert!(cut_short.len() < per_round, "only the last round may be cut short");
+            let rounds = aggregations.len() as u64;
+            proptest::prop_assert!(scheduler.next_task <= (rounds + 1) * per_round as u64);
+            proptest::prop_assert_eq!(scheduler.fates().cancelled, rounds * (per_round - k) as u64);
+            proptest::prop_assert_eq!(scheduler.fates().dropped_stale, 0);
+        }
+
+        /// With a maximum staleness no aggregated update is staler; the dropped ones never
+        /// reach the plan, and K jobs stay in flight.
+        #[test]
+        fn updates_beyond_the_maximum_staleness_are_dropped_untrained(max in 0u64..40, b in 1usize..4, seed in 0u64..1000) {
+            let mut plan = config(Policy::Buffered { buffer_size: b, max_staleness: Some(max) }, 50, 8.0);
+            plan.setup_seed = seed;
+            plan.run_seed = seed;
+            let (scheduler, trained, aggregations) = trained_and_aggregated(plan);
+            let aggregated: HashSet<u64> = aggregations.iter().flatten().map(|i| i.task).collect();
+            proptest::prop_assert!(aggregations.iter().flatten().all(|i| i.staleness <= max));
+            // Jobs in flight or buffered at the end keep their steps: at most K + B of them.
+            let left = trained.iter().filter(|t| !aggregated.contains(t)).count();
+            proptest::prop_assert!(left <= 50 + b, "{} trained jobs never aggregated", left);
+            let fates = scheduler.fates();
+            proptest::prop_assert_eq!(fates.cancelled, 0);
+            proptest::prop_assert!(trained.len() as u64 + fates.dropped_stale <= scheduler.next_task);
+        }
+    }
+
+    #[test]
+    fn over_commitment_shortens_rounds_and_a_small_maximum_staleness_drops_updates() {
+        let time_per_round = |f: f64| {
+            let (summary, _) = summarize(config(Policy::Sync { over_commitment: f }, 20, 60.0));
+            summary.virtual_time / summary.versions as f64
+        };
+        assert!(time_per_round(1.5) < 0.8 * time_per_round(1.0), "stragglers no longer set the pace");
+        let (summary, _) =
+            summarize(config(Policy::Buffered { buffer_size: 1, max_staleness: Some(5) }, 50, 10.0));
+        let (plain, _) = summarize(config(Policy::buffered(1), 50, 10.0));
+        assert!(summary.fates.dropped_stale > 0 && summary.max_staleness <= 5 && plain.max_staleness > 5);
+        assert_eq!(summary.trained_jobs + summary.fates.dropped_stale, plain.trained_jobs);
+    }
+
     /// FEDREVIVE.md section 6 / issue 3: within 5% of the published version counts.
     #[test]
     fn reference_world_version_counts_land_near_the_published_ones() {
-        for (policy, published) in [
-            (Policy::Sync, 28.0),
-            (Policy::Buffered { buffer_size: 2 }, 6_343.0),
-            (Policy::Buffered { buffer_size: 1 }, 12_687.0),
-        ] {
+        for (policy, published) in
+            [(Policy::SYNC, 28.0), (Policy::buffered(2), 6_343.0), (Policy::buffered(1), 12_687.0)]
+        {
             let (summary, _) = summarize(config(policy, 100, 200.0));
             let ratio = summary.versions as f64 / published;
             assert!(

@@ -1,16 +1,29 @@
-//! What an arrival does. The engine ([`super::Scheduler`]) asks its policy after every update
-//! joins the buffer whether to aggregate and how many clients to dispatch; each policy is a
-//! small type in its own file ([`super::sync`], [`super::buffered`]) that never sees the clock,
-//! the queue or a client.
+//! What an arrival does. The engine ([`super::Scheduler`]) asks its policy, for every update
+//! that arrives, whether the server takes it, whether to aggregate, whether to cancel the jobs
+//! still in flight and how many clients to dispatch; each policy is a small type in its own
+//! file ([`super::sync`], [`super::buffered`]) that never sees the clock, the queue or a client.
 
 use super::buffered::Buffered;
 use super::sync::SyncRounds;
 
+/// An arriving update as a policy sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArrivalInfo {
+    /// Versions made since the update's base version.
+    pub staleness: u64,
+    /// Updates already waiting in the buffer (this one not included).
+    pub buffered: usize,
+}
+
 /// The engine's orders after an arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// The update joins the buffer; otherwise it is dropped (and its job never trains).
+    pub admit: bool,
     /// Make a new version from the buffered updates.
     pub aggregate: bool,
+    /// Cancel every job still in flight (over-committed rounds); cancelled jobs never train.
+    pub cancel_in_flight: bool,
     /// Clients to dispatch (after the aggregation, on the version it makes).
     pub dispatch: usize,
 }
@@ -18,25 +31,35 @@ pub struct Decision {
 pub trait ArrivalPolicy: Send {
     /// Clients dispatched at the start, on version 0.
     fn initial_jobs(&self) -> usize;
-    /// An update arrived; `buffered` updates (it included) wait for aggregation.
-    fn on_arrival(&mut self, buffered: usize) -> Decision;
+    fn on_arrival(&mut self, arrival: ArrivalInfo) -> Decision;
 }
 
 /// A policy as a config names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Policy {
-    /// FedAvg's rounds.
-    Sync,
-    /// FedBuff's buffer of B updates (AFL-DW and FedRevive too).
-    Buffered { buffer_size: usize },
+    /// FedAvg's rounds of K updates, dispatching ceil(over_commitment K) clients a round.
+    Sync { over_commitment: f64 },
+    /// FedBuff's buffer of B updates (AFL-DW and FedRevive too), dropping updates staler than
+    /// `max_staleness`.
+    Buffered { buffer_size: usize, max_staleness: Option<u64> },
 }
 
 impl Policy {
+    /// FedAvg's rounds without over-commitment.
+    pub const SYNC: Policy = Policy::Sync { over_commitment: 1.0 };
+
+    /// FedBuff's buffer of `buffer_size` updates, taking every update.
+    pub fn buffered(buffer_size: usize) -> Policy {
+        Policy::Buffered { buffer_size, max_staleness: None }
+    }
+
     /// The policy for `active_jobs` (K) jobs in flight.
     pub fn build(self, active_jobs: usize) -> Box<dyn ArrivalPolicy> {
         match self {
-            Policy::Sync => Box::new(SyncRounds { active_jobs }),
-            Policy::Buffered { buffer_size } => Box::new(Buffered { active_jobs, buffer_size }),
+            Policy::Sync { over_commitment } => Box::new(SyncRounds::new(active_jobs, over_commitment)),
+            Policy::Buffered { buffer_size, max_staleness } => {
+                Box::new(Buffered { active_jobs, buffer_size, max_staleness })
+            }
         }
     }
 }

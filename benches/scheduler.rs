@@ -45,6 +45,8 @@ fn planning(c: &mut Criterion) {
             eval_interval: 10,
             max_versions: None,
             max_virtual_time: Some(SimTime::from_units(200.0)),
+            client_reuse: true,
+            max_model_history: None,
         };
         let jobs = summarize(config.clone()).0.dispatched_jobs;
         group.throughput(Throughput::Elements(jobs));

@@ -117,6 +117,13 @@ pub struct RawAlgorithm {
     pub max_staleness: Option<u64>,
     /// sync_fl only: dispatch ceil(f K) clients a round, aggregate the first K, cancel the rest.
     pub over_commitment: Option<f64>,
+    /// Async only: refill freed slots this many at a time (the NVFlare port's min_hole_to_fill).
+    pub min_hole_to_fill: Option<usize>,
+    /// A client may take part again after its job (the port's device_reuse; default true).
+    pub client_reuse: Option<bool>,
+    /// Versions the server keeps; updates based on an older one are refused (the port's
+    /// max_model_history).
+    pub max_model_history: Option<u64>,
     pub server_lr: Option<f64>,
     pub client_weighting: Option<ClientWeighting>,
     pub staleness_weight: Option<StalenessWeight>,
@@ -386,6 +393,9 @@ pub struct Config {
     pub buffer_size: usize,
     pub max_staleness: Option<u64>,
     pub over_commitment: f64,
+    pub min_hole_to_fill: usize,
+    pub client_reuse: bool,
+    pub max_model_history: Option<u64>,
     pub server_lr: f64,
     pub client_weighting: ClientWeighting,
     pub staleness_weight: StalenessWeight,
@@ -595,6 +605,29 @@ impl RawConfig {
                 ),
             ));
         }
+        let min_hole_to_fill = self.algorithm.min_hole_to_fill.unwrap_or(1);
+        if min_hole_to_fill == 0 || min_hole_to_fill > active_jobs {
+            return Err(invalid(
+                "algorithm.min_hole_to_fill",
+                min_hole_to_fill,
+                format!("must be between 1 and algorithm.active_jobs ({active_jobs})"),
+            ));
+        }
+        if algorithm.is_sync() && min_hole_to_fill != 1 {
+            return Err(invalid(
+                "algorithm.min_hole_to_fill",
+                min_hole_to_fill,
+                "applies to asynchronous algorithms; sync_fl refills whole rounds",
+            ));
+        }
+        let max_model_history = self.algorithm.max_model_history;
+        if max_model_history == Some(0) {
+            return Err(invalid(
+                "algorithm.max_model_history",
+                0,
+                "must be at least 1 (the current version)",
+            ));
+        }
         let server_lr = self.algorithm.server_lr.unwrap_or(match algorithm {
             AlgorithmKind::SyncFl => 1.4,
             AlgorithmKind::AsyncFl => 0.05,
@@ -731,6 +764,9 @@ impl RawConfig {
             buffer_size,
             max_staleness,
             over_commitment,
+            min_hole_to_fill,
+            client_reuse: self.algorithm.client_reuse.unwrap_or(true),
+            max_model_history,
             server_lr,
             client_weighting: self.algorithm.client_weighting.unwrap_or(ClientWeighting::Equal),
             staleness_weight,
@@ -970,6 +1006,14 @@ mod tests {
             (
                 "[algorithm]\nkind = \"sync_fl\"\nmax_staleness = 3\n[stop]\nmax_versions = 1",
                 "algorithm.max_staleness = 3: applies to asynchronous algorithms",
+            ),
+            (
+                "[algorithm]\nmin_hole_to_fill = 0\n[stop]\nmax_versions = 1",
+                "algorithm.min_hole_to_fill = 0: must be between 1 and algorithm.active_jobs (100)",
+            ),
+            (
+                "[algorithm]\nmax_model_history = 0\n[stop]\nmax_versions = 1",
+                "algorithm.max_model_history = 0: must be at least 1",
             ),
             (
                 "[algorithm]\nover_commitment = 1.5\n[stop]\nmax_versions = 1",

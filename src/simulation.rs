@@ -32,7 +32,11 @@ pub fn plan_config(config: &Config) -> PlanConfig {
         policy: if config.algorithm.is_sync() {
             Policy::Sync { over_commitment: config.over_commitment }
         } else {
-            Policy::Buffered { buffer_size: config.buffer_size, max_staleness: config.max_staleness }
+            Policy::Buffered {
+                buffer_size: config.buffer_size,
+                max_staleness: config.max_staleness,
+                min_hole_to_fill: config.min_hole_to_fill,
+            }
         },
         active_jobs: config.active_jobs,
         num_clients: config.num_clients,
@@ -42,6 +46,8 @@ pub fn plan_config(config: &Config) -> PlanConfig {
         eval_interval: config.eval_interval,
         max_versions: config.max_versions,
         max_virtual_time: config.max_virtual_time.map(SimTime::from_units),
+        client_reuse: config.client_reuse,
+        max_model_history: config.max_model_history,
     }
 }
 

@@ -131,6 +131,8 @@ mod tests {
                 eval_interval: 5,
                 max_versions: Some(40),
                 max_virtual_time: None,
+                client_reuse: true,
+                max_model_history: None,
             });
             let steps: Vec<Step> = plan.collect();
             let mut applied_at = HashMap::new();

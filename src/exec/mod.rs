@@ -140,6 +140,7 @@ impl std::fmt::Display for StopReason {
         match self {
             StopReason::PlanEnd(PlanEnd::MaxVersions) => write!(f, "max_versions"),
             StopReason::PlanEnd(PlanEnd::MaxVirtualTime) => write!(f, "max_virtual_time"),
+            StopReason::PlanEnd(PlanEnd::ClientsExhausted) => write!(f, "clients_exhausted"),
             StopReason::TargetAccuracy { accuracy } => write!(f, "target_accuracy (reached {accuracy:.4})"),
             StopReason::EarlyStop { version, best_accuracy, threshold } => {
                 write!(f, "early_stop (best accuracy {best_accuracy:.4} <= {threshold} at version {version})")

@@ -96,6 +96,8 @@ fn plan(policy: Policy) -> Scheduler {
         eval_interval: 4,
         max_versions: Some(30),
         max_virtual_time: None,
+        client_reuse: true,
+        max_model_history: None,
     })
 }
 
@@ -160,7 +162,7 @@ fn run_with_cohorts(
     (trace, cohorts)
 }
 
-const POLICIES: [Policy; 2] = [Policy::SYNC, Policy::Buffered { buffer_size: 2, max_staleness: None }];
+const POLICIES: [Policy; 2] = [Policy::SYNC, Policy::buffered(2)];
 
 #[test]
 fn the_applied_sequence_follows_the_plan() {

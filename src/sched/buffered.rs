@@ -1,15 +1,36 @@
 //! Buffered asynchronous aggregation (FedBuff; AFL-DW and FedRevive with B = 1): K jobs stay in
 //! flight; every arrival joins a buffer, B buffered updates make a version, and each arrival
-//! frees its client and dispatches one more, on the version that exists once it is handled.
-//! With a maximum staleness, an update staler than that is dropped (its job never trains) and
-//! its client is replaced all the same.
+//! frees its client's slot, which is refilled on the version that exists once the arrival is
+//! handled. With a maximum staleness, an update staler than that is dropped (its job never
+//! trains) and its slot refilled all the same. With the NVFlare port's `min_hole_to_fill` = h,
+//! freed slots are refilled h at a time (h = K refills in whole rounds).
 
 use super::policy::{ArrivalInfo, ArrivalPolicy, Decision};
 
 pub struct Buffered {
-    pub active_jobs: usize,
-    pub buffer_size: usize,
-    pub max_staleness: Option<u64>,
+    active_jobs: usize,
+    buffer_size: usize,
+    max_staleness: Option<u64>,
+    min_hole_to_fill: usize,
+    /// Slots freed and not yet refilled.
+    holes: usize,
+}
+
+impl Buffered {
+    pub fn new(
+        active_jobs: usize,
+        buffer_size: usize,
+        max_staleness: Option<u64>,
+        min_hole_to_fill: usize,
+    ) -> Self {
+        Buffered {
+            active_jobs,
+            buffer_size,
+            max_staleness,
+            min_hole_to_fill: min_hole_to_fill.max(1),
+            holes: 0,
+        }
+    }
 }
 
 impl ArrivalPolicy for Buffered {
@@ -19,11 +40,14 @@ impl ArrivalPolicy for Buffered {
 
     fn on_arrival(&mut self, arrival: ArrivalInfo) -> Decision {
         let admit = self.max_staleness.is_none_or(|max| arrival.staleness <= max);
+        self.holes += 1;
+        let refill = self.holes >= self.min_hole_to_fill;
+        let dispatch = if refill { std::mem::take(&mut self.holes) } else { 0 };
         Decision {
             admit,
             aggregate: admit && arrival.buffered + 1 == self.buffer_size,
             cancel_in_flight: false,
-            dispatch: 1,
+            dispatch,
         }
     }
 }
@@ -34,7 +58,7 @@ mod tests {
 
     #[test]
     fn every_arrival_dispatches_one_and_every_bth_aggregates() {
-        let mut fedbuff = Buffered { active_jobs: 10, buffer_size: 2, max_staleness: None };
+        let mut fedbuff = Buffered::new(10, 2, None, 1);
         assert_eq!(fedbuff.initial_jobs(), 10);
         let first = fedbuff.on_arrival(ArrivalInfo { staleness: 50, buffered: 0 });
         assert_eq!(first, Decision { admit: true, aggregate: false, cancel_in_flight: false, dispatch: 1 });
@@ -43,9 +67,17 @@ mod tests {
 
     #[test]
     fn updates_staler_than_the_maximum_are_dropped_and_replaced() {
-        let mut fedbuff = Buffered { active_jobs: 10, buffer_size: 1, max_staleness: Some(5) };
+        let mut fedbuff = Buffered::new(10, 1, Some(5), 1);
         assert!(fedbuff.on_arrival(ArrivalInfo { staleness: 5, buffered: 0 }).aggregate);
         let stale = fedbuff.on_arrival(ArrivalInfo { staleness: 6, buffered: 0 });
         assert_eq!(stale, Decision { admit: false, aggregate: false, cancel_in_flight: false, dispatch: 1 });
+    }
+
+    #[test]
+    fn freed_slots_are_refilled_min_hole_to_fill_at_a_time() {
+        let mut fedbuff = Buffered::new(10, 1, None, 3);
+        let dispatched: Vec<usize> =
+            (0..7).map(|_| fedbuff.on_arrival(ArrivalInfo { staleness: 0, buffered: 0 }).dispatch).collect();
+        assert_eq!(dispatched, [0, 0, 3, 0, 0, 3, 0]);
     }
 }

@@ -65,6 +65,8 @@ pub enum Step {
 pub enum PlanEnd {
     MaxVersions,
     MaxVirtualTime,
+    /// Every client took part once (no reuse) and every job has arrived.
+    ClientsExhausted,
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +83,11 @@ pub struct PlanConfig {
     pub eval_interval: u64,
     pub max_versions: Option<u64>,
     pub max_virtual_time: Option<SimTime>,
+    /// A client may take part again after its job (the NVFlare port's device_reuse).
+    pub client_reuse: bool,
+    /// Versions the server keeps (the port's max_model_history): an update based on an older
+    /// one is refused.
+    pub max_model_history: Option<u64>,
 }
 
 /// The planner. An iterator of steps; call [`Scheduler::end`] after it is exhausted.
@@ -118,6 +125,7 @@ impl Scheduler {
             policy: config.policy.build(config.active_jobs),
             selector: Box::new(UniformIdle::new(
                 config.num_clients,
+                config.client_reuse,
                 rng::stream(config.run_seed, Purpose::ClientSelection, 0),
             )),
             queue: EventQueue::new(),
@@ -137,10 +145,11 @@ impl Scheduler {
         }
     }
 
-    /// Dispatches the client the selector picks on the current version.
+    /// Dispatches the client the selector picks on the current version; none when every client
+    /// has taken part (without reuse).
     fn dispatch(&mut self) {
-        // K <= num_clients (validated) and a client is in flight at most once.
-        let client = self.selector.pick().expect("a client is free whenever one is dispatched");
+        // With reuse a client is free whenever one is dispatched (K <= num_clients, validated).
+        let Some(client) = self.selector.pick() else { return };
         let delays = &mut self.delays[client as usize];
         let download = delays.draw(DelayKind::Download);
         let train_time = delays.draw(DelayKind::Train);
@@ -204,7 +213,11 @@ impl Scheduler {
             return true;
         }
         let Some((time, task)) = self.queue.pop() else {
-            self.finish(PlanEnd::MaxVirtualTime);
+            self.finish(if self.config.client_reuse {
+                PlanEnd::MaxVirtualTime
+            } else {
+                PlanEnd::ClientsExhausted
+            });
             return false;
         };
         if self.cancelled.remove(&task.task) {
@@ -222,17 +235,23 @@ impl Scheduler {
         self.selector.release(task.client);
         let staleness = self.version - task.base_version;
         let decision = self.policy.on_arrival(ArrivalInfo { staleness, buffered: self.buffer.len() });
-        if decision.admit {
+        // The server no longer holds the update's base version.
+        let refused = self.config.max_model_history.is_some_and(|kept| staleness >= kept);
+        if decision.admit && !refused {
             self.undecided.remove(&task.task);
             self.buffer.push(UpdateInput { task: task.task, staleness });
         } else {
             self.withdraw(task.task);
-            self.fates.dropped_stale += 1;
+            if refused {
+                self.fates.refused += 1;
+            } else {
+                self.fates.dropped_stale += 1;
+            }
         }
         if decision.cancel_in_flight {
             self.cancel_in_flight();
         }
-        if decision.aggregate {
+        if decision.aggregate && !refused {
             self.version += 1;
             let inputs = std::mem::take(&mut self.buffer);
             self.out.push_back(Step::Aggregate { version: self.version, at: self.now, inputs });
@@ -276,6 +295,8 @@ pub struct JobFates {
     pub dropped_stale: u64,
     /// Still in flight when an over-committed round took its K updates.
     pub cancelled: u64,
+    /// Based on a version the server no longer kept (max_model_history).
+    pub refused: u64,
 }
 
 impl Iterator for Scheduler {
@@ -359,6 +380,8 @@ mod tests {
             eval_interval: 10,
             max_versions: None,
             max_virtual_time: Some(SimTime::from_units(horizon)),
+            client_reuse: true,
+            max_model_history: None,
         }
     }
 
@@ -533,7 +556,7 @@ mod tests {
         /// reach the plan, and K jobs stay in flight.
         #[test]
         fn updates_beyond_the_maximum_staleness_are_dropped_untrained(max in 0u64..40, b in 1usize..4, seed in 0u64..1000) {
-            let mut plan = config(Policy::Buffered { buffer_size: b, max_staleness: Some(max) }, 50, 8.0);
+            let mut plan = config(Policy::Buffered { buffer_size: b, max_staleness: Some(max), min_hole_to_fill: 1 }, 50, 8.0);
             plan.setup_seed = seed;
             plan.run_seed = seed;
             let (scheduler, trained, aggregations) = trained_and_aggregated(plan);
@@ -549,14 +572,59 @@ mod tests {
     }
 
     #[test]
+    fn without_reuse_every_client_takes_part_once_and_the_plan_ends_when_all_have() {
+        let mut plan = config(Policy::buffered(2), 20, 1e6);
+        plan.num_clients = 100;
+        plan.client_reuse = false;
+        let (scheduler, trained, aggregations) = trained_and_aggregated(plan);
+        assert_eq!(scheduler.end(), Some(PlanEnd::ClientsExhausted));
+        assert_eq!(scheduler.next_task, 100);
+        assert_eq!(trained.len(), 100);
+        assert_eq!(aggregations.iter().map(Vec::len).sum::<usize>(), 100, "B = 2 takes them all");
+    }
+
+    #[test]
+    fn refills_come_min_hole_to_fill_at_a_time_and_old_bases_are_refused() {
+        // Refilling 10 slots at a time keeps between K - 9 and K jobs in flight.
+        let plan =
+            config(Policy::Buffered { buffer_size: 1, max_staleness: None, min_hole_to_fill: 10 }, 50, 40.0);
+        let tasks: Vec<TrainTask> = Scheduler::new(plan)
+            .filter_map(|s| if let Step::Train(t) = s { Some(t) } else { None })
+            .collect();
+        let in_flight_at =
+            |t: SimTime| tasks.iter().filter(|j| j.dispatched_at <= t && t < j.arrives_at).count();
+        let (one, four) = (SimTime::from_units(1.0), SimTime::from_units(4.0));
+        let counts: Vec<usize> = tasks
+            .iter()
+            .flat_map(|j| [j.dispatched_at, j.arrives_at])
+            .filter(|&t| one <= t && t <= four)
+            .map(in_flight_at)
+            .collect();
+        assert!(
+            counts.iter().all(|n| (41..=50).contains(n)),
+            "{:?}",
+            (counts.iter().min(), counts.iter().max())
+        );
+        assert!(counts.iter().any(|&n| n < 45), "refills wait for ten holes");
+        // The server keeps 8 versions: an update based on an older one is refused.
+        let mut plan = config(Policy::buffered(1), 50, 10.0);
+        plan.max_model_history = Some(8);
+        let (summary, _) = summarize(plan);
+        assert!(summary.fates.refused > 0 && summary.max_staleness < 8);
+    }
+
+    #[test]
     fn over_commitment_shortens_rounds_and_a_small_maximum_staleness_drops_updates() {
         let time_per_round = |f: f64| {
             let (summary, _) = summarize(config(Policy::Sync { over_commitment: f }, 20, 60.0));
             summary.virtual_time / summary.versions as f64
         };
         assert!(time_per_round(1.5) < 0.8 * time_per_round(1.0), "stragglers no longer set the pace");
-        let (summary, _) =
-            summarize(config(Policy::Buffered { buffer_size: 1, max_staleness: Some(5) }, 50, 10.0));
+        let (summary, _) = summarize(config(
+            Policy::Buffered { buffer_size: 1, max_staleness: Some(5), min_hole_to_fill: 1 },
+            50,
+            10.0,
+        ));
         let (plain, _) = summarize(config(Policy::buffered(1), 50, 10.0));
         assert!(summary.fates.dropped_stale > 0 && summary.max_staleness <= 5 && plain.max_staleness > 5);
         assert_eq!(summary.trained_jobs + summary.fates.dropped_stale, plain.trained_jobs);

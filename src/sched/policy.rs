@@ -40,8 +40,8 @@ pub enum Policy {
     /// FedAvg's rounds of K updates, dispatching ceil(over_commitment K) clients a round.
     Sync { over_commitment: f64 },
     /// FedBuff's buffer of B updates (AFL-DW and FedRevive too), dropping updates staler than
-    /// `max_staleness`.
-    Buffered { buffer_size: usize, max_staleness: Option<u64> },
+    /// `max_staleness`, refilling freed slots `min_hole_to_fill` at a time.
+    Buffered { buffer_size: usize, max_staleness: Option<u64>, min_hole_to_fill: usize },
 }
 
 impl Policy {
@@ -49,16 +49,16 @@ impl Policy {
     pub const SYNC: Policy = Policy::Sync { over_commitment: 1.0 };
 
     /// FedBuff's buffer of `buffer_size` updates, taking every update.
-    pub fn buffered(buffer_size: usize) -> Policy {
-        Policy::Buffered { buffer_size, max_staleness: None }
+    pub const fn buffered(buffer_size: usize) -> Policy {
+        Policy::Buffered { buffer_size, max_staleness: None, min_hole_to_fill: 1 }
     }
 
     /// The policy for `active_jobs` (K) jobs in flight.
     pub fn build(self, active_jobs: usize) -> Box<dyn ArrivalPolicy> {
         match self {
             Policy::Sync { over_commitment } => Box::new(SyncRounds::new(active_jobs, over_commitment)),
-            Policy::Buffered { buffer_size, max_staleness } => {
-                Box::new(Buffered { active_jobs, buffer_size, max_staleness })
+            Policy::Buffered { buffer_size, max_staleness, min_hole_to_fill } => {
+                Box::new(Buffered::new(active_jobs, buffer_size, max_staleness, min_hole_to_fill))
             }
         }
     }

@@ -13,16 +13,18 @@ pub trait Selector: Send {
 }
 
 /// Uniformly among the clients not in flight (one job per client; the reference may also pick
-/// a client that is still downloading or uploading).
+/// a client that is still downloading or uploading). Without reuse (the NVFlare port's
+/// `device_reuse = false`) a client takes part once and is never picked again.
 pub struct UniformIdle {
     idle: Vec<u32>,
+    reuse: bool,
     rng: Rng,
 }
 
 impl UniformIdle {
     /// Clients 0..num_clients, all idle, drawing from `rng`.
-    pub fn new(num_clients: usize, rng: Rng) -> Self {
-        UniformIdle { idle: (0..num_clients as u32).collect(), rng }
+    pub fn new(num_clients: usize, reuse: bool, rng: Rng) -> Self {
+        UniformIdle { idle: (0..num_clients as u32).collect(), reuse, rng }
     }
 }
 
@@ -36,7 +38,9 @@ impl Selector for UniformIdle {
     }
 
     fn release(&mut self, client: u32) {
-        self.idle.push(client);
+        if self.reuse {
+            self.idle.push(client);
+        }
     }
 }
 
@@ -47,12 +51,22 @@ mod tests {
 
     #[test]
     fn picks_each_client_once_until_released() {
-        let mut selector = UniformIdle::new(5, stream(1, Purpose::ClientSelection, 0));
+        let mut selector = UniformIdle::new(5, true, stream(1, Purpose::ClientSelection, 0));
         let mut picked: Vec<u32> = (0..5).map(|_| selector.pick().unwrap()).collect();
         assert_eq!(selector.pick(), None);
         picked.sort_unstable();
         assert_eq!(picked, [0, 1, 2, 3, 4]);
         selector.release(3);
         assert_eq!(selector.pick(), Some(3));
+    }
+
+    #[test]
+    fn without_reuse_every_client_takes_part_once() {
+        let mut selector = UniformIdle::new(3, false, stream(1, Purpose::ClientSelection, 0));
+        let first = selector.pick().unwrap();
+        selector.release(first);
+        let rest = [selector.pick().unwrap(), selector.pick().unwrap()];
+        assert!(!rest.contains(&first));
+        assert_eq!(selector.pick(), None);
     }
 }

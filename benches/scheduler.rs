@@ -47,6 +47,7 @@ fn planning(c: &mut Criterion) {
             max_virtual_time: Some(SimTime::from_units(200.0)),
             client_reuse: true,
             max_model_history: None,
+            update_timeout: None,
         };
         let jobs = summarize(config.clone()).0.dispatched_jobs;
         group.throughput(Throughput::Elements(jobs));

@@ -124,6 +124,9 @@ pub struct RawAlgorithm {
     /// Versions the server keeps; updates based on an older one are refused (the port's
     /// max_model_history).
     pub max_model_history: Option<u64>,
+    /// Virtual time the server waits for a job; slower jobs time out and never train (the
+    /// port's update_timeout).
+    pub update_timeout: Option<f64>,
     pub server_lr: Option<f64>,
     pub client_weighting: Option<ClientWeighting>,
     pub staleness_weight: Option<StalenessWeight>,
@@ -396,6 +399,7 @@ pub struct Config {
     pub min_hole_to_fill: usize,
     pub client_reuse: bool,
     pub max_model_history: Option<u64>,
+    pub update_timeout: Option<f64>,
     pub server_lr: f64,
     pub client_weighting: ClientWeighting,
     pub staleness_weight: StalenessWeight,
@@ -628,6 +632,16 @@ impl RawConfig {
                 "must be at least 1 (the current version)",
             ));
         }
+        let update_timeout = self.algorithm.update_timeout;
+        if let Some(timeout) = update_timeout {
+            if !(timeout.is_finite() && timeout > 0.0) {
+                return Err(invalid(
+                    "algorithm.update_timeout",
+                    timeout,
+                    "must be a positive, finite virtual time",
+                ));
+            }
+        }
         let server_lr = self.algorithm.server_lr.unwrap_or(match algorithm {
             AlgorithmKind::SyncFl => 1.4,
             AlgorithmKind::AsyncFl => 0.05,
@@ -767,6 +781,7 @@ impl RawConfig {
             min_hole_to_fill,
             client_reuse: self.algorithm.client_reuse.unwrap_or(true),
             max_model_history,
+            update_timeout,
             server_lr,
             client_weighting: self.algorithm.client_weighting.unwrap_or(ClientWeighting::Equal),
             staleness_weight,
@@ -1010,6 +1025,10 @@ mod tests {
             (
                 "[algorithm]\nmin_hole_to_fill = 0\n[stop]\nmax_versions = 1",
                 "algorithm.min_hole_to_fill = 0: must be between 1 and algorithm.active_jobs (100)",
+            ),
+            (
+                "[algorithm]\nupdate_timeout = -1.0\n[stop]\nmax_versions = 1",
+                "algorithm.update_timeout = -1: must be a positive, finite virtual time",
             ),
             (
                 "[algorithm]\nmax_model_history = 0\n[stop]\nmax_versions = 1",

@@ -256,12 +256,17 @@ pub fn plan(config_path: &Path, overrides: &[String], replace_stops: bool) -> Re
         summary.dispatched_jobs, summary.trained_jobs, summary.aggregated_updates
     );
     println!(
-        "  never trained       {} dropped (staler than algorithm.max_staleness), {} refused (base older than algorithm.max_model_history), {} cancelled (over-committed rounds), {} past the horizon",
+        "  never trained       {} dropped (staler than algorithm.max_staleness), {} refused (base older than algorithm.max_model_history), {} timed out (algorithm.update_timeout), {} cancelled (over-committed rounds), {} past the horizon",
         summary.fates.dropped_stale,
         summary.fates.refused,
+        summary.fates.timed_out,
         summary.fates.cancelled,
         summary.dispatched_jobs.saturating_sub(
-            summary.trained_jobs + summary.fates.dropped_stale + summary.fates.refused + summary.fates.cancelled
+            summary.trained_jobs
+                + summary.fates.dropped_stale
+                + summary.fates.refused
+                + summary.fates.timed_out
+                + summary.fates.cancelled
         )
     );
     println!("  staleness           mean {:.2}, max {}", summary.mean_staleness, summary.max_staleness);

@@ -48,6 +48,7 @@ pub fn plan_config(config: &Config) -> PlanConfig {
         max_virtual_time: config.max_virtual_time.map(SimTime::from_units),
         client_reuse: config.client_reuse,
         max_model_history: config.max_model_history,
+        update_timeout: config.update_timeout.map(crate::sim::time::SimDuration::from_units),
     }
 }
 

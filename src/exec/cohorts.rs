@@ -133,6 +133,7 @@ mod tests {
                 max_virtual_time: None,
                 client_reuse: true,
                 max_model_history: None,
+                update_timeout: None,
             });
             let steps: Vec<Step> = plan.collect();
             let mut applied_at = HashMap::new();

@@ -98,6 +98,7 @@ fn plan(policy: Policy) -> Scheduler {
         max_virtual_time: None,
         client_reuse: true,
         max_model_history: None,
+        update_timeout: None,
     })
 }
 

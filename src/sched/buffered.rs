@@ -40,14 +40,27 @@ impl ArrivalPolicy for Buffered {
 
     fn on_arrival(&mut self, arrival: ArrivalInfo) -> Decision {
         let admit = self.max_staleness.is_none_or(|max| arrival.staleness <= max);
-        self.holes += 1;
-        let refill = self.holes >= self.min_hole_to_fill;
-        let dispatch = if refill { std::mem::take(&mut self.holes) } else { 0 };
         Decision {
             admit,
             aggregate: admit && arrival.buffered + 1 == self.buffer_size,
             cancel_in_flight: false,
-            dispatch,
+            dispatch: self.free_slot(),
+        }
+    }
+
+    fn on_timeout(&mut self, _buffered: usize) -> Decision {
+        Decision { admit: false, aggregate: false, cancel_in_flight: false, dispatch: self.free_slot() }
+    }
+}
+
+impl Buffered {
+    /// A job left its slot; returns how many slots to refill now.
+    fn free_slot(&mut self) -> usize {
+        self.holes += 1;
+        if self.holes >= self.min_hole_to_fill {
+            std::mem::take(&mut self.holes)
+        } else {
+            0
         }
     }
 }
@@ -79,5 +92,11 @@ mod tests {
         let dispatched: Vec<usize> =
             (0..7).map(|_| fedbuff.on_arrival(ArrivalInfo { staleness: 0, buffered: 0 }).dispatch).collect();
         assert_eq!(dispatched, [0, 0, 3, 0, 0, 3, 0]);
+        // A timed-out job's slot is a hole like any other.
+        assert_eq!(fedbuff.on_timeout(0).dispatch, 0);
+        assert_eq!(
+            fedbuff.on_timeout(0),
+            Decision { admit: false, aggregate: false, cancel_in_flight: false, dispatch: 3 }
+        );
     }
 }

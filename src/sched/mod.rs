@@ -88,6 +88,8 @@ pub struct PlanConfig {
     /// Versions the server keeps (the port's max_model_history): an update based on an older
     /// one is refused.
     pub max_model_history: Option<u64>,
+    /// How long the server waits for a job (the port's update_timeout).
+    pub update_timeout: Option<SimDuration>,
 }
 
 /// The planner. An iterator of steps; call [`Scheduler::end`] after it is exhausted.
@@ -108,6 +110,8 @@ pub struct Scheduler {
     undecided: HashSet<u64>,
     /// Cancelled jobs whose arrival events are still queued (skipped when they come up).
     cancelled: HashSet<u64>,
+    /// Jobs queued at the moment the server stops waiting for them.
+    timed_out: HashSet<u64>,
     fates: JobFates,
     started: bool,
     last_evaluated: Option<u64>,
@@ -137,6 +141,7 @@ impl Scheduler {
             in_flight: BTreeMap::new(),
             undecided: HashSet::new(),
             cancelled: HashSet::new(),
+            timed_out: HashSet::new(),
             fates: JobFates::default(),
             started: false,
             last_evaluated: None,
@@ -163,12 +168,21 @@ impl Scheduler {
             arrives_at: self.now + download + train_time + upload,
         };
         self.next_task += 1;
+        self.in_flight.insert(task.task, client);
+        // A job that would take longer than the server waits for it times out: it never trains,
+        // and its slot frees when the server stops waiting.
+        if let Some(timeout) = self.config.update_timeout {
+            if task.arrives_at > self.now + timeout {
+                self.timed_out.insert(task.task);
+                self.queue.push(self.now + timeout, task);
+                return;
+            }
+        }
         // A job that cannot arrive within the horizon is never trained.
         if self.config.max_virtual_time.is_none_or(|limit| task.arrives_at <= limit) {
             self.undecided.insert(task.task);
             self.out.push_back(Step::Train(task.clone()));
         }
-        self.in_flight.insert(task.task, client);
         self.queue.push(task.arrives_at, task);
     }
 
@@ -184,6 +198,7 @@ impl Scheduler {
     fn cancel_in_flight(&mut self) {
         for (task, client) in std::mem::take(&mut self.in_flight) {
             self.withdraw(task);
+            self.timed_out.remove(&task);
             self.cancelled.insert(task);
             self.selector.release(client);
             self.fates.cancelled += 1;
@@ -233,25 +248,16 @@ impl Scheduler {
         self.now = time;
         self.in_flight.remove(&task.task);
         self.selector.release(task.client);
-        let staleness = self.version - task.base_version;
-        let decision = self.policy.on_arrival(ArrivalInfo { staleness, buffered: self.buffer.len() });
-        // The server no longer holds the update's base version.
-        let refused = self.config.max_model_history.is_some_and(|kept| staleness >= kept);
-        if decision.admit && !refused {
-            self.undecided.remove(&task.task);
-            self.buffer.push(UpdateInput { task: task.task, staleness });
+        let decision = if self.timed_out.remove(&task.task) {
+            self.fates.timed_out += 1;
+            self.policy.on_timeout(self.buffer.len())
         } else {
-            self.withdraw(task.task);
-            if refused {
-                self.fates.refused += 1;
-            } else {
-                self.fates.dropped_stale += 1;
-            }
-        }
+            self.receive(&task)
+        };
         if decision.cancel_in_flight {
             self.cancel_in_flight();
         }
-        if decision.aggregate && !refused {
+        if decision.aggregate {
             self.version += 1;
             let inputs = std::mem::take(&mut self.buffer);
             self.out.push_back(Step::Aggregate { version: self.version, at: self.now, inputs });
@@ -267,6 +273,28 @@ impl Scheduler {
             self.dispatch();
         }
         true
+    }
+}
+
+impl Scheduler {
+    /// An update arrives: into the buffer, or withdrawn (dropped as too stale, or refused for
+    /// a base version the server no longer keeps). Returns the policy's orders.
+    fn receive(&mut self, task: &TrainTask) -> Decision {
+        let staleness = self.version - task.base_version;
+        let decision = self.policy.on_arrival(ArrivalInfo { staleness, buffered: self.buffer.len() });
+        let refused = self.config.max_model_history.is_some_and(|kept| staleness >= kept);
+        if decision.admit && !refused {
+            self.undecided.remove(&task.task);
+            self.buffer.push(UpdateInput { task: task.task, staleness });
+            return decision;
+        }
+        self.withdraw(task.task);
+        if refused {
+            self.fates.refused += 1;
+        } else {
+            self.fates.dropped_stale += 1;
+        }
+        Decision { aggregate: false, ..decision }
     }
 }
 
@@ -297,6 +325,8 @@ pub struct JobFates {
     pub cancelled: u64,
     /// Based on a version the server no longer kept (max_model_history).
     pub refused: u64,
+    /// Would have taken longer than algorithm.update_timeout.
+    pub timed_out: u64,
 }
 
 impl Iterator for Scheduler {
@@ -382,6 +412,7 @@ mod tests {
             max_virtual_time: Some(SimTime::from_units(horizon)),
             client_reuse: true,
             max_model_history: None,
+            update_timeout: None,
         }
     }
 
@@ -569,6 +600,49 @@ mod tests {
             proptest::prop_assert_eq!(fates.cancelled, 0);
             proptest::prop_assert!(trained.len() as u64 + fates.dropped_stale <= scheduler.next_task);
         }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Jobs slower than the timeout never reach the plan; every other job does, rounds
+        /// aggregate what arrived in time, and FedBuff keeps its slots filled.
+        #[test]
+        fn jobs_slower_than_the_update_timeout_never_train(timeout in 0.3f64..4.0, sync in proptest::prelude::any::<bool>(), seed in 0u64..1000) {
+            let policy = if sync { Policy::SYNC } else { Policy::buffered(2) };
+            let mut plan = config(policy, 20, 30.0);
+            plan.setup_seed = seed;
+            plan.run_seed = seed;
+            plan.update_timeout = Some(SimDuration::from_units(timeout));
+            let mut scheduler = Scheduler::new(plan);
+            let mut trained = Vec::new();
+            let mut aggregations = 0;
+            for step in scheduler.by_ref() {
+                match step {
+                    Step::Train(t) => trained.push(t),
+                    Step::Aggregate { inputs, .. } => {
+                        proptest::prop_assert!(!inputs.is_empty() && inputs.len() <= 20);
+                        aggregations += 1;
+                    }
+                    Step::Evaluate { .. } => {}
+                }
+            }
+            let limit = SimDuration::from_units(timeout);
+            proptest::prop_assert!(trained.iter().all(|t| t.arrives_at <= t.dispatched_at + limit));
+            proptest::prop_assert!(aggregations > 0 || scheduler.fates().timed_out > 0);
+            proptest::prop_assert!(trained.len() as u64 + scheduler.fates().timed_out <= scheduler.next_task);
+        }
+    }
+
+    #[test]
+    fn a_short_update_timeout_times_jobs_out_and_sync_rounds_go_on() {
+        let (plain, _) = summarize(config(Policy::SYNC, 20, 60.0));
+        let mut plan = config(Policy::SYNC, 20, 60.0);
+        plan.update_timeout = Some(SimDuration::from_units(1.5));
+        let (summary, _) = summarize(plan);
+        assert!(summary.fates.timed_out > 0);
+        assert!(summary.versions > plain.versions, "rounds no longer wait for the slowest job");
+        assert!(summary.aggregated_updates < summary.versions * 20, "rounds aggregate what arrived in time");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! FedAvg's rounds: dispatch K clients; when all K updates are in, aggregate them and dispatch
 //! K new clients on the new version. With over-commitment f > 1 a round dispatches ceil(f K)
 //! clients, aggregates the first K updates to arrive and cancels the jobs still in flight
-//! (stragglers never slow a round down, and their jobs never train).
+//! (stragglers never slow a round down, and their jobs never train). Jobs that time out
+//! (`algorithm.update_timeout`) end a round early: it aggregates what arrived once every job
+//! it dispatched has arrived or timed out (a round whose jobs all timed out makes no version).
 
 use super::policy::{ArrivalInfo, ArrivalPolicy, Decision};
 
@@ -10,11 +12,32 @@ pub struct SyncRounds {
     active_jobs: usize,
     /// ceil(f K): clients dispatched per round.
     dispatched: usize,
+    /// Jobs of this round that arrived or timed out.
+    resolved: usize,
 }
 
 impl SyncRounds {
     pub fn new(active_jobs: usize, over_commitment: f64) -> Self {
-        SyncRounds { active_jobs, dispatched: dispatched_per_round(active_jobs, over_commitment) }
+        SyncRounds {
+            active_jobs,
+            dispatched: dispatched_per_round(active_jobs, over_commitment),
+            resolved: 0,
+        }
+    }
+
+    /// One more of the round's jobs resolved, with `updates` updates in hand.
+    fn resolve(&mut self, updates: usize) -> Decision {
+        self.resolved += 1;
+        let over = updates == self.active_jobs || self.resolved == self.dispatched;
+        if over {
+            self.resolved = 0;
+        }
+        Decision {
+            admit: true,
+            aggregate: over && updates > 0,
+            cancel_in_flight: over,
+            dispatch: if over { self.dispatched } else { 0 },
+        }
     }
 }
 
@@ -29,13 +52,11 @@ impl ArrivalPolicy for SyncRounds {
     }
 
     fn on_arrival(&mut self, arrival: ArrivalInfo) -> Decision {
-        let full = arrival.buffered + 1 == self.active_jobs;
-        Decision {
-            admit: true,
-            aggregate: full,
-            cancel_in_flight: full,
-            dispatch: if full { self.dispatched } else { 0 },
-        }
+        self.resolve(arrival.buffered + 1)
+    }
+
+    fn on_timeout(&mut self, buffered: usize) -> Decision {
+        Decision { admit: false, ..self.resolve(buffered) }
     }
 }
 
@@ -67,7 +88,28 @@ mod tests {
         assert_eq!(dispatched_per_round(10, 1.0), 10);
         let mut sync = SyncRounds::new(10, 1.3);
         assert_eq!(sync.initial_jobs(), 13);
-        assert!(sync.on_arrival(arrival(9)).aggregate);
-        assert_eq!(sync.on_arrival(arrival(9)).dispatch, 13);
+        for buffered in 0..9 {
+            assert!(!sync.on_arrival(arrival(buffered)).aggregate);
+        }
+        let tenth = sync.on_arrival(arrival(9));
+        assert!(tenth.aggregate && tenth.cancel_in_flight);
+        assert_eq!(tenth.dispatch, 13);
+    }
+
+    #[test]
+    fn a_round_with_timed_out_jobs_aggregates_what_arrived_once_all_are_resolved() {
+        let mut sync = SyncRounds::new(3, 1.0);
+        assert!(!sync.on_arrival(arrival(0)).aggregate);
+        assert!(!sync.on_timeout(1).aggregate);
+        let last = sync.on_arrival(arrival(1));
+        assert!(last.aggregate && last.dispatch == 3, "two updates make the version");
+        // A round whose jobs all time out makes no version but starts the next round.
+        for _ in 0..2 {
+            assert_eq!(sync.on_timeout(0).dispatch, 0);
+        }
+        assert_eq!(
+            sync.on_timeout(0),
+            Decision { admit: false, aggregate: false, cancel_in_flight: true, dispatch: 3 }
+        );
     }
 }

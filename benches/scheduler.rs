@@ -48,6 +48,7 @@ fn planning(c: &mut Criterion) {
             client_reuse: true,
             max_model_history: None,
             update_timeout: None,
+            availability: Default::default(),
         };
         let jobs = summarize(config.clone()).0.dispatched_jobs;
         group.throughput(Throughput::Elements(jobs));

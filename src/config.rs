@@ -2,6 +2,7 @@
 //! with the reference's default), `--set key=value` overrides, and validation into a typed
 //! [`Config`]. Every check lives here and runs before anything is written.
 
+use crate::sim::availability::AvailabilityModel;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -65,6 +66,9 @@ pub struct RawConfig {
     pub dfkd: RawDfkd,
     #[serde(default)]
     pub delays: RawDelays,
+    /// When clients are online: `{ kind = "always" }` (the default) or
+    /// `{ kind = "on_off", mean_on = .., mean_off = .. }` (virtual time units).
+    pub availability: Option<AvailabilityModel>,
     #[serde(default)]
     pub eval: RawEval,
     #[serde(default)]
@@ -407,6 +411,7 @@ pub struct Config {
     pub kd: KdConfig,
     pub dfkd: DfkdSettings,
     pub delays: DelayModel,
+    pub availability: AvailabilityModel,
     pub eval_interval: u64,
     pub max_versions: Option<u64>,
     pub max_virtual_time: Option<f64>,
@@ -690,6 +695,14 @@ impl RawConfig {
         };
         let dfkd = self.dfkd.validate()?;
         let delays = self.delays.resolve()?;
+        let availability = self.availability.unwrap_or_default();
+        if let AvailabilityModel::OnOff { mean_on, mean_off } = availability {
+            for (key, mean) in [("availability.mean_on", mean_on), ("availability.mean_off", mean_off)] {
+                if !(mean.is_finite() && mean > 0.0) {
+                    return Err(invalid(key, mean, "must be a positive, finite virtual time"));
+                }
+            }
+        }
         let eval_interval = self.eval.interval.unwrap_or(if algorithm.is_sync() { 1 } else { 10 });
         if eval_interval == 0 {
             return Err(invalid("eval.interval", 0, "must be at least 1 (versions between evaluations)"));
@@ -789,6 +802,7 @@ impl RawConfig {
             kd,
             dfkd,
             delays,
+            availability,
             eval_interval,
             max_versions: stop.max_versions,
             max_virtual_time: stop.max_virtual_time,
@@ -1025,6 +1039,14 @@ mod tests {
             (
                 "[algorithm]\nmin_hole_to_fill = 0\n[stop]\nmax_versions = 1",
                 "algorithm.min_hole_to_fill = 0: must be between 1 and algorithm.active_jobs (100)",
+            ),
+            (
+                "[availability]\nkind = \"on_off\"\nmean_on = 0.0\nmean_off = 1.0\n[stop]\nmax_versions = 1",
+                "availability.mean_on = 0: must be a positive, finite virtual time",
+            ),
+            (
+                "[availability]\nkind = \"daily\"\n[stop]\nmax_versions = 1",
+                "unknown variant `daily`",
             ),
             (
                 "[algorithm]\nupdate_timeout = -1.0\n[stop]\nmax_versions = 1",

@@ -266,8 +266,14 @@ pub fn plan(config_path: &Path, overrides: &[String], replace_stops: bool) -> Re
                 + summary.fates.dropped_stale
                 + summary.fates.refused
                 + summary.fates.timed_out
+                + summary.fates.went_offline
                 + summary.fates.cancelled
         )
+    );
+    println!(
+        "  availability        clients online {:.1}% of the time; {} jobs never trained, their client going offline",
+        summary.online_share * 100.0,
+        summary.fates.went_offline
     );
     println!("  staleness           mean {:.2}, max {}", summary.mean_staleness, summary.max_staleness);
     println!("  evaluations         {}", summary.evaluations);

@@ -134,6 +134,7 @@ mod tests {
                 client_reuse: true,
                 max_model_history: None,
                 update_timeout: None,
+                availability: Default::default(),
             });
             let steps: Vec<Step> = plan.collect();
             let mut applied_at = HashMap::new();

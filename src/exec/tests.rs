@@ -99,6 +99,7 @@ fn plan(policy: Policy) -> Scheduler {
         client_reuse: true,
         max_model_history: None,
         update_timeout: None,
+        availability: Default::default(),
     })
 }
 

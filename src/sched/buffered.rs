@@ -48,7 +48,7 @@ impl ArrivalPolicy for Buffered {
         }
     }
 
-    fn on_timeout(&mut self, _buffered: usize) -> Decision {
+    fn on_lost(&mut self, _buffered: usize) -> Decision {
         Decision { admit: false, aggregate: false, cancel_in_flight: false, dispatch: self.free_slot() }
     }
 }
@@ -93,9 +93,9 @@ mod tests {
             (0..7).map(|_| fedbuff.on_arrival(ArrivalInfo { staleness: 0, buffered: 0 }).dispatch).collect();
         assert_eq!(dispatched, [0, 0, 3, 0, 0, 3, 0]);
         // A timed-out job's slot is a hole like any other.
-        assert_eq!(fedbuff.on_timeout(0).dispatch, 0);
+        assert_eq!(fedbuff.on_lost(0).dispatch, 0);
         assert_eq!(
-            fedbuff.on_timeout(0),
+            fedbuff.on_lost(0),
             Decision { admit: false, aggregate: false, cancel_in_flight: false, dispatch: 3 }
         );
     }

@@ -21,11 +21,12 @@ pub mod policy;
 pub mod select;
 pub mod sync;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 pub use policy::{ArrivalInfo, ArrivalPolicy, Decision, Policy};
-pub use select::{Selector, UniformIdle};
+pub use select::{Pick, Selector, UniformIdle};
 
+use crate::sim::availability::{measured_online_share, Availability, AvailabilityModel};
 use crate::sim::delay::{ClientDelays, DelayKind, DelayModel};
 use crate::sim::queue::EventQueue;
 use crate::sim::rng::{self, Purpose};
@@ -90,6 +91,8 @@ pub struct PlanConfig {
     pub max_model_history: Option<u64>,
     /// How long the server waits for a job (the port's update_timeout).
     pub update_timeout: Option<SimDuration>,
+    /// When clients are online (drawn from the run seed).
+    pub availability: AvailabilityModel,
 }
 
 /// The planner. An iterator of steps; call [`Scheduler::end`] after it is exhausted.
@@ -97,7 +100,11 @@ pub struct Scheduler {
     config: PlanConfig,
     policy: Box<dyn ArrivalPolicy>,
     selector: Box<dyn Selector>,
-    queue: EventQueue<TrainTask>,
+    queue: EventQueue<Event>,
+    availability: Availability,
+    /// Dispatches waiting for a free client to come online, and when the engine wakes for them.
+    owed: usize,
+    wake_at: Option<SimTime>,
     delays: Vec<ClientDelays>,
     version: u64,
     buffer: Vec<UpdateInput>,
@@ -110,8 +117,8 @@ pub struct Scheduler {
     undecided: HashSet<u64>,
     /// Cancelled jobs whose arrival events are still queued (skipped when they come up).
     cancelled: HashSet<u64>,
-    /// Jobs queued at the moment the server stops waiting for them.
-    timed_out: HashSet<u64>,
+    /// Jobs that end without an update, queued at that moment, and why.
+    lost: HashMap<u64, Lost>,
     fates: JobFates,
     started: bool,
     last_evaluated: Option<u64>,
@@ -133,6 +140,9 @@ impl Scheduler {
                 rng::stream(config.run_seed, Purpose::ClientSelection, 0),
             )),
             queue: EventQueue::new(),
+            availability: Availability::new(config.availability, config.num_clients, config.run_seed),
+            owed: 0,
+            wake_at: None,
             version: 0,
             buffer: Vec::new(),
             next_task: 0,
@@ -141,7 +151,7 @@ impl Scheduler {
             in_flight: BTreeMap::new(),
             undecided: HashSet::new(),
             cancelled: HashSet::new(),
-            timed_out: HashSet::new(),
+            lost: HashMap::new(),
             fates: JobFates::default(),
             started: false,
             last_evaluated: None,
@@ -151,10 +161,20 @@ impl Scheduler {
     }
 
     /// Dispatches the client the selector picks on the current version; none when every client
-    /// has taken part (without reuse).
+    /// has taken part (without reuse); later, when no free client is online now.
     fn dispatch(&mut self) {
-        // With reuse a client is free whenever one is dispatched (K <= num_clients, validated).
-        let Some(client) = self.selector.pick() else { return };
+        let client = match self.selector.pick(self.now, &mut self.availability) {
+            Pick::Client(client) => client,
+            Pick::WaitUntil(at) => {
+                self.owed += 1;
+                if self.wake_at.is_none_or(|wake| at < wake) {
+                    self.wake_at = Some(at);
+                    self.queue.push(at, Event::Wake);
+                }
+                return;
+            }
+            Pick::Exhausted => return,
+        };
         let delays = &mut self.delays[client as usize];
         let download = delays.draw(DelayKind::Download);
         let train_time = delays.draw(DelayKind::Train);
@@ -169,21 +189,38 @@ impl Scheduler {
         };
         self.next_task += 1;
         self.in_flight.insert(task.task, client);
-        // A job that would take longer than the server waits for it times out: it never trains,
-        // and its slot frees when the server stops waiting.
-        if let Some(timeout) = self.config.update_timeout {
-            if task.arrives_at > self.now + timeout {
-                self.timed_out.insert(task.task);
-                self.queue.push(self.now + timeout, task);
-                return;
-            }
+        // A job whose client goes offline before its update arrives drops out then; one that
+        // would take longer than the server waits times out. Either way it never trains, and
+        // its slot frees at that moment.
+        let timeout_at = self.config.update_timeout.map(|t| self.now + t).filter(|&at| at < task.arrives_at);
+        let offline_at = self.availability.offline_at(client, self.now).filter(|&at| at < task.arrives_at);
+        let lost = match (offline_at, timeout_at) {
+            (Some(offline), Some(timeout)) if timeout < offline => Some((timeout, Lost::TimedOut)),
+            (Some(offline), _) => Some((offline, Lost::WentOffline)),
+            (None, Some(timeout)) => Some((timeout, Lost::TimedOut)),
+            (None, None) => None,
+        };
+        if let Some((at, why)) = lost {
+            self.lost.insert(task.task, why);
+            self.queue.push(at, Event::Job(task));
+            return;
         }
         // A job that cannot arrive within the horizon is never trained.
         if self.config.max_virtual_time.is_none_or(|limit| task.arrives_at <= limit) {
             self.undecided.insert(task.task);
             self.out.push_back(Step::Train(task.clone()));
         }
-        self.queue.push(task.arrives_at, task);
+        self.queue.push(task.arrives_at, Event::Job(task));
+    }
+
+    /// Dispatches what could not be dispatched while no free client was online.
+    fn wake(&mut self) {
+        if self.wake_at == Some(self.now) {
+            self.wake_at = None;
+        }
+        for _ in 0..std::mem::take(&mut self.owed) {
+            self.dispatch();
+        }
     }
 
     /// Withdraws a job's held-back Train step: the job will never train.
@@ -198,7 +235,7 @@ impl Scheduler {
     fn cancel_in_flight(&mut self) {
         for (task, client) in std::mem::take(&mut self.in_flight) {
             self.withdraw(task);
-            self.timed_out.remove(&task);
+            self.lost.remove(&task);
             self.cancelled.insert(task);
             self.selector.release(client);
             self.fates.cancelled += 1;
@@ -227,7 +264,7 @@ impl Scheduler {
             }
             return true;
         }
-        let Some((time, task)) = self.queue.pop() else {
+        let Some((time, event)) = self.queue.pop() else {
             self.finish(if self.config.client_reuse {
                 PlanEnd::MaxVirtualTime
             } else {
@@ -235,7 +272,7 @@ impl Scheduler {
             });
             return false;
         };
-        if self.cancelled.remove(&task.task) {
+        if matches!(&event, Event::Job(task) if self.cancelled.remove(&task.task)) {
             return true;
         }
         if let Some(limit) = self.config.max_virtual_time {
@@ -246,13 +283,24 @@ impl Scheduler {
             }
         }
         self.now = time;
+        let task = match event {
+            Event::Job(task) => task,
+            Event::Wake => {
+                self.wake();
+                return true;
+            }
+        };
         self.in_flight.remove(&task.task);
         self.selector.release(task.client);
-        let decision = if self.timed_out.remove(&task.task) {
-            self.fates.timed_out += 1;
-            self.policy.on_timeout(self.buffer.len())
-        } else {
-            self.receive(&task)
+        let decision = match self.lost.remove(&task.task) {
+            Some(why) => {
+                match why {
+                    Lost::TimedOut => self.fates.timed_out += 1,
+                    Lost::WentOffline => self.fates.went_offline += 1,
+                }
+                self.policy.on_lost(self.buffer.len())
+            }
+            None => self.receive(&task),
         };
         if decision.cancel_in_flight {
             self.cancel_in_flight();
@@ -327,6 +375,22 @@ pub struct JobFates {
     pub refused: u64,
     /// Would have taken longer than algorithm.update_timeout.
     pub timed_out: u64,
+    /// Their client went offline before the update arrived.
+    pub went_offline: u64,
+}
+
+/// What the queue holds: a job's end (its arrival, or the moment it is lost), or a wake-up
+/// for dispatches that wait for a client to come online.
+enum Event {
+    Job(TrainTask),
+    Wake,
+}
+
+/// Why a job ends without an update.
+#[derive(Clone, Copy, Debug)]
+enum Lost {
+    TimedOut,
+    WentOffline,
 }
 
 impl Iterator for Scheduler {
@@ -362,6 +426,8 @@ pub struct PlanSummary {
     /// could not arrive within the horizon).
     pub trained_jobs: u64,
     pub fates: JobFates,
+    /// The share of the plan's virtual time that clients were online (1 when always).
+    pub online_share: f64,
     pub aggregated_updates: u64,
     pub mean_staleness: f64,
     pub max_staleness: u64,
@@ -391,6 +457,9 @@ pub fn summarize(config: PlanConfig) -> (PlanSummary, Option<PlanEnd>) {
     }
     summary.dispatched_jobs = scheduler.next_task;
     summary.fates = scheduler.fates();
+    let config = &scheduler.config;
+    summary.online_share =
+        measured_online_share(config.availability, config.num_clients, config.run_seed, scheduler.now);
     summary.mean_staleness = staleness_sum as f64 / summary.aggregated_updates.max(1) as f64;
     (summary, scheduler.end())
 }
@@ -413,6 +482,7 @@ mod tests {
             client_reuse: true,
             max_model_history: None,
             update_timeout: None,
+            availability: Default::default(),
         }
     }
 
@@ -632,6 +702,48 @@ mod tests {
             proptest::prop_assert!(aggregations > 0 || scheduler.fates().timed_out > 0);
             proptest::prop_assert!(trained.len() as u64 + scheduler.fates().timed_out <= scheduler.next_task);
         }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+
+        /// With clients online in windows, a job is only ever dispatched to an online client,
+        /// and a job that trains never spans its client going offline; the others drop out.
+        #[test]
+        fn jobs_go_to_online_clients_and_drop_out_only_when_one_goes_offline(mean_on in 0.5f64..20.0, mean_off in 0.5f64..20.0, sync in proptest::prelude::any::<bool>(), seed in 0u64..1000) {
+            let model = AvailabilityModel::OnOff { mean_on, mean_off };
+            let policy = if sync { Policy::SYNC } else { Policy::buffered(2) };
+            let mut plan = config(policy, 20, 30.0);
+            plan.num_clients = 100;
+            (plan.setup_seed, plan.run_seed, plan.availability) = (seed, seed, model);
+            let mut scheduler = Scheduler::new(plan);
+            let mut check = Availability::new(model, 100, seed);
+            let mut trained = 0;
+            for step in scheduler.by_ref() {
+                if let Step::Train(t) = step {
+                    proptest::prop_assert!(check.online(t.client, t.dispatched_at), "task {} went to an offline client", t.task);
+                    let offline = check.offline_at(t.client, t.dispatched_at).expect("on/off clients go offline");
+                    proptest::prop_assert!(offline >= t.arrives_at, "task {} spans its client going offline", t.task);
+                    trained += 1;
+                }
+            }
+            proptest::prop_assert!(trained > 0);
+            let fates = scheduler.fates();
+            proptest::prop_assert!(trained + fates.went_offline <= scheduler.next_task);
+        }
+    }
+
+    #[test]
+    fn seventy_percent_availability_loses_jobs_and_the_plan_reports_the_online_share() {
+        let mut plan = config(Policy::buffered(2), 100, 30.0);
+        plan.availability = AvailabilityModel::OnOff { mean_on: 7.0, mean_off: 3.0 };
+        let (summary, end) = summarize(plan);
+        let (always, _) = summarize(config(Policy::buffered(2), 100, 30.0));
+        assert_eq!(end, Some(PlanEnd::MaxVirtualTime));
+        assert!(summary.fates.went_offline > 0 && summary.versions > 0);
+        assert!(summary.versions < always.versions, "jobs lost to clients going offline make fewer versions");
+        assert!((summary.online_share - 0.7).abs() < 0.05, "{}", summary.online_share);
+        assert_eq!(always.online_share, 1.0);
     }
 
     #[test]

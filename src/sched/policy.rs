@@ -32,9 +32,9 @@ pub trait ArrivalPolicy: Send {
     /// Clients dispatched at the start, on version 0.
     fn initial_jobs(&self) -> usize;
     fn on_arrival(&mut self, arrival: ArrivalInfo) -> Decision;
-    /// A job timed out (the server stopped waiting for it); `buffered` updates wait for
-    /// aggregation. Nothing joins the buffer; `admit` is ignored.
-    fn on_timeout(&mut self, buffered: usize) -> Decision;
+    /// A job ended without an update (it timed out, or its client went offline); `buffered`
+    /// updates wait for aggregation. Nothing joins the buffer; `admit` is ignored.
+    fn on_lost(&mut self, buffered: usize) -> Decision;
 }
 
 /// A policy as a config names it.

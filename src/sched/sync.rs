@@ -55,7 +55,7 @@ impl ArrivalPolicy for SyncRounds {
         self.resolve(arrival.buffered + 1)
     }
 
-    fn on_timeout(&mut self, buffered: usize) -> Decision {
+    fn on_lost(&mut self, buffered: usize) -> Decision {
         Decision { admit: false, ..self.resolve(buffered) }
     }
 }
@@ -100,15 +100,15 @@ mod tests {
     fn a_round_with_timed_out_jobs_aggregates_what_arrived_once_all_are_resolved() {
         let mut sync = SyncRounds::new(3, 1.0);
         assert!(!sync.on_arrival(arrival(0)).aggregate);
-        assert!(!sync.on_timeout(1).aggregate);
+        assert!(!sync.on_lost(1).aggregate);
         let last = sync.on_arrival(arrival(1));
         assert!(last.aggregate && last.dispatch == 3, "two updates make the version");
         // A round whose jobs all time out makes no version but starts the next round.
         for _ in 0..2 {
-            assert_eq!(sync.on_timeout(0).dispatch, 0);
+            assert_eq!(sync.on_lost(0).dispatch, 0);
         }
         assert_eq!(
-            sync.on_timeout(0),
+            sync.on_lost(0),
             Decision { admit: false, aggregate: false, cancel_in_flight: true, dispatch: 3 }
         );
     }

@@ -2,6 +2,7 @@
 //! event queue, seeded random streams and delay distributions. Everything here builds and
 //! tests without libtorch.
 
+pub mod availability;
 pub mod delay;
 pub mod queue;
 pub mod rng;

@@ -34,6 +34,8 @@ pub enum Purpose {
     /// FedRevive's image synthesis for one arrival: targets, latents, embeddings, augmentation
     /// (id = its task id).
     Synthesis,
+    /// A client's online and offline spans (id = client).
+    Availability,
 }
 
 impl Purpose {
@@ -49,6 +51,7 @@ impl Purpose {
             Purpose::ClientSelection => "client-selection",
             Purpose::Distill => "distill",
             Purpose::Synthesis => "synthesis",
+            Purpose::Availability => "availability",
         }
     }
 }

@@ -41,3 +41,33 @@ fn every_sim_config_validates() {
         assert!(expected == "quickstart" || names.iter().any(|n| *n == format!("{expected}-resnet18")));
     }
 }
+
+/// `fedsim plan` counts what happens to the jobs: over the reference world's 200 time units
+/// FedAvg makes 28 versions; over-committed by 1.3 it makes more, cancelling the stragglers'
+/// jobs, which never train; a bad key value is named.
+#[test]
+fn fedsim_plan_counts_jobs_by_fate() {
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["plan", "sim-configs/fedavg.toml", "--horizon", "200"];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = crate::fedsim(&args);
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    let plain = plan(&[]);
+    assert!(plain.contains("versions            28\n"), "{plain}");
+    assert!(plain.contains(" 0 cancelled (over-committed rounds)"), "{plain}");
+    assert!(plain.contains("clients online 100.0% of the time"), "{plain}");
+    let over = plan(&["--set", "algorithm.over_commitment=1.3"]);
+    let versions: u64 = over
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("versions"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{over}"));
+    assert!(versions > 28 * 2, "{over}");
+    assert!(!over.contains(" 0 cancelled"), "{over}");
+    let (code, _, stderr) =
+        crate::fedsim(&["plan", "sim-configs/fedavg.toml", "--set", "algorithm.max_staleness=3"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("algorithm.max_staleness = 3: applies to asynchronous algorithms"), "{stderr}");
+}

@@ -254,15 +254,15 @@ impl Scheduler {
         self.end = Some(why);
     }
 
-    /// Handles the next arrival; returns false when the plan has ended.
-    fn advance(&mut self) -> bool {
+    /// Handles the next event; the plan has ended when `end` is set.
+    fn advance(&mut self) {
         if !self.started {
             self.started = true;
             self.evaluate();
             for _ in 0..self.policy.initial_jobs() {
                 self.dispatch();
             }
-            return true;
+            return;
         }
         let Some((time, event)) = self.queue.pop() else {
             self.finish(if self.config.client_reuse {
@@ -270,16 +270,16 @@ impl Scheduler {
             } else {
                 PlanEnd::ClientsExhausted
             });
-            return false;
+            return;
         };
         if matches!(&event, Event::Job(task) if self.cancelled.remove(&task.task)) {
-            return true;
+            return;
         }
         if let Some(limit) = self.config.max_virtual_time {
             if time > limit {
                 self.now = limit;
                 self.finish(PlanEnd::MaxVirtualTime);
-                return false;
+                return;
             }
         }
         self.now = time;
@@ -287,7 +287,7 @@ impl Scheduler {
             Event::Job(task) => task,
             Event::Wake => {
                 self.wake();
-                return true;
+                return;
             }
         };
         self.in_flight.remove(&task.task);
@@ -314,13 +314,12 @@ impl Scheduler {
             }
             if self.config.max_versions.is_some_and(|max| self.version >= max) {
                 self.finish(PlanEnd::MaxVersions);
-                return false;
+                return;
             }
         }
         for _ in 0..decision.dispatch {
             self.dispatch();
         }
-        true
     }
 }
 

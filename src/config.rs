@@ -696,10 +696,27 @@ impl RawConfig {
         let dfkd = self.dfkd.validate()?;
         let delays = self.delays.resolve()?;
         let availability = self.availability.unwrap_or_default();
-        if let AvailabilityModel::OnOff { mean_on, mean_off } = availability {
-            for (key, mean) in [("availability.mean_on", mean_on), ("availability.mean_off", mean_off)] {
-                if !(mean.is_finite() && mean > 0.0) {
-                    return Err(invalid(key, mean, "must be a positive, finite virtual time"));
+        let positive_time = |key: &str, value: f64| {
+            if value.is_finite() && value > 0.0 {
+                Ok(())
+            } else {
+                Err(invalid(key, value, "must be a positive, finite virtual time"))
+            }
+        };
+        match availability {
+            AvailabilityModel::Always => {}
+            AvailabilityModel::OnOff { mean_on, mean_off } => {
+                positive_time("availability.mean_on", mean_on)?;
+                positive_time("availability.mean_off", mean_off)?;
+            }
+            AvailabilityModel::Daily { period, online_fraction } => {
+                positive_time("availability.period", period)?;
+                if !(online_fraction > 0.0 && online_fraction < 1.0) {
+                    return Err(invalid(
+                        "availability.online_fraction",
+                        online_fraction,
+                        "must lie strictly between 0 and 1 (use kind = \"always\" for 1)",
+                    ));
                 }
             }
         }
@@ -1045,8 +1062,12 @@ mod tests {
                 "availability.mean_on = 0: must be a positive, finite virtual time",
             ),
             (
-                "[availability]\nkind = \"daily\"\n[stop]\nmax_versions = 1",
-                "unknown variant `daily`",
+                "[availability]\nkind = \"weekly\"\n[stop]\nmax_versions = 1",
+                "unknown variant `weekly`",
+            ),
+            (
+                "[availability]\nkind = \"daily\"\nperiod = 24.0\nonline_fraction = 1.5\n[stop]\nmax_versions = 1",
+                "availability.online_fraction = 1.5: must lie strictly between 0 and 1",
             ),
             (
                 "[algorithm]\nupdate_timeout = -1.0\n[stop]\nmax_versions = 1",

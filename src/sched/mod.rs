@@ -709,8 +709,12 @@ mod tests {
         /// With clients online in windows, a job is only ever dispatched to an online client,
         /// and a job that trains never spans its client going offline; the others drop out.
         #[test]
-        fn jobs_go_to_online_clients_and_drop_out_only_when_one_goes_offline(mean_on in 0.5f64..20.0, mean_off in 0.5f64..20.0, sync in proptest::prelude::any::<bool>(), seed in 0u64..1000) {
-            let model = AvailabilityModel::OnOff { mean_on, mean_off };
+        fn jobs_go_to_online_clients_and_drop_out_only_when_one_goes_offline(mean_on in 0.5f64..20.0, mean_off in 0.5f64..20.0, sync in proptest::prelude::any::<bool>(), daily in proptest::prelude::any::<bool>(), seed in 0u64..1000) {
+            let model = if daily {
+                AvailabilityModel::Daily { period: mean_on + mean_off, online_fraction: mean_on / (mean_on + mean_off) }
+            } else {
+                AvailabilityModel::OnOff { mean_on, mean_off }
+            };
             let policy = if sync { Policy::SYNC } else { Policy::buffered(2) };
             let mut plan = config(policy, 20, 30.0);
             plan.num_clients = 100;

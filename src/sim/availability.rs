@@ -1,8 +1,10 @@
 //! When clients are online. A client alternates online and offline spans drawn from its own
-//! stream (seeded on/off model: exponential spans with the given means, starting online with
-//! the stationary probability mean_on / (mean_on + mean_off)); or it is always online. Spans are
-//! drawn lazily as virtual time advances, so any number of clients costs only the spans a run
-//! reaches. Queries must come at non-decreasing times per client (the scheduler's clock).
+//! stream: the on/off model draws exponential spans with the given means, starting online with
+//! the stationary probability mean_on / (mean_on + mean_off); the daily model repeats a cycle of
+//! `period` whose first `online_fraction` is online, each client at its own uniformly drawn
+//! phase (time zones, charging hours); or a client is always online. Spans are drawn lazily as
+//! virtual time advances, so any number of clients costs only the spans a run reaches. Queries
+//! must come at non-decreasing times per client (the scheduler's clock).
 
 use rand::Rng as _;
 use rand_distr::{Distribution, Exp};
@@ -19,6 +21,9 @@ pub enum AvailabilityModel {
     Always,
     /// Exponential online and offline spans with these means (virtual time units).
     OnOff { mean_on: f64, mean_off: f64 },
+    /// Online for the first `online_fraction` of every `period` (virtual time units), at a
+    /// phase drawn per client.
+    Daily { period: f64, online_fraction: f64 },
 }
 
 impl AvailabilityModel {
@@ -27,40 +32,77 @@ impl AvailabilityModel {
         match *self {
             AvailabilityModel::Always => 1.0,
             AvailabilityModel::OnOff { mean_on, mean_off } => mean_on / (mean_on + mean_off),
+            AvailabilityModel::Daily { online_fraction, .. } => online_fraction,
         }
     }
 }
 
-/// One client's spans: the current one and the stream that draws the next.
+/// How a client's span lengths come.
+enum Lengths {
+    Random { on: Exp<f64>, off: Exp<f64> },
+    Fixed { on: f64, off: f64 },
+}
+
+/// One client's spans: the current one and what makes the next.
 struct Spans {
     rng: Rng,
     online: bool,
     /// The current span is [.., end).
     end: SimTime,
-    on: Exp<f64>,
-    off: Exp<f64>,
+    lengths: Lengths,
 }
 
 impl Spans {
-    fn new(mut rng: Rng, mean_on: f64, mean_off: f64) -> Self {
-        let on = Exp::new(1.0 / mean_on).expect("validated: mean_on > 0");
-        let off = Exp::new(1.0 / mean_off).expect("validated: mean_off > 0");
-        let online = rng.random_bool(mean_on / (mean_on + mean_off));
-        let first = if online { on.sample(&mut rng) } else { off.sample(&mut rng) };
-        // At least one tick a span, so time always moves on.
-        let end = SimTime::ZERO + SimDuration::from_units(first).max(SimDuration(1));
-        Spans { rng, online, end, on, off }
+    /// A client's spans under `model` (not `Always`), drawn from `rng`.
+    fn new(model: AvailabilityModel, mut rng: Rng) -> Self {
+        let (online, first, lengths) = match model {
+            AvailabilityModel::OnOff { mean_on, mean_off } => {
+                let on = Exp::new(1.0 / mean_on).expect("validated: mean_on > 0");
+                let off = Exp::new(1.0 / mean_off).expect("validated: mean_off > 0");
+                let online = rng.random_bool(mean_on / (mean_on + mean_off));
+                let first = if online { on.sample(&mut rng) } else { off.sample(&mut rng) };
+                (online, first, Lengths::Random { on, off })
+            }
+            AvailabilityModel::Daily { period, online_fraction } => {
+                let (on, off) = (period * online_fraction, period * (1.0 - online_fraction));
+                // Where in its cycle the client is at time zero.
+                let phase = rng.random_range(0.0..period);
+                let (online, first) = if phase < on { (true, on - phase) } else { (false, period - phase) };
+                (online, first, Lengths::Fixed { on, off })
+            }
+            AvailabilityModel::Always => unreachable!("always-online clients have no spans"),
+        };
+        Spans { rng, online, end: SimTime::ZERO + span(first), lengths }
     }
 
     /// Moves to the span that holds `t`.
     fn advance(&mut self, t: SimTime) {
         while self.end <= t {
             self.online = !self.online;
-            let length =
-                if self.online { self.on.sample(&mut self.rng) } else { self.off.sample(&mut self.rng) };
-            self.end = self.end + SimDuration::from_units(length).max(SimDuration(1));
+            let length = match &self.lengths {
+                Lengths::Random { on, off } => {
+                    if self.online {
+                        on.sample(&mut self.rng)
+                    } else {
+                        off.sample(&mut self.rng)
+                    }
+                }
+                Lengths::Fixed { on, off } => {
+                    if self.online {
+                        *on
+                    } else {
+                        *off
+                    }
+                }
+            };
+            self.end = self.end + span(length);
         }
     }
+}
+
+/// A span's length in ticks: at least one, so that time always moves on.
+fn span(units: f64) -> SimDuration {
+    SimDuration::from_units(units).max(SimDuration(1))
 }
 
 /// Every client's availability.
@@ -76,14 +118,11 @@ impl Availability {
     }
 
     pub fn new(model: AvailabilityModel, num_clients: usize, seed: u64) -> Self {
-        let clients = match model {
-            AvailabilityModel::Always => None,
-            AvailabilityModel::OnOff { mean_on, mean_off } => Some(
-                (0..num_clients as u64)
-                    .map(|c| Spans::new(rng::stream(seed, Purpose::Availability, c), mean_on, mean_off))
-                    .collect(),
-            ),
-        };
+        let clients = (model != AvailabilityModel::Always).then(|| {
+            (0..num_clients as u64)
+                .map(|c| Spans::new(model, rng::stream(seed, Purpose::Availability, c)))
+                .collect()
+        });
         Availability { clients }
     }
 
@@ -119,13 +158,15 @@ impl Availability {
 /// The share of [0, until) that clients spent online, over all clients (a fresh draw of the
 /// same spans).
 pub fn measured_online_share(model: AvailabilityModel, num_clients: usize, seed: u64, until: SimTime) -> f64 {
-    let AvailabilityModel::OnOff { mean_on, mean_off } = model else { return 1.0 };
+    if model == AvailabilityModel::Always {
+        return 1.0;
+    }
     if until == SimTime::ZERO || num_clients == 0 {
         return model.online_share();
     }
     let mut online_ticks = 0u128;
     for c in 0..num_clients as u64 {
-        let mut s = Spans::new(rng::stream(seed, Purpose::Availability, c), mean_on, mean_off);
+        let mut s = Spans::new(model, rng::stream(seed, Purpose::Availability, c));
         let mut start = SimTime::ZERO;
         while start < until {
             let end = s.end.min(until);
@@ -149,6 +190,25 @@ mod tests {
         assert!(a.online(2, SimTime::from_units(5.0)));
         assert_eq!(a.offline_at(2, SimTime::from_units(5.0)), None);
         assert_eq!(a.next_online(1, SimTime::from_units(7.0)), SimTime::from_units(7.0));
+    }
+
+    #[test]
+    fn a_daily_cycle_is_online_its_fraction_of_every_period_at_a_phase_per_client() {
+        let model = AvailabilityModel::Daily { period: 24.0, online_fraction: 0.25 };
+        let share = measured_online_share(model, 40, 3, SimTime::from_units(24.0 * 50.0));
+        assert!((share - 0.25).abs() < 1e-3, "{share}");
+        let mut a = Availability::new(model, 2, 3);
+        let hour = |h: f64| SimTime::from_units(h);
+        // Each client is online 6 of every 24 hours: exactly one online window per day.
+        for client in 0..2 {
+            let online: Vec<bool> =
+                (0..24 * 4).map(|q| a.online(client, hour(q as f64 * 0.25 + 0.01))).collect();
+            let windows = (0..online.len())
+                .filter(|&i| online[i] && !online[(i + online.len() - 1) % online.len()])
+                .count();
+            assert_eq!(windows, 1, "client {client}");
+            assert_eq!(online.iter().filter(|&&o| o).count(), 24, "client {client}: 6 hours of 96 quarters");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! with the reference's default), `--set key=value` overrides, and validation into a typed
 //! [`Config`]. Every check lives here and runs before anything is written.
 
-use crate::sim::availability::AvailabilityModel;
+use crate::sim::availability::{read_trace, AvailabilityModel};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -695,7 +695,14 @@ impl RawConfig {
         };
         let dfkd = self.dfkd.validate()?;
         let delays = self.delays.resolve()?;
-        let availability = self.availability.unwrap_or_default();
+        let availability = match self.availability.unwrap_or_default() {
+            AvailabilityModel::Trace { file, .. } => {
+                let windows = read_trace(&file, num_clients)
+                    .map_err(|message| invalid("availability.file", &file, message))?;
+                AvailabilityModel::Trace { file, windows: std::sync::Arc::new(windows) }
+            }
+            model => model,
+        };
         let positive_time = |key: &str, value: f64| {
             if value.is_finite() && value > 0.0 {
                 Ok(())
@@ -704,7 +711,7 @@ impl RawConfig {
             }
         };
         match availability {
-            AvailabilityModel::Always => {}
+            AvailabilityModel::Always | AvailabilityModel::Trace { .. } => {}
             AvailabilityModel::OnOff { mean_on, mean_off } => {
                 positive_time("availability.mean_on", mean_on)?;
                 positive_time("availability.mean_off", mean_off)?;
@@ -1034,6 +1041,25 @@ mod tests {
     }
 
     const MINIMAL: &str = "[stop]\nmax_versions = 10\n";
+
+    #[test]
+    fn a_bad_availability_trace_is_named_with_its_row_and_column() {
+        let path = std::env::temp_dir().join(format!("fedsim-config-trace-{}.csv", std::process::id()));
+        std::fs::write(&path, "client,start,end\n0,0,1\n3,x,2\n").unwrap();
+        let text = format!(
+            "[data]\nnum_clients = 4\n[algorithm]\nactive_jobs = 2\n[availability]\nkind = \"trace\"\nfile = \"{}\"\n[stop]\nmax_versions = 1",
+            path.display()
+        );
+        let message = load(&text).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            message.starts_with("availability.file = ") && message.contains("row 3, column start: 'x'"),
+            "{message}"
+        );
+        let missing =
+            load(&text.replace(&path.display().to_string(), "/no/such.csv")).unwrap_err().to_string();
+        assert!(missing.contains("availability.file = /no/such.csv"), "{missing}");
+    }
 
     #[test]
     fn defaults_are_the_reference_values() {

@@ -49,7 +49,7 @@ pub fn plan_config(config: &Config) -> PlanConfig {
         client_reuse: config.client_reuse,
         max_model_history: config.max_model_history,
         update_timeout: config.update_timeout.map(crate::sim::time::SimDuration::from_units),
-        availability: config.availability,
+        availability: config.availability.clone(),
     }
 }
 

@@ -140,7 +140,7 @@ impl Scheduler {
                 rng::stream(config.run_seed, Purpose::ClientSelection, 0),
             )),
             queue: EventQueue::new(),
-            availability: Availability::new(config.availability, config.num_clients, config.run_seed),
+            availability: Availability::new(&config.availability, config.num_clients, config.run_seed),
             owed: 0,
             wake_at: None,
             version: 0,
@@ -458,7 +458,7 @@ pub fn summarize(config: PlanConfig) -> (PlanSummary, Option<PlanEnd>) {
     summary.fates = scheduler.fates();
     let config = &scheduler.config;
     summary.online_share =
-        measured_online_share(config.availability, config.num_clients, config.run_seed, scheduler.now);
+        measured_online_share(&config.availability, config.num_clients, config.run_seed, scheduler.now);
     summary.mean_staleness = staleness_sum as f64 / summary.aggregated_updates.max(1) as f64;
     (summary, scheduler.end())
 }
@@ -718,9 +718,9 @@ mod tests {
             let policy = if sync { Policy::SYNC } else { Policy::buffered(2) };
             let mut plan = config(policy, 20, 30.0);
             plan.num_clients = 100;
-            (plan.setup_seed, plan.run_seed, plan.availability) = (seed, seed, model);
+            (plan.setup_seed, plan.run_seed, plan.availability) = (seed, seed, model.clone());
             let mut scheduler = Scheduler::new(plan);
-            let mut check = Availability::new(model, 100, seed);
+            let mut check = Availability::new(&model, 100, seed);
             let mut trained = 0;
             for step in scheduler.by_ref() {
                 if let Step::Train(t) = step {
@@ -734,6 +734,33 @@ mod tests {
             let fates = scheduler.fates();
             proptest::prop_assert!(trained + fates.went_offline <= scheduler.next_task);
         }
+    }
+
+    #[test]
+    fn a_trace_decides_who_may_train_when_and_the_plan_ends_once_nobody_comes_back() {
+        let t = SimTime::from_units;
+        let windows = crate::sim::availability::TraceWindows {
+            clients: vec![vec![(t(0.0), t(5.0))], vec![(t(2.0), t(8.0)), (t(30.0), t(31.0))], vec![], vec![]],
+        };
+        let mut plan = config(Policy::buffered(1), 2, 1e6);
+        plan.num_clients = 4;
+        plan.availability =
+            AvailabilityModel::Trace { file: "test".into(), windows: std::sync::Arc::new(windows) };
+        let mut scheduler = Scheduler::new(plan);
+        let trained: Vec<TrainTask> =
+            scheduler.by_ref().filter_map(|s| if let Step::Train(t) = s { Some(t) } else { None }).collect();
+        assert!(!trained.is_empty());
+        for task in &trained {
+            let window = match task.client {
+                0 => (t(0.0), t(5.0)),
+                1 if task.dispatched_at < t(8.0) => (t(2.0), t(8.0)),
+                1 => (t(30.0), t(31.0)),
+                other => panic!("client {other} is never online"),
+            };
+            assert!(window.0 <= task.dispatched_at && task.arrives_at <= window.1, "{task:?}");
+        }
+        assert!(trained.iter().any(|t| t.client == 1 && t.dispatched_at >= SimTime::from_units(2.0)));
+        assert_eq!(scheduler.end(), Some(PlanEnd::MaxVirtualTime), "the queue empties: nobody comes back");
     }
 
     #[test]

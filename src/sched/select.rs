@@ -4,7 +4,7 @@
 
 use rand::Rng as _;
 
-use crate::sim::availability::Availability;
+use crate::sim::availability::{Availability, FOREVER};
 use crate::sim::rng::Rng;
 use crate::sim::time::SimTime;
 
@@ -55,7 +55,8 @@ impl Selector for UniformIdle {
         if online.is_empty() {
             let next =
                 self.idle.iter().map(|&c| availability.next_online(c, now)).min().expect("idle is not empty");
-            return Pick::WaitUntil(next);
+            // A trace's clients may never come online again.
+            return if next == FOREVER { Pick::Exhausted } else { Pick::WaitUntil(next) };
         }
         let index = online[self.rng.random_range(0..online.len())];
         Pick::Client(self.idle.swap_remove(index))
@@ -75,7 +76,7 @@ mod tests {
     use crate::sim::rng::{stream, Purpose};
 
     fn always() -> Availability {
-        Availability::new(AvailabilityModel::Always, 5, 0)
+        Availability::new(&AvailabilityModel::Always, 5, 0)
     }
 
     fn client(pick: Pick) -> u32 {
@@ -111,7 +112,7 @@ mod tests {
     fn only_online_clients_are_picked_and_otherwise_the_next_to_come_online_is_named() {
         let model = AvailabilityModel::OnOff { mean_on: 1.0, mean_off: 1.0 };
         let mut selector = UniformIdle::new(20, true, stream(1, Purpose::ClientSelection, 0));
-        let (mut a, mut check) = (Availability::new(model, 20, 4), Availability::new(model, 20, 4));
+        let (mut a, mut check) = (Availability::new(&model, 20, 4), Availability::new(&model, 20, 4));
         let now = SimTime::from_units(3.0);
         loop {
             match selector.pick(now, &mut a) {

@@ -2,9 +2,13 @@
 //! stream: the on/off model draws exponential spans with the given means, starting online with
 //! the stationary probability mean_on / (mean_on + mean_off); the daily model repeats a cycle of
 //! `period` whose first `online_fraction` is online, each client at its own uniformly drawn
-//! phase (time zones, charging hours); or a client is always online. Spans are drawn lazily as
+//! phase (time zones, charging hours); a trace file lists each client's online windows (CSV
+//! `client,start,end` in virtual time; offline outside them); or a client is always online.
+//! Spans are drawn lazily as
 //! virtual time advances, so any number of clients costs only the spans a run reaches. Queries
 //! must come at non-decreasing times per client (the scheduler's clock).
+
+use std::sync::Arc;
 
 use rand::Rng as _;
 use rand_distr::{Distribution, Exp};
@@ -14,7 +18,7 @@ use super::rng::{self, Purpose, Rng};
 use super::time::{SimDuration, SimTime};
 
 /// A config's availability model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AvailabilityModel {
     #[default]
@@ -24,6 +28,80 @@ pub enum AvailabilityModel {
     /// Online for the first `online_fraction` of every `period` (virtual time units), at a
     /// phase drawn per client.
     Daily { period: f64, online_fraction: f64 },
+    /// Online windows from a CSV file (`client,start,end`), read and checked with the config.
+    Trace {
+        file: String,
+        #[serde(skip)]
+        windows: Arc<TraceWindows>,
+    },
+}
+
+/// Each client's online windows, sorted, apart and merged where they touch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TraceWindows {
+    pub clients: Vec<Vec<(SimTime, SimTime)>>,
+}
+
+/// Reads a trace of online windows for `num_clients` clients; errors name the row and the
+/// column (the caller names the file).
+pub fn read_trace(file: &str, num_clients: usize) -> Result<TraceWindows, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let header: Vec<String> = lines
+        .next()
+        .map(|(_, l)| l.split(',').map(|c| c.trim().to_lowercase()).collect())
+        .unwrap_or_default();
+    if header != ["client", "start", "end"] {
+        return Err("row 1: the header must be client,start,end (virtual time units)".to_owned());
+    }
+    let mut rows: Vec<Vec<(SimTime, SimTime, usize)>> = vec![Vec::new(); num_clients];
+    for (index, line) in lines {
+        let row = index + 1;
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if fields.len() != 3 {
+            return Err(format!("row {row}: expected 3 columns (client,start,end), found {}", fields.len()));
+        }
+        let client: usize = fields[0].parse().ok().filter(|&c| c < num_clients).ok_or_else(|| {
+            format!(
+                "row {row}, column client: '{}' is not a client 0..{}",
+                fields[0],
+                num_clients.saturating_sub(1)
+            )
+        })?;
+        let time = |column: &str, text: &str| {
+            text.parse::<f64>().ok().filter(|t| t.is_finite() && *t >= 0.0).ok_or_else(|| {
+                format!("row {row}, column {column}: '{text}' is not a finite, non-negative virtual time")
+            })
+        };
+        let (start, end) = (time("start", fields[1])?, time("end", fields[2])?);
+        if end <= start {
+            return Err(format!("row {row}, column end: {end} is not after start {start}"));
+        }
+        rows[client].push((SimTime::from_units(start), SimTime::from_units(end), row));
+    }
+    if rows.iter().all(Vec::is_empty) {
+        return Err("no online window: every client would be offline for ever".to_owned());
+    }
+    let mut clients = Vec::with_capacity(num_clients);
+    for (client, mut windows) in rows.into_iter().enumerate() {
+        windows.sort_by_key(|&(start, _, _)| start);
+        let mut merged: Vec<(SimTime, SimTime)> = Vec::with_capacity(windows.len());
+        let mut last_row = 0;
+        for (start, end, row) in windows {
+            match merged.last_mut() {
+                Some(last) if start < last.1 => {
+                    return Err(format!(
+                        "rows {last_row} and {row}: client {client}'s online windows overlap"
+                    ))
+                }
+                Some(last) if start == last.1 => last.1 = end,
+                _ => merged.push((start, end)),
+            }
+            last_row = row;
+        }
+        clients.push(merged);
+    }
+    Ok(TraceWindows { clients })
 }
 
 impl AvailabilityModel {
@@ -33,14 +111,27 @@ impl AvailabilityModel {
             AvailabilityModel::Always => 1.0,
             AvailabilityModel::OnOff { mean_on, mean_off } => mean_on / (mean_on + mean_off),
             AvailabilityModel::Daily { online_fraction, .. } => online_fraction,
+            // A trace's share depends on the horizon (see measured_online_share).
+            AvailabilityModel::Trace { .. } => f64::NAN,
         }
     }
 }
 
 /// How a client's span lengths come.
 enum Lengths {
-    Random { on: Exp<f64>, off: Exp<f64> },
-    Fixed { on: f64, off: f64 },
+    Random {
+        on: Exp<f64>,
+        off: Exp<f64>,
+    },
+    Fixed {
+        on: f64,
+        off: f64,
+    },
+    /// The ends of the spans after the first, from a trace; offline for ever after the last.
+    Listed {
+        ends: Vec<SimTime>,
+        next: usize,
+    },
 }
 
 /// One client's spans: the current one and what makes the next.
@@ -54,8 +145,19 @@ struct Spans {
 
 impl Spans {
     /// A client's spans under `model` (not `Always`), drawn from `rng`.
-    fn new(model: AvailabilityModel, mut rng: Rng) -> Self {
-        let (online, first, lengths) = match model {
+    fn new(model: &AvailabilityModel, client: usize, mut rng: Rng) -> Self {
+        if let AvailabilityModel::Trace { windows, .. } = model {
+            let mut ends: Vec<SimTime> =
+                windows.clients[client].iter().flat_map(|&(start, end)| [start, end]).collect();
+            // A first window from time zero starts the client online.
+            let online = ends.first() == Some(&SimTime::ZERO);
+            if online {
+                ends.remove(0);
+            }
+            let end = ends.first().copied().unwrap_or(FOREVER);
+            return Spans { rng, online, end, lengths: Lengths::Listed { ends, next: 1 } };
+        }
+        let (online, first, lengths) = match *model {
             AvailabilityModel::OnOff { mean_on, mean_off } => {
                 let on = Exp::new(1.0 / mean_on).expect("validated: mean_on > 0");
                 let off = Exp::new(1.0 / mean_off).expect("validated: mean_off > 0");
@@ -70,7 +172,9 @@ impl Spans {
                 let (online, first) = if phase < on { (true, on - phase) } else { (false, period - phase) };
                 (online, first, Lengths::Fixed { on, off })
             }
-            AvailabilityModel::Always => unreachable!("always-online clients have no spans"),
+            AvailabilityModel::Always | AvailabilityModel::Trace { .. } => {
+                unreachable!("always-online clients have no spans; traces are listed above")
+            }
         };
         Spans { rng, online, end: SimTime::ZERO + span(first), lengths }
     }
@@ -79,6 +183,11 @@ impl Spans {
     fn advance(&mut self, t: SimTime) {
         while self.end <= t {
             self.online = !self.online;
+            if let Lengths::Listed { ends, next } = &mut self.lengths {
+                self.end = ends.get(*next).copied().unwrap_or(FOREVER);
+                *next += 1;
+                continue;
+            }
             let length = match &self.lengths {
                 Lengths::Random { on, off } => {
                     if self.online {
@@ -94,11 +203,15 @@ impl Spans {
                         *off
                     }
                 }
+                Lengths::Listed { .. } => unreachable!("handled above"),
             };
             self.end = self.end + span(length);
         }
     }
 }
+
+/// The end of a span that never ends.
+pub const FOREVER: SimTime = SimTime(u64::MAX);
 
 /// A span's length in ticks: at least one, so that time always moves on.
 fn span(units: f64) -> SimDuration {
@@ -117,10 +230,10 @@ impl Availability {
         self.clients.is_none()
     }
 
-    pub fn new(model: AvailabilityModel, num_clients: usize, seed: u64) -> Self {
-        let clients = (model != AvailabilityModel::Always).then(|| {
-            (0..num_clients as u64)
-                .map(|c| Spans::new(model, rng::stream(seed, Purpose::Availability, c)))
+    pub fn new(model: &AvailabilityModel, num_clients: usize, seed: u64) -> Self {
+        let clients = (*model != AvailabilityModel::Always).then(|| {
+            (0..num_clients)
+                .map(|c| Spans::new(model, c, rng::stream(seed, Purpose::Availability, c as u64)))
                 .collect()
         });
         Availability { clients }
@@ -157,8 +270,13 @@ impl Availability {
 
 /// The share of [0, until) that clients spent online, over all clients (a fresh draw of the
 /// same spans).
-pub fn measured_online_share(model: AvailabilityModel, num_clients: usize, seed: u64, until: SimTime) -> f64 {
-    if model == AvailabilityModel::Always {
+pub fn measured_online_share(
+    model: &AvailabilityModel,
+    num_clients: usize,
+    seed: u64,
+    until: SimTime,
+) -> f64 {
+    if *model == AvailabilityModel::Always {
         return 1.0;
     }
     if until == SimTime::ZERO || num_clients == 0 {
@@ -166,7 +284,7 @@ pub fn measured_online_share(model: AvailabilityModel, num_clients: usize, seed:
     }
     let mut online_ticks = 0u128;
     for c in 0..num_clients as u64 {
-        let mut s = Spans::new(model, rng::stream(seed, Purpose::Availability, c));
+        let mut s = Spans::new(model, c as usize, rng::stream(seed, Purpose::Availability, c));
         let mut start = SimTime::ZERO;
         while start < until {
             let end = s.end.min(until);
@@ -186,7 +304,7 @@ mod tests {
 
     #[test]
     fn always_is_always_online() {
-        let mut a = Availability::new(AvailabilityModel::Always, 3, 1);
+        let mut a = Availability::new(&AvailabilityModel::Always, 3, 1);
         assert!(a.online(2, SimTime::from_units(5.0)));
         assert_eq!(a.offline_at(2, SimTime::from_units(5.0)), None);
         assert_eq!(a.next_online(1, SimTime::from_units(7.0)), SimTime::from_units(7.0));
@@ -195,9 +313,9 @@ mod tests {
     #[test]
     fn a_daily_cycle_is_online_its_fraction_of_every_period_at_a_phase_per_client() {
         let model = AvailabilityModel::Daily { period: 24.0, online_fraction: 0.25 };
-        let share = measured_online_share(model, 40, 3, SimTime::from_units(24.0 * 50.0));
+        let share = measured_online_share(&model, 40, 3, SimTime::from_units(24.0 * 50.0));
         assert!((share - 0.25).abs() < 1e-3, "{share}");
-        let mut a = Availability::new(model, 2, 3);
+        let mut a = Availability::new(&model, 2, 3);
         let hour = |h: f64| SimTime::from_units(h);
         // Each client is online 6 of every 24 hours: exactly one online window per day.
         for client in 0..2 {
@@ -211,16 +329,57 @@ mod tests {
         }
     }
 
+    fn trace(name: &str, text: &str, clients: usize) -> Result<TraceWindows, String> {
+        let path = std::env::temp_dir().join(format!("fedsim-trace-{}-{name}.csv", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let result = read_trace(path.to_str().unwrap(), clients);
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    #[test]
+    fn a_trace_lists_online_windows_and_bad_rows_are_named() {
+        let t = |u: f64| SimTime::from_units(u);
+        let windows = trace("ok", "client,start,end\n1,5,6\n0,0,2\n0,2,3\n1,1,2\n", 3).unwrap();
+        assert_eq!(windows.clients[0], [(t(0.0), t(3.0))], "touching windows merge");
+        assert_eq!(windows.clients[1], [(t(1.0), t(2.0)), (t(5.0), t(6.0))], "sorted");
+        assert!(windows.clients[2].is_empty());
+        let model = AvailabilityModel::Trace { file: "ok".into(), windows: Arc::new(windows) };
+        let mut a = Availability::new(&model, 3, 0);
+        assert!(a.online(0, t(0.0)) && a.offline_at(0, t(0.0)) == Some(t(3.0)));
+        assert!(!a.online(1, t(0.5)) && a.next_online(1, t(0.5)) == t(1.0));
+        assert_eq!(a.next_online(1, t(3.0)), t(5.0));
+        assert_eq!(a.next_online(1, t(7.0)), FOREVER, "offline for ever after the last window");
+        assert_eq!(a.next_online(2, t(0.0)), FOREVER);
+        let share = measured_online_share(&model, 3, 0, t(6.0));
+        assert!((share - 5.0 / 18.0).abs() < 1e-9, "{share}");
+        for (text, error) in [
+            ("start,end\n0,1\n", "row 1: the header must be client,start,end"),
+            ("client,start,end\n0,1\n", "row 2: expected 3 columns"),
+            ("client,start,end\n0,0,1\n7,0,1\n", "row 3, column client: '7' is not a client 0..2"),
+            ("client,start,end\n0,-1,1\n", "row 2, column start: '-1' is not a finite, non-negative"),
+            ("client,start,end\n0,1,nan\n", "row 2, column end: 'nan' is not a finite"),
+            ("client,start,end\n0,2,1\n", "row 2, column end: 1 is not after start 2"),
+            ("client,start,end\n0,0,2\n1,0,1\n0,1,3\n", "rows 2 and 4: client 0's online windows overlap"),
+            ("client,start,end\n", "no online window"),
+            ("", "row 1: the header"),
+        ] {
+            let message = trace("bad", text, 3).unwrap_err();
+            assert!(message.contains(error), "{text:?}: {message}");
+        }
+        assert!(read_trace("/no/such/trace.csv", 3).is_err());
+    }
+
     #[test]
     fn on_off_spans_are_seeded_alternate_and_give_the_stationary_share() {
         let model = AvailabilityModel::OnOff { mean_on: 3.0, mean_off: 1.0 };
         let until = SimTime::from_units(2000.0);
-        let share = measured_online_share(model, 50, 7, until);
+        let share = measured_online_share(&model, 50, 7, until);
         assert!((share - 0.75).abs() < 0.03, "{share}");
-        assert_eq!(share, measured_online_share(model, 50, 7, until));
-        assert_ne!(share, measured_online_share(model, 50, 8, until));
+        assert_eq!(share, measured_online_share(&model, 50, 7, until));
+        assert_ne!(share, measured_online_share(&model, 50, 8, until));
         // Queries agree with each other: offline_at ends the span, next_online starts the next.
-        let mut a = Availability::new(model, 1, 7);
+        let mut a = Availability::new(&model, 1, 7);
         let mut t = SimTime::ZERO;
         for _ in 0..100 {
             if a.online(0, t) {

@@ -184,16 +184,15 @@ fn time_distillation<W: TorchWeights>(
     device: tch::Device,
 ) -> Result<Vec<f64>> {
     use crate::fl::revive::{Distiller, Teacher};
-    let place = |host: &[f32]| W::from_flat(tch::Tensor::from_slice(host).to_device(device));
     let placed: Vec<Teacher<W>> = teachers
         .iter()
         .map(|t| Teacher {
-            weights: Arc::new(place(&t.weights)),
+            weights: Arc::new(W::from_host(&t.weights, device)),
             class_proportions: t.class_proportions.clone(),
         })
         .collect();
     let refs: Vec<&Teacher<W>> = placed.iter().collect();
-    let current = place(current);
+    let current = W::from_host(current, device);
     let mut times = Vec::new();
     for call in 0..=repeats {
         let started = Instant::now();
@@ -265,7 +264,7 @@ fn round_with<W: TorchWeights>(dirs: &DataDirs, o: &RoundOptions, device: tch::D
         Arc::new(TorchTrainer { dataset, partition: Arc::new(partition), spec, seed: o.seed, device });
     let mut workers = ThreadWorkers::new(o.workers, trainer)?;
     let host_base = initial_weights(o.model, input, o.seed);
-    let mut base = Arc::new(W::from_flat(tch::Tensor::from_slice(&host_base).to_device(device)));
+    let mut base = Arc::new(W::from_host(&host_base, device));
     let rule = ServerRule::plain(1.0);
     println!(
         "FedAvg round: {} clients of {} ({} parameters), {} Adam steps of batch {} each, cohorts of {}, {} worker{}, then their mean, on {}{}",

@@ -637,16 +637,11 @@ impl RawConfig {
                 "must be at least 1 (the current version)",
             ));
         }
-        let update_timeout = self.algorithm.update_timeout;
-        if let Some(timeout) = update_timeout {
-            if !(timeout.is_finite() && timeout > 0.0) {
-                return Err(invalid(
-                    "algorithm.update_timeout",
-                    timeout,
-                    "must be a positive, finite virtual time",
-                ));
-            }
-        }
+        let update_timeout = self
+            .algorithm
+            .update_timeout
+            .map(|t| positive_time("algorithm.update_timeout", t))
+            .transpose()?;
         let server_lr = self.algorithm.server_lr.unwrap_or(match algorithm {
             AlgorithmKind::SyncFl => 1.4,
             AlgorithmKind::AsyncFl => 0.05,
@@ -702,13 +697,6 @@ impl RawConfig {
                 AvailabilityModel::Trace { file, windows: std::sync::Arc::new(windows) }
             }
             model => model,
-        };
-        let positive_time = |key: &str, value: f64| {
-            if value.is_finite() && value > 0.0 {
-                Ok(())
-            } else {
-                Err(invalid(key, value, "must be a positive, finite virtual time"))
-            }
         };
         match availability {
             AvailabilityModel::Always | AvailabilityModel::Trace { .. } => {}
@@ -846,6 +834,14 @@ fn positive(key: &str, v: f64) -> Result<f64, ConfigError> {
         Ok(v)
     } else {
         Err(invalid(key, v, "must be a positive number"))
+    }
+}
+
+fn positive_time(key: &str, v: f64) -> Result<f64, ConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(invalid(key, v, "must be a positive, finite virtual time"))
     }
 }
 

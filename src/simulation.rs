@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tch::{Device, Tensor};
+use tch::Device;
 
 use crate::config::{AlgorithmKind, CohortSize, Config};
 use crate::data::augment::Augment;
@@ -83,12 +83,14 @@ pub struct Experiment {
 }
 
 /// run.cohort_size resolved: a fixed size trains with run.workers cohorts at once; "auto" is 1
-/// on CPU and, on a GPU, sized from free device memory and the model's measured footprint.
+/// on CPU and, on a GPU, sized from free device memory, what stays resident (the model has
+/// `weights` floats) and the model's measured footprint.
 fn cohort_plan(
     config: &Config,
     spec: &TrainSpec,
     dataset: &Dataset,
     partition: &Partition,
+    weights: usize,
     device: Device,
 ) -> Result<CohortPlan> {
     let fixed = |cohort_size| CohortPlan { cohort_size, concurrent_cohorts: config.workers };
@@ -107,8 +109,7 @@ fn cohort_plan(
             let per_client = crate::nn::cohort::measure_client_footprint(spec, &partition.shards[0], &ctx)
                 .ok_or_else(unreadable)?;
             let free = crate::runtime::device_memory(device).ok_or_else(unreadable)?.free;
-            let weight_bytes =
-                crate::nn::Model::new(spec.model, spec.input, Device::Cpu).layout.numel as u64 * 4;
+            let weight_bytes = weights as u64 * 4;
             let tasks_held = config.active_jobs + config.lookahead;
             let resident = resident_bytes(weight_bytes, tasks_held, 1 + spec.return_model as u64);
             Ok(size_cohorts(free, resident, per_client, config.workers, config.active_jobs)
@@ -217,7 +218,7 @@ impl Simulation {
             return_model: server.needs_models(),
         };
         let partition = Arc::new(partition);
-        let cohorts = cohort_plan(config, &spec, &dataset, &partition, device)?;
+        let cohorts = cohort_plan(config, &spec, &dataset, &partition, layout.numel, device)?;
         let experiment = Experiment {
             initial_weights: initial,
             settings: ExecSettings {
@@ -253,7 +254,7 @@ impl Simulation {
             // The coordinating thread's own count; workers set theirs to 1 at every job.
             tch::set_num_threads(server_threads as i32);
         }
-        let initial = W::from_flat(Tensor::from_slice(&initial_weights).to_device(device));
+        let initial = W::from_host(&initial_weights, device);
         let mut evaluator = TorchEvaluator::new(trainer.dataset.clone(), &trainer.spec, device);
         let trainer: Arc<dyn Trainer<W>> = Arc::new(trainer);
         let mut workers = ThreadWorkers::new(cohorts.concurrent_cohorts, trainer)?;

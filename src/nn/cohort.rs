@@ -430,7 +430,7 @@ pub fn measure_client_footprint(spec: &TrainSpec, shard: &[u32], ctx: &TrainCont
     let spec = TrainSpec { local_iters: 2, return_model: false, ..*spec };
     // The base lies on the device, as a run's versions do.
     let zeros = vec![0f32; Model::new(spec.model, spec.input, Device::Cpu).layout.numel];
-    let base = super::device_weights::DeviceWeights::from_host(&zeros, ctx.device);
+    let base = <super::device_weights::DeviceWeights as TorchWeights>::from_host(&zeros, ctx.device);
     let peak = |clients: u64| -> Option<u64> {
         reset_peak_memory(ctx.device);
         let before = device_memory(ctx.device)?.allocated;

@@ -19,6 +19,10 @@ pub trait TorchWeights: Weights {
     fn flat_on(&self, device: Device) -> Tensor;
     /// Weights from a flat f32 tensor: kept where it lies, or copied to the host.
     fn from_flat(flat: Tensor) -> Self;
+    /// Host values placed where weights of this kind live when training on `device`.
+    fn from_host(host: &[f32], device: Device) -> Self {
+        Self::from_flat(Tensor::from_slice(host).to_device(device))
+    }
 }
 
 impl TorchWeights for Vec<f32> {
@@ -43,11 +47,6 @@ pub struct DeviceWeights(Tensor);
 unsafe impl Sync for DeviceWeights {}
 
 impl DeviceWeights {
-    /// Host weights placed on `device`.
-    pub fn from_host(host: &[f32], device: Device) -> Self {
-        DeviceWeights(Tensor::from_slice(host).to_device(device))
-    }
-
     pub fn device(&self) -> Device {
         self.0.device()
     }

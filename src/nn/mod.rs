@@ -176,19 +176,9 @@ impl Model {
         Model { kind, vs, net, layout, probe }
     }
 
-    /// Copies flat weights into the variables.
+    /// Copies flat host weights into the variables.
     pub fn load(&mut self, weights: &[f32]) {
-        assert_eq!(weights.len(), self.layout.numel, "weights do not fit the {} layout", self.kind);
-        let variables = self.vs.variables();
-        tch::no_grad(|| {
-            for entry in &self.layout.entries {
-                let source = Tensor::from_slice(&weights[entry.offset..entry.offset + entry.numel])
-                    .view(entry.shape.as_slice())
-                    .to_device(self.vs.device());
-                let mut target = variables[&entry.name].shallow_clone();
-                target.copy_(&source);
-            }
-        });
+        self.load_flat(&Tensor::from_slice(weights));
     }
 
     /// Copies a flat f32 tensor of weights (on any device) into the variables.

@@ -321,9 +321,11 @@ impl Scheduler {
             self.dispatch();
         }
     }
-}
+    /// What became of the jobs that did not reach an aggregation, so far.
+    pub fn fates(&self) -> JobFates {
+        self.fates
+    }
 
-impl Scheduler {
     /// An update arrives: into the buffer, or withdrawn (dropped as too stale, or refused for
     /// a base version the server no longer keeps). Returns the policy's orders.
     fn receive(&mut self, task: &TrainTask) -> Decision {
@@ -353,13 +355,6 @@ pub trait Plan: Iterator<Item = Step> {
 impl Plan for Scheduler {
     fn end(&self) -> Option<PlanEnd> {
         self.end
-    }
-}
-
-impl Scheduler {
-    /// What became of the jobs that did not reach an aggregation, so far.
-    pub fn fates(&self) -> JobFates {
-        self.fates
     }
 }
 

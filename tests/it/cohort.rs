@@ -10,12 +10,7 @@ use fedsim::nn::{initial_weights, InputSpec, ModelKind};
 use fedsim::sim::rng::{stream, Purpose};
 use tch::Device;
 
-use crate::cifar;
-
-/// max |cohort - single| / max |single| over one client's delta.
-fn relative_difference(cohort: &[f32], single: &[f32]) -> f64 {
-    crate::max_abs_difference(cohort, single) as f64 / (crate::max_abs(single) as f64).max(1e-12)
-}
+use crate::{cifar, relative_difference};
 
 /// Trains `clients` clients (shards of different sizes, bases perturbed per client) as one
 /// cohort and alone; returns the largest relative difference over clients and the losses.

@@ -57,6 +57,16 @@ pub fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
 }
 
+/// max |a - b| / max |b|: a weight vector's difference from a reference, against its scale.
+pub fn relative_difference(a: &[f32], reference: &[f32]) -> f64 {
+    max_abs_difference(a, reference) as f64 / (max_abs(reference) as f64).max(1e-12)
+}
+
+/// What a run applied, in order: (task, applied version) per update.
+pub fn applied_updates(sink: &fedsim::exec::VecSink) -> Vec<(u64, u64)> {
+    sink.updates.iter().map(|u| (u.task, u.applied_version)).collect()
+}
+
 /// A fresh empty folder under target/ for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = repo().join("target").join("test-scratch").join(name);

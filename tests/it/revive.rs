@@ -15,7 +15,7 @@ use fedsim::params::weights_hash;
 use fedsim::simulation::Simulation;
 use tch::Device;
 
-use crate::{dirs, max_abs, max_abs_difference};
+use crate::{applied_updates, dirs, max_abs, max_abs_difference, relative_difference};
 
 fn run(text: &str, workers: usize) -> (String, VecSink) {
     let config = Config::from_toml(text, "test", "test", &[format!("run.workers={workers}")]).unwrap();
@@ -97,11 +97,8 @@ fn fedrevive_with_device_resident_versions_is_identical_for_one_and_two_workers(
     let config = Config::from_toml(&text, "test", "test", &["run.workers=2".to_owned()]).unwrap();
     let mut host_sink = VecSink::default();
     let host = Simulation::build(&config, &dirs(), Device::Cpu).unwrap().run(&mut host_sink).unwrap();
-    let applied = |sink: &VecSink| -> Vec<(u64, u64)> {
-        sink.updates.iter().map(|u| (u.task, u.applied_version)).collect()
-    };
-    assert_eq!(applied(&sink_1), applied(&host_sink));
-    let difference = max_abs_difference(&weights_1, &host.final_weights) / max_abs(&host.final_weights);
+    assert_eq!(applied_updates(&sink_1), applied_updates(&host_sink));
+    let difference = relative_difference(&weights_1, &host.final_weights);
     assert!(difference <= 1e-3, "{difference:e} of the weights' scale");
 }
 

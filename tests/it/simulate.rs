@@ -9,7 +9,7 @@ use fedsim::sched::{Scheduler, Step};
 use fedsim::simulation::{plan_config, Simulation};
 use tch::Device;
 
-use crate::{dirs, fedsim, max_abs, max_abs_difference, scratch};
+use crate::{applied_updates, dirs, fedsim, relative_difference, scratch};
 
 /// A small world that trains in seconds: 30 clients, short local updates.
 fn small(algorithm: &str, extra: &str) -> String {
@@ -25,6 +25,27 @@ fn small(algorithm: &str, extra: &str) -> String {
 
 fn config(text: &str, workers: usize) -> Config {
     Config::from_toml(text, "test", "test", &[format!("run.workers={workers}")]).unwrap()
+}
+
+fn cohort_config(text: &str, workers: usize, cohort: usize) -> Config {
+    let overrides = [format!("run.workers={workers}"), format!("run.cohort_size={cohort}")];
+    Config::from_toml(text, "test", "test", &overrides).unwrap()
+}
+
+/// A run with `workers` workers has the same final weights and the same tables (wall-clock
+/// columns aside) as the 1-worker run.
+fn assert_same_run(
+    what: &str,
+    workers: usize,
+    (hash_n, sink_n): (&str, &VecSink),
+    (hash_1, sink_1): (&str, &VecSink),
+) {
+    assert_eq!(hash_n, hash_1, "{what}: final weights differ with {workers} workers");
+    assert_eq!(
+        timeless(&sink_n.updates, &sink_n.evals),
+        timeless(&sink_1.updates, &sink_1.evals),
+        "{what}: tables differ with {workers} workers"
+    );
 }
 
 fn run(config: &Config) -> (String, VecSink) {
@@ -59,12 +80,7 @@ fn one_two_and_four_workers_give_identical_results() {
         );
         for workers in [2, 4] {
             let (hash_n, sink_n) = run(&config(&text, workers));
-            assert_eq!(hash_n, hash_1, "{algorithm}: final weights differ with {workers} workers");
-            assert_eq!(
-                timeless(&sink_n.updates, &sink_n.evals),
-                timeless(&sink_1.updates, &sink_1.evals),
-                "{algorithm}: tables differ with {workers} workers"
-            );
+            assert_same_run(algorithm, workers, (&hash_n, &sink_n), (&hash_1, &sink_1));
         }
     }
 }
@@ -79,28 +95,12 @@ fn at_cohort_sizes_four_and_eight_one_two_and_four_workers_give_identical_result
         let text = small(algorithm, extra);
         let (_, single) = run(&config(&text, 1));
         for cohort in [4, 8] {
-            let cohort_config = |workers| {
-                Config::from_toml(
-                    &text,
-                    "test",
-                    "test",
-                    &[format!("run.workers={workers}"), format!("run.cohort_size={cohort}")],
-                )
-                .unwrap()
-            };
-            let (hash_1, sink_1) = run(&cohort_config(1));
+            let (hash_1, sink_1) = run(&cohort_config(&text, 1, cohort));
             assert_eq!(sink_1.evals.last().unwrap().version, 20, "{algorithm}");
             for workers in [2, 4] {
-                let (hash_n, sink_n) = run(&cohort_config(workers));
-                assert_eq!(
-                    hash_n, hash_1,
-                    "{algorithm} cohort {cohort}: final weights differ with {workers} workers"
-                );
-                assert_eq!(
-                    timeless(&sink_n.updates, &sink_n.evals),
-                    timeless(&sink_1.updates, &sink_1.evals),
-                    "{algorithm} cohort {cohort}: tables differ with {workers} workers"
-                );
+                let (hash_n, sink_n) = run(&cohort_config(&text, workers, cohort));
+                let what = format!("{algorithm} cohort {cohort}");
+                assert_same_run(&what, workers, (&hash_n, &sink_n), (&hash_1, &sink_1));
             }
             for (stacked, alone) in
                 sink_1.updates.iter().zip(&single.updates).filter(|(u, _)| u.base_version == 0)
@@ -136,8 +136,8 @@ fn over_commitment_and_maximum_staleness_train_only_what_is_applied_for_any_work
         let mut sink_1 = VecSink::default();
         let outcome_1 = Simulation::build(&one, &dirs(), Device::Cpu).unwrap().run(&mut sink_1).unwrap();
         let (hash_2, sink_2) = run(&config(&text, 2));
-        assert_eq!(weights_hash(&outcome_1.final_weights), hash_2, "{algorithm}");
-        assert_eq!(timeless(&sink_1.updates, &sink_1.evals), timeless(&sink_2.updates, &sink_2.evals));
+        let hash_1 = weights_hash(&outcome_1.final_weights);
+        assert_same_run(algorithm, 2, (&hash_2, &sink_2), (&hash_1, &sink_1));
         let (summary, _) = fedsim::sched::summarize(plan_config(&one));
         let fates = summary.fates;
         let withdrawn = fates.dropped_stale + fates.cancelled + fates.timed_out + fates.went_offline;
@@ -179,38 +179,24 @@ fn device_resident_versions_give_one_result_for_any_worker_count_and_match_host_
     ] {
         let text = small(algorithm, extra);
         for cohort in [1, 4] {
-            let with = |workers: usize| {
-                Config::from_toml(
-                    &text,
-                    "test",
-                    "test",
-                    &[format!("run.workers={workers}"), format!("run.cohort_size={cohort}")],
-                )
-                .unwrap()
-            };
-            let (hash_1, weights_1, sink_1) = run_resident(&with(1));
+            let (hash_1, weights_1, sink_1) = run_resident(&cohort_config(&text, 1, cohort));
             assert_eq!(sink_1.evals.last().unwrap().version, 20, "{algorithm}");
             for workers in [2, 4] {
-                let (hash_n, _, sink_n) = run_resident(&with(workers));
-                assert_eq!(
-                    hash_n, hash_1,
-                    "{algorithm} cohort {cohort}: weights differ with {workers} workers"
-                );
-                assert_eq!(
-                    timeless(&sink_n.updates, &sink_n.evals),
-                    timeless(&sink_1.updates, &sink_1.evals),
-                    "{algorithm} cohort {cohort}: tables differ with {workers} workers"
-                );
+                let (hash_n, _, sink_n) = run_resident(&cohort_config(&text, workers, cohort));
+                let what = format!("{algorithm} cohort {cohort} on the device");
+                assert_same_run(&what, workers, (&hash_n, &sink_n), (&hash_1, &sink_1));
             }
             let mut host_sink = VecSink::default();
-            let host =
-                Simulation::build(&with(2), &dirs(), Device::Cpu).unwrap().run(&mut host_sink).unwrap();
-            let applied = |sink: &VecSink| -> Vec<(u64, u64)> {
-                sink.updates.iter().map(|u| (u.task, u.applied_version)).collect()
-            };
-            assert_eq!(applied(&sink_1), applied(&host_sink), "{algorithm}: the same updates are applied");
-            let difference =
-                max_abs_difference(&weights_1, &host.final_weights) / max_abs(&host.final_weights);
+            let host = Simulation::build(&cohort_config(&text, 2, cohort), &dirs(), Device::Cpu)
+                .unwrap()
+                .run(&mut host_sink)
+                .unwrap();
+            assert_eq!(
+                applied_updates(&sink_1),
+                applied_updates(&host_sink),
+                "{algorithm}: the same updates are applied"
+            );
+            let difference = relative_difference(&weights_1, &host.final_weights);
             assert!(difference <= 1e-4, "{algorithm} cohort {cohort}: {difference:e} of the weights' scale");
             for (resident, host) in sink_1.evals.iter().zip(&host_sink.evals) {
                 assert!(

@@ -49,6 +49,7 @@ fn planning(c: &mut Criterion) {
             max_model_history: None,
             update_timeout: None,
             availability: Default::default(),
+            topology: None,
         };
         let jobs = summarize(config.clone()).0.dispatched_jobs;
         group.throughput(Throughput::Elements(jobs));

@@ -69,6 +69,8 @@ pub struct RawConfig {
     /// When clients are online: `{ kind = "always" }` (the default) or
     /// `{ kind = "on_off", mean_on = .., mean_off = .. }` (virtual time units).
     pub availability: Option<AvailabilityModel>,
+    /// Leaf aggregators between clients and server (the NVFlare port's edge topology).
+    pub topology: Option<RawTopology>,
     #[serde(default)]
     pub eval: RawEval,
     #[serde(default)]
@@ -113,7 +115,8 @@ pub struct RawTrain {
 pub struct RawAlgorithm {
     /// "sync_fl" (FedAvg), "async_fl" (FedBuff) or "afl_dw".
     pub kind: Option<String>,
-    /// K: client jobs in flight (`nb_of_active_jobs`).
+    /// K: client jobs in flight (`nb_of_active_jobs`; the port's device_selection_size).
+    #[serde(alias = "device_selection_size")]
     pub active_jobs: Option<usize>,
     /// B: updates per aggregation (async only).
     pub buffer_size: Option<usize>,
@@ -124,6 +127,7 @@ pub struct RawAlgorithm {
     /// Async only: refill freed slots this many at a time (the NVFlare port's min_hole_to_fill).
     pub min_hole_to_fill: Option<usize>,
     /// A client may take part again after its job (the port's device_reuse; default true).
+    #[serde(alias = "device_reuse")]
     pub client_reuse: Option<bool>,
     /// Versions the server keeps; updates based on an older one are refused (the port's
     /// max_model_history).
@@ -131,6 +135,11 @@ pub struct RawAlgorithm {
     /// Virtual time the server waits for a job; slower jobs time out and never train (the
     /// port's update_timeout).
     pub update_timeout: Option<f64>,
+    /// sync_fl only: virtual time from a round's start after which it aggregates what arrived.
+    pub round_deadline: Option<f64>,
+    /// What the deadline does to jobs still out: "drop" (the default; they never train) or
+    /// "carry" (their updates join the next round).
+    pub late_updates: Option<String>,
     pub server_lr: Option<f64>,
     pub client_weighting: Option<ClientWeighting>,
     pub staleness_weight: Option<StalenessWeight>,
@@ -286,15 +295,34 @@ pub struct RawMeanStd {
     pub std: f64,
 }
 
+/// `[topology]`: leaf aggregators.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopology {
+    pub num_leaf_nodes: Option<usize>,
+    /// "blocks" (contiguous clients, the port's devices_per_leaf) or "seeded".
+    pub assignment: Option<String>,
+    /// Updates a leaf combines before forwarding (1: each passes through).
+    pub leaf_buffer_size: Option<usize>,
+    /// Instead: forward at every multiple of this virtual-time period.
+    pub flush_period: Option<f64>,
+    /// The leaf-to-server delay of one message, as a delay table (default: none).
+    pub hop_delay: Option<RawDelay>,
+}
+
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEval {
+    /// Versions between evaluations (the port's eval_frequency).
+    #[serde(alias = "eval_frequency")]
     pub interval: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStop {
+    /// The port's max_model_version.
+    #[serde(alias = "max_model_version")]
     pub max_versions: Option<u64>,
     pub max_virtual_time: Option<f64>,
     pub target_accuracy: Option<f64>,
@@ -404,6 +432,8 @@ pub struct Config {
     pub client_reuse: bool,
     pub max_model_history: Option<u64>,
     pub update_timeout: Option<f64>,
+    pub round_deadline: Option<f64>,
+    pub late_updates: LateUpdatesConfig,
     pub server_lr: f64,
     pub client_weighting: ClientWeighting,
     pub staleness_weight: StalenessWeight,
@@ -412,6 +442,7 @@ pub struct Config {
     pub dfkd: DfkdSettings,
     pub delays: DelayModel,
     pub availability: AvailabilityModel,
+    pub topology: Option<TopologyConfig>,
     pub eval_interval: u64,
     pub max_versions: Option<u64>,
     pub max_virtual_time: Option<f64>,
@@ -422,6 +453,49 @@ pub struct Config {
     pub lookahead: usize,
     pub server_threads: usize,
     pub cohort_size: CohortSize,
+}
+
+/// Validated leaf aggregators, as the run directory's config.toml shows them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TopologyConfig {
+    pub num_leaf_nodes: usize,
+    pub assignment: LeafAssignmentConfig,
+    pub leaf_buffer_size: usize,
+    pub flush_period: Option<f64>,
+    pub hop_delay: DelaySpec,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeafAssignmentConfig {
+    Blocks,
+    Seeded,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LateUpdatesConfig {
+    Drop,
+    Carry,
+}
+
+impl TopologyConfig {
+    /// The scheduler's view.
+    pub fn topology(&self) -> crate::sched::Topology {
+        use crate::sched::{LeafAssignment, LeafFlush};
+        crate::sched::Topology {
+            num_leaves: self.num_leaf_nodes,
+            assignment: match self.assignment {
+                LeafAssignmentConfig::Blocks => LeafAssignment::Blocks,
+                LeafAssignmentConfig::Seeded => LeafAssignment::Seeded,
+            },
+            flush: match self.flush_period {
+                Some(period) => LeafFlush::Period(crate::sim::time::SimDuration::from_units(period)),
+                None => LeafFlush::Buffer(self.leaf_buffer_size),
+            },
+            hop: self.hop_delay.clone(),
+        }
+    }
 }
 
 /// Validated distillation settings: FedRevive's ([kd], with gates) or DD-FedRevive's
@@ -642,6 +716,37 @@ impl RawConfig {
             .update_timeout
             .map(|t| positive_time("algorithm.update_timeout", t))
             .transpose()?;
+        let round_deadline = self
+            .algorithm
+            .round_deadline
+            .map(|t| positive_time("algorithm.round_deadline", t))
+            .transpose()?;
+        if !algorithm.is_sync() && round_deadline.is_some() {
+            return Err(invalid(
+                "algorithm.round_deadline",
+                round_deadline.unwrap_or_default(),
+                "applies to sync_fl rounds; asynchronous algorithms have algorithm.update_timeout",
+            ));
+        }
+        let late_updates = match self.algorithm.late_updates.as_deref() {
+            None | Some("drop") => LateUpdatesConfig::Drop,
+            Some("carry") => LateUpdatesConfig::Carry,
+            Some(other) => {
+                return Err(invalid(
+                    "algorithm.late_updates",
+                    format!("\"{other}\""),
+                    "valid values: drop, carry",
+                ))
+            }
+        };
+        if late_updates == LateUpdatesConfig::Carry && round_deadline.is_none() {
+            return Err(invalid(
+                "algorithm.late_updates",
+                "\"carry\"",
+                "says what a round deadline does to late updates; set algorithm.round_deadline too",
+            ));
+        }
+        let topology = self.topology.map(|t| t.validate(num_clients)).transpose()?;
         let server_lr = self.algorithm.server_lr.unwrap_or(match algorithm {
             AlgorithmKind::SyncFl => 1.4,
             AlgorithmKind::AsyncFl => 0.05,
@@ -807,6 +912,8 @@ impl RawConfig {
             client_reuse: self.algorithm.client_reuse.unwrap_or(true),
             max_model_history,
             update_timeout,
+            round_deadline,
+            late_updates,
             server_lr,
             client_weighting: self.algorithm.client_weighting.unwrap_or(ClientWeighting::Equal),
             staleness_weight,
@@ -815,6 +922,7 @@ impl RawConfig {
             dfkd,
             delays,
             availability,
+            topology,
             eval_interval,
             max_versions: stop.max_versions,
             max_virtual_time: stop.max_virtual_time,
@@ -911,6 +1019,46 @@ impl RawSimpleKd {
             },
             gates: None,
         })
+    }
+}
+
+impl RawTopology {
+    fn validate(self, num_clients: usize) -> Result<TopologyConfig, ConfigError> {
+        let num_leaf_nodes = self.num_leaf_nodes.unwrap_or(1);
+        if num_leaf_nodes == 0 || num_leaf_nodes > num_clients {
+            return Err(invalid(
+                "topology.num_leaf_nodes",
+                num_leaf_nodes,
+                format!("must be between 1 and data.num_clients ({num_clients})"),
+            ));
+        }
+        let assignment = match self.assignment.as_deref().unwrap_or("blocks") {
+            "blocks" => LeafAssignmentConfig::Blocks,
+            "seeded" => LeafAssignmentConfig::Seeded,
+            other => {
+                return Err(invalid(
+                    "topology.assignment",
+                    format!("\"{other}\""),
+                    "valid values: blocks, seeded",
+                ))
+            }
+        };
+        let leaf_buffer_size = at_least_one("topology.leaf_buffer_size", self.leaf_buffer_size.unwrap_or(1))?;
+        let flush_period =
+            self.flush_period.map(|p| positive_time("topology.flush_period", p)).transpose()?;
+        if flush_period.is_some() && leaf_buffer_size != 1 {
+            return Err(invalid(
+                "topology.flush_period",
+                flush_period.unwrap_or_default(),
+                "a leaf forwards either every leaf_buffer_size updates or every flush_period, not both",
+            ));
+        }
+        let hop_delay = match self.hop_delay {
+            Some(raw) => raw.resolve("topology.hop_delay", &DelaySpec::constant(0.0))?,
+            None => DelaySpec::constant(0.0),
+        };
+        check_spec("topology.hop_delay", &hop_delay)?;
+        Ok(TopologyConfig { num_leaf_nodes, assignment, leaf_buffer_size, flush_period, hop_delay })
     }
 }
 

@@ -256,11 +256,12 @@ pub fn plan(config_path: &Path, overrides: &[String], replace_stops: bool) -> Re
         summary.dispatched_jobs, summary.trained_jobs, summary.aggregated_updates
     );
     println!(
-        "  never trained       {} dropped (staler than algorithm.max_staleness), {} refused (base older than algorithm.max_model_history), {} timed out (algorithm.update_timeout), {} cancelled (over-committed rounds), {} past the horizon",
+        "  never trained       {} dropped (staler than algorithm.max_staleness), {} refused (base older than algorithm.max_model_history), {} timed out (algorithm.update_timeout), {} cancelled (over-committed rounds), {} missed the round deadline, {} past the horizon",
         summary.fates.dropped_stale,
         summary.fates.refused,
         summary.fates.timed_out,
         summary.fates.cancelled,
+        summary.fates.missed_deadline,
         summary.dispatched_jobs.saturating_sub(
             summary.trained_jobs
                 + summary.fates.dropped_stale
@@ -268,6 +269,7 @@ pub fn plan(config_path: &Path, overrides: &[String], replace_stops: bool) -> Re
                 + summary.fates.timed_out
                 + summary.fates.went_offline
                 + summary.fates.cancelled
+                + summary.fates.missed_deadline
         )
     );
     println!(
@@ -275,6 +277,18 @@ pub fn plan(config_path: &Path, overrides: &[String], replace_stops: bool) -> Re
         summary.online_share * 100.0,
         summary.fates.went_offline
     );
+    if !summary.leaves.is_empty() {
+        println!(
+            "  leaves              {} (clients / jobs dispatched / updates aggregated / messages):",
+            summary.leaves.len()
+        );
+        for (leaf, counts) in summary.leaves.iter().enumerate() {
+            println!(
+                "    leaf {leaf:<4}         {} / {} / {} / {}",
+                counts.clients, counts.dispatched_jobs, counts.aggregated_updates, counts.messages
+            );
+        }
+    }
     println!("  staleness           mean {:.2}, max {}", summary.mean_staleness, summary.max_staleness);
     println!("  evaluations         {}", summary.evaluations);
     println!("  virtual time        {:.2} (ended by {:?})", summary.virtual_time, end);

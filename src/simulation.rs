@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tch::Device;
 
-use crate::config::{AlgorithmKind, CohortSize, Config};
+use crate::config::{AlgorithmKind, CohortSize, Config, LateUpdatesConfig};
 use crate::data::augment::Augment;
 use crate::data::partition::Partition;
 use crate::data::Dataset;
@@ -23,14 +23,23 @@ use crate::nn::dfkd::DataFreeDistiller;
 use crate::nn::kd::RealDataDistiller;
 use crate::nn::train::TrainSpec;
 use crate::nn::{initial_weights, InputSpec};
-use crate::sched::{PlanConfig, Policy, Scheduler};
-use crate::sim::time::SimTime;
+use crate::sched::{Fate, LateUpdates, Plan, PlanConfig, Policy, RoundDeadline, Scheduler};
+use crate::sim::time::{SimDuration, SimTime};
 
 /// The scheduler's view of a config.
 pub fn plan_config(config: &Config) -> PlanConfig {
     PlanConfig {
         policy: if config.algorithm.is_sync() {
-            Policy::Sync { over_commitment: config.over_commitment }
+            Policy::Sync {
+                over_commitment: config.over_commitment,
+                deadline: config.round_deadline.map(|after| RoundDeadline {
+                    after: SimDuration::from_units(after),
+                    late: match config.late_updates {
+                        LateUpdatesConfig::Drop => LateUpdates::Drop,
+                        LateUpdatesConfig::Carry => LateUpdates::Carry,
+                    },
+                }),
+            }
         } else {
             Policy::Buffered {
                 buffer_size: config.buffer_size,
@@ -48,8 +57,9 @@ pub fn plan_config(config: &Config) -> PlanConfig {
         max_virtual_time: config.max_virtual_time.map(SimTime::from_units),
         client_reuse: config.client_reuse,
         max_model_history: config.max_model_history,
-        update_timeout: config.update_timeout.map(crate::sim::time::SimDuration::from_units),
+        update_timeout: config.update_timeout.map(SimDuration::from_units),
         availability: config.availability.clone(),
+        topology: config.topology.as_ref().map(|t| t.topology()),
     }
 }
 
@@ -258,8 +268,28 @@ impl Simulation {
         let mut evaluator = TorchEvaluator::new(trainer.dataset.clone(), &trainer.spec, device);
         let trainer: Arc<dyn Trainer<W>> = Arc::new(trainer);
         let mut workers = ThreadWorkers::new(cohorts.concurrent_cohorts, trainer)?;
-        let engines = Engines { workers: &mut workers, evaluator: &mut evaluator, server: &mut server, sink };
+        let engines = Engines {
+            workers: &mut workers,
+            evaluator: &mut evaluator,
+            server: &mut server,
+            sink: &mut *sink,
+        };
         let mut scheduler = self.scheduler;
-        execute(&mut scheduler, initial, &settings, engines)
+        let outcome = execute(&mut scheduler, initial, &settings, engines)?;
+        // The jobs table: what the plan made of every job, as far as the run got.
+        // A run that stopped early (a stop rule) leaves out what the plan decided after its end.
+        let stopped_at = SimTime::from_units(outcome.virtual_time);
+        let stopped_early = scheduler.end().is_none();
+        for mut job in scheduler.take_jobs(true) {
+            if stopped_early && job.dispatched_at > stopped_at {
+                continue;
+            }
+            let decided_later = stopped_early && job.settled_at.is_some_and(|at| at > stopped_at);
+            if decided_later || matches!(job.fate, Fate::Applied { version } if version > outcome.version) {
+                (job.fate, job.settled_at) = (Fate::Open, None);
+            }
+            sink.job(job);
+        }
+        Ok(outcome)
     }
 }

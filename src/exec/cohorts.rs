@@ -81,6 +81,7 @@ mod tests {
         Step::Train(TrainTask {
             task,
             client: task as u32,
+            leaf: None,
             base_version,
             dispatched_at: SimTime::ZERO,
             train_time: SimDuration::from_units(0.0),
@@ -135,6 +136,7 @@ mod tests {
                 max_model_history: None,
                 update_timeout: None,
                 availability: Default::default(),
+                topology: None,
             });
             let steps: Vec<Step> = plan.collect();
             let mut applied_at = HashMap::new();

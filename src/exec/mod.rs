@@ -24,7 +24,7 @@ use crate::data::partition::Partition;
 use crate::fl::server::{Arrival, Server};
 use crate::nn::train::TrainOutcome;
 use crate::params::Weights;
-use crate::sched::{Plan, PlanEnd, Step, TrainTask, UpdateInput};
+use crate::sched::{JobRecord, Plan, PlanEnd, Step, TrainTask, UpdateInput};
 use cohorts::CohortBuilder;
 pub use trainer::{Evaluator, Job, Trainer};
 pub use workers::{Finished, ThreadWorkers, Workers};
@@ -57,6 +57,8 @@ pub struct Engines<'a, W> {
 pub struct UpdateRecord {
     pub task: u64,
     pub client: u32,
+    /// The client's leaf aggregator, in a hierarchy.
+    pub leaf: Option<u32>,
     pub base_version: u64,
     pub applied_version: u64,
     pub staleness: u64,
@@ -86,6 +88,8 @@ pub struct EvalRecord {
 pub trait Sink {
     fn update(&mut self, record: UpdateRecord);
     fn eval(&mut self, record: EvalRecord);
+    /// A dispatched job and its fate (the jobs table).
+    fn job(&mut self, _record: JobRecord) {}
     /// Called after every aggregation, for progress displays.
     fn progress(&mut self, _progress: &Progress) {}
 }
@@ -95,6 +99,7 @@ pub trait Sink {
 pub struct VecSink {
     pub updates: Vec<UpdateRecord>,
     pub evals: Vec<EvalRecord>,
+    pub jobs: Vec<JobRecord>,
 }
 
 impl Sink for VecSink {
@@ -103,6 +108,9 @@ impl Sink for VecSink {
     }
     fn eval(&mut self, record: EvalRecord) {
         self.evals.push(record);
+    }
+    fn job(&mut self, record: JobRecord) {
+        self.jobs.push(record);
     }
 }
 
@@ -410,6 +418,7 @@ pub fn execute<W: Weights>(
                     sink.update(UpdateRecord {
                         task: slot.task.task,
                         client: slot.task.client,
+                        leaf: slot.task.leaf,
                         base_version: slot.task.base_version,
                         applied_version: version,
                         staleness: input.staleness,

@@ -100,6 +100,7 @@ fn plan(policy: Policy) -> Scheduler {
         max_model_history: None,
         update_timeout: None,
         availability: Default::default(),
+        topology: None,
     })
 }
 

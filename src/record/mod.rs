@@ -1,6 +1,6 @@
 //! The run directory `runs/<name>-<timestamp>/`: the resolved config, `run.json`,
 //! `updates.parquet` (a row per applied client update), `evals.parquet` (a row per
-//! evaluation) and the final weights (`final.safetensors`). Every file is written to a
+//! evaluation), `jobs.parquet` (a row per dispatched job and its fate) and the final weights (`final.safetensors`). Every file is written to a
 //! temporary name and renamed into place, so a crash never leaves a half-written one.
 
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use crate::exec::{EvalRecord, UpdateRecord, VecSink};
+use crate::sched::{Fate, JobRecord};
 
 /// A run's folder.
 pub struct RunDir {
@@ -110,7 +111,8 @@ impl RunDir {
     /// Saves the rows a run collected.
     pub fn write_tables(&self, recorder: &VecSink) -> PolarsResult<()> {
         write_parquet(&self.path.join("updates.parquet"), &mut updates_frame(&recorder.updates)?)?;
-        write_parquet(&self.path.join("evals.parquet"), &mut evals_frame(&recorder.evals)?)
+        write_parquet(&self.path.join("evals.parquet"), &mut evals_frame(&recorder.evals)?)?;
+        write_parquet(&self.path.join("jobs.parquet"), &mut jobs_frame(&recorder.jobs)?)
     }
 
     /// Where the final weights go; [`crate::nn::Model::save`] writes them.
@@ -127,6 +129,7 @@ pub fn updates_frame(rows: &[UpdateRecord]) -> PolarsResult<DataFrame> {
         vec![
             col("task", rows.iter().map(|r| r.task).collect()),
             Column::new("client".into(), rows.iter().map(|r| r.client).collect::<Vec<u32>>()),
+            Column::new("leaf".into(), rows.iter().map(|r| r.leaf).collect::<Vec<Option<u32>>>()),
             col("base_version", rows.iter().map(|r| r.base_version).collect()),
             col("applied_version", rows.iter().map(|r| r.applied_version).collect()),
             col("staleness", rows.iter().map(|r| r.staleness).collect()),
@@ -137,6 +140,40 @@ pub fn updates_frame(rows: &[UpdateRecord]) -> PolarsResult<DataFrame> {
             float("train_ms", rows.iter().map(|r| r.train_ms).collect()),
             Column::new("worker".into(), rows.iter().map(|r| r.worker).collect::<Vec<u32>>()),
             float("server_ms", rows.iter().map(|r| r.server_ms).collect()),
+        ],
+    )
+}
+
+/// Every dispatched job: its client and leaf, its spans in virtual time (download, training and
+/// upload end where they would, had the job run to the end), when its update reached the
+/// server, its fate and when that was known.
+pub fn jobs_frame(rows: &[JobRecord]) -> PolarsResult<DataFrame> {
+    let time = |name: &str, f: &dyn Fn(&JobRecord) -> f64| {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<f64>>())
+    };
+    let maybe_time = |name: &str, f: &dyn Fn(&JobRecord) -> Option<f64>| {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<Option<f64>>>())
+    };
+    DataFrame::new(
+        rows.len(),
+        vec![
+            Column::new("task".into(), rows.iter().map(|r| r.task).collect::<Vec<u64>>()),
+            Column::new("client".into(), rows.iter().map(|r| r.client).collect::<Vec<u32>>()),
+            Column::new("leaf".into(), rows.iter().map(|r| r.leaf).collect::<Vec<Option<u32>>>()),
+            Column::new("base_version".into(), rows.iter().map(|r| r.base_version).collect::<Vec<u64>>()),
+            time("dispatched_at", &|r| r.dispatched_at.units()),
+            time("download_end", &|r| (r.dispatched_at + r.download).units()),
+            time("train_end", &|r| (r.dispatched_at + r.download + r.train).units()),
+            time("upload_end", &|r| r.upload_ends_at().units()),
+            maybe_time("at_server", &|r| r.at_server.map(|t| t.units())),
+            Column::new("fate".into(), rows.iter().map(|r| r.fate.name()).collect::<Vec<&str>>()),
+            Column::new(
+                "applied_version".into(),
+                rows.iter()
+                    .map(|r| if let Fate::Applied { version } = r.fate { Some(version) } else { None })
+                    .collect::<Vec<Option<u64>>>(),
+            ),
+            maybe_time("settled_at", &|r| r.settled_at.map(|t| t.units())),
         ],
     )
 }
@@ -217,6 +254,7 @@ pub fn git_commit() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::time::{SimDuration, SimTime};
 
     #[test]
     fn runs_started_in_the_same_second_get_their_own_folders() {
@@ -242,6 +280,7 @@ mod tests {
             updates: vec![UpdateRecord {
                 task: 3,
                 client: 7,
+                leaf: Some(2),
                 base_version: 1,
                 applied_version: 2,
                 staleness: 1,
@@ -261,11 +300,29 @@ mod tests {
                 per_class_accuracy: vec![0.5, 0.0],
                 wall_s: 1.0,
             }],
+            jobs: vec![JobRecord {
+                task: 3,
+                client: 7,
+                leaf: None,
+                base_version: 1,
+                dispatched_at: SimTime::from_units(0.5),
+                download: SimDuration::from_units(0.1),
+                train: SimDuration::from_units(1.0),
+                upload: SimDuration::from_units(0.15),
+                at_server: Some(SimTime::from_units(1.75)),
+                fate: Fate::Applied { version: 2 },
+                settled_at: Some(SimTime::from_units(1.75)),
+            }],
         };
         run.write_tables(&recorder).unwrap();
         let updates = read_parquet(&run.path.join("updates.parquet")).unwrap();
         assert_eq!(updates.height(), 1);
         assert_eq!(updates.column("client").unwrap().u32().unwrap().get(0), Some(7));
+        assert_eq!(updates.column("leaf").unwrap().u32().unwrap().get(0), Some(2));
+        let jobs = read_parquet(&run.path.join("jobs.parquet")).unwrap();
+        assert_eq!(jobs.column("fate").unwrap().str().unwrap().get(0), Some("applied"));
+        assert_eq!(jobs.column("upload_end").unwrap().f64().unwrap().get(0), Some(1.75));
+        assert_eq!(jobs.column("leaf").unwrap().u32().unwrap().get(0), None);
         let evals = read_parquet(&run.path.join("evals.parquet")).unwrap();
         assert_eq!(evals.column("accuracy_class_0").unwrap().f64().unwrap().get(0), Some(0.5));
         assert!(!staging_path(&run.path.join("evals.parquet")).exists());

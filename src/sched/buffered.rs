@@ -34,8 +34,8 @@ impl Buffered {
 }
 
 impl ArrivalPolicy for Buffered {
-    fn initial_jobs(&self) -> usize {
-        self.active_jobs
+    fn start(&mut self) -> Decision {
+        Decision { dispatch: self.active_jobs, ..Decision::default() }
     }
 
     fn on_arrival(&mut self, arrival: ArrivalInfo) -> Decision {
@@ -43,13 +43,13 @@ impl ArrivalPolicy for Buffered {
         Decision {
             admit,
             aggregate: admit && arrival.buffered + 1 == self.buffer_size,
-            cancel_in_flight: false,
             dispatch: self.free_slot(),
+            ..Decision::default()
         }
     }
 
     fn on_lost(&mut self, _buffered: usize) -> Decision {
-        Decision { admit: false, aggregate: false, cancel_in_flight: false, dispatch: self.free_slot() }
+        Decision { dispatch: self.free_slot(), ..Decision::default() }
     }
 }
 
@@ -72,9 +72,9 @@ mod tests {
     #[test]
     fn every_arrival_dispatches_one_and_every_bth_aggregates() {
         let mut fedbuff = Buffered::new(10, 2, None, 1);
-        assert_eq!(fedbuff.initial_jobs(), 10);
+        assert_eq!(fedbuff.start().dispatch, 10);
         let first = fedbuff.on_arrival(ArrivalInfo { staleness: 50, buffered: 0 });
-        assert_eq!(first, Decision { admit: true, aggregate: false, cancel_in_flight: false, dispatch: 1 });
+        assert_eq!(first, Decision { admit: true, dispatch: 1, ..Decision::default() });
         assert!(fedbuff.on_arrival(ArrivalInfo { staleness: 0, buffered: 1 }).aggregate);
     }
 
@@ -83,7 +83,7 @@ mod tests {
         let mut fedbuff = Buffered::new(10, 1, Some(5), 1);
         assert!(fedbuff.on_arrival(ArrivalInfo { staleness: 5, buffered: 0 }).aggregate);
         let stale = fedbuff.on_arrival(ArrivalInfo { staleness: 6, buffered: 0 });
-        assert_eq!(stale, Decision { admit: false, aggregate: false, cancel_in_flight: false, dispatch: 1 });
+        assert_eq!(stale, Decision { dispatch: 1, ..Decision::default() });
     }
 
     #[test]
@@ -94,9 +94,6 @@ mod tests {
         assert_eq!(dispatched, [0, 0, 3, 0, 0, 3, 0]);
         // A timed-out job's slot is a hole like any other.
         assert_eq!(fedbuff.on_lost(0).dispatch, 0);
-        assert_eq!(
-            fedbuff.on_lost(0),
-            Decision { admit: false, aggregate: false, cancel_in_flight: false, dispatch: 3 }
-        );
+        assert_eq!(fedbuff.on_lost(0), Decision { dispatch: 3, ..Decision::default() });
     }
 }

@@ -15,16 +15,27 @@
 //! case the step is withdrawn and the job never trains. Steps leave in the order they were
 //! made, so holding them back changes nothing else; jobs still in flight when the plan ends
 //! keep their steps.
+//!
+//! With leaf aggregators ([`leaves`]) a finished job's update goes to its leaf, which forwards
+//! it (alone or with others) over a hop to the server; the server handles it when the message
+//! arrives. The client is free again once its upload ends. Every job's story is kept in a
+//! [`jobs::JobRecord`] until its fate is known, then handed out by [`Scheduler::take_jobs`].
 
 pub mod buffered;
+pub mod jobs;
+pub mod leaves;
 pub mod policy;
 pub mod select;
 pub mod sync;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-pub use policy::{ArrivalInfo, ArrivalPolicy, Decision, Policy};
+pub use jobs::{Fate, JobRecord};
+pub use leaves::{LeafAssignment, LeafFlush, Topology};
+pub use policy::{ArrivalInfo, ArrivalPolicy, Decision, LateUpdates, Policy, RoundDeadline};
 pub use select::{Pick, Selector, UniformIdle};
+
+use leaves::{AtLeaf, Leaves};
 
 use crate::sim::availability::{measured_online_share, Availability, AvailabilityModel};
 use crate::sim::delay::{ClientDelays, DelayKind, DelayModel};
@@ -38,6 +49,8 @@ pub struct TrainTask {
     /// Dispatch order, from 0; also the id of the task's random stream.
     pub task: u64,
     pub client: u32,
+    /// The client's leaf aggregator, in a hierarchy.
+    pub leaf: Option<u32>,
     pub base_version: u64,
     pub dispatched_at: SimTime,
     pub train_time: SimDuration,
@@ -93,6 +106,8 @@ pub struct PlanConfig {
     pub update_timeout: Option<SimDuration>,
     /// When clients are online (drawn from the run seed).
     pub availability: AvailabilityModel,
+    /// Leaf aggregators between clients and server; none: clients talk to the server.
+    pub topology: Option<Topology>,
 }
 
 /// The planner. An iterator of steps; call [`Scheduler::end`] after it is exhausted.
@@ -113,6 +128,14 @@ pub struct Scheduler {
     out: VecDeque<Step>,
     /// Jobs in flight: task -> client.
     in_flight: BTreeMap<u64, u32>,
+    leaves: Option<Leaves>,
+    /// Updates at a leaf or on a hop: task -> leaf.
+    in_transit: BTreeMap<u64, u32>,
+    /// Round deadlines armed so far; only the latest one counts.
+    rounds: u64,
+    /// Jobs whose fate is not yet known, and those whose fate is, not yet taken.
+    open_jobs: HashMap<u64, JobRecord>,
+    settled_jobs: Vec<JobRecord>,
     /// Train steps held back until their job's fate is known.
     undecided: HashSet<u64>,
     /// Cancelled jobs whose arrival events are still queued (skipped when they come up).
@@ -143,6 +166,14 @@ impl Scheduler {
             availability: Availability::new(&config.availability, config.num_clients, config.run_seed),
             owed: 0,
             wake_at: None,
+            leaves: config
+                .topology
+                .as_ref()
+                .map(|t| Leaves::new(t, config.num_clients, config.setup_seed, config.run_seed)),
+            in_transit: BTreeMap::new(),
+            rounds: 0,
+            open_jobs: HashMap::new(),
+            settled_jobs: Vec::new(),
             version: 0,
             buffer: Vec::new(),
             next_task: 0,
@@ -179,9 +210,15 @@ impl Scheduler {
         let download = delays.draw(DelayKind::Download);
         let train_time = delays.draw(DelayKind::Train);
         let upload = delays.draw(DelayKind::Upload);
+        let leaf = self.leaves.as_mut().map(|leaves| {
+            let leaf = leaves.leaf_of(client);
+            leaves.dispatched(leaf);
+            leaf
+        });
         let task = TrainTask {
             task: self.next_task,
             client,
+            leaf,
             base_version: self.version,
             dispatched_at: self.now,
             train_time,
@@ -189,6 +226,7 @@ impl Scheduler {
         };
         self.next_task += 1;
         self.in_flight.insert(task.task, client);
+        self.open_jobs.insert(task.task, JobRecord::dispatched(&task, download, upload));
         // A job whose client goes offline before its update arrives drops out then; one that
         // would take longer than the server waits times out. Either way it never trains, and
         // its slot frees at that moment.
@@ -231,15 +269,54 @@ impl Scheduler {
         }
     }
 
-    /// Cancels every job in flight; their clients may be picked again at once.
-    fn cancel_in_flight(&mut self) {
+    /// Cancels every job not yet at the server (in flight, at a leaf or on a hop): none of them
+    /// trains; clients in flight may be picked again at once.
+    fn cancel_outstanding(&mut self, fate: Fate) {
         for (task, client) in std::mem::take(&mut self.in_flight) {
             self.withdraw(task);
             self.lost.remove(&task);
             self.cancelled.insert(task);
             self.selector.release(client);
-            self.fates.cancelled += 1;
+            if let (Some(leaves), Some(leaf)) = (&mut self.leaves, self.open_jobs[&task].leaf) {
+                leaves.cancel_in_flight(leaf);
+            }
+            self.settle(task, fate);
         }
+        for (task, leaf) in std::mem::take(&mut self.in_transit) {
+            self.withdraw(task);
+            let held = self.leaves.as_mut().is_some_and(|leaves| leaves.cancel(leaf, task));
+            if !held {
+                // On a hop: skipped when its message arrives.
+                self.cancelled.insert(task);
+            }
+            self.settle(task, fate);
+        }
+    }
+
+    /// Jobs the server has not heard back from, and dispatches owed.
+    fn outstanding(&self) -> usize {
+        self.in_flight.len() + self.in_transit.len() + self.owed
+    }
+
+    /// A job's fate is known: its record moves to the settled ones, and it is counted.
+    fn settle(&mut self, task: u64, fate: Fate) {
+        let mut record = self.open_jobs.remove(&task).expect("a job is settled once");
+        self.fates.count(fate);
+        record.fate = fate;
+        record.settled_at = Some(self.now);
+        self.settled_jobs.push(record);
+    }
+
+    /// Records of the jobs settled since the last call, in the order they were settled; with
+    /// `open`, the rest too (fate [`Fate::Open`], by task), once the plan has been drained.
+    pub fn take_jobs(&mut self, open: bool) -> Vec<JobRecord> {
+        let mut jobs = std::mem::take(&mut self.settled_jobs);
+        if open {
+            let mut rest: Vec<JobRecord> = self.open_jobs.drain().map(|(_, record)| record).collect();
+            rest.sort_by_key(|r| r.task);
+            jobs.extend(rest);
+        }
+        jobs
     }
 
     fn evaluate(&mut self) {
@@ -259,9 +336,8 @@ impl Scheduler {
         if !self.started {
             self.started = true;
             self.evaluate();
-            for _ in 0..self.policy.initial_jobs() {
-                self.dispatch();
-            }
+            let start = self.policy.start();
+            self.obey(start, Fate::Cancelled);
             return;
         }
         let Some((time, event)) = self.queue.pop() else {
@@ -283,31 +359,103 @@ impl Scheduler {
             }
         }
         self.now = time;
-        let task = match event {
-            Event::Job(task) => task,
-            Event::Wake => {
-                self.wake();
-                return;
+        match event {
+            Event::Job(task) => self.job_ends(task),
+            Event::Wake => self.wake(),
+            Event::Tick { leaf } => {
+                let batch = self.leaves.as_mut().map(|leaves| leaves.tick(leaf)).unwrap_or_default();
+                self.forward(leaf, batch);
             }
-        };
+            Event::Message(batch) => self.at_server(batch),
+            Event::Deadline { round } => {
+                if round == self.rounds {
+                    let decision = self.policy.on_deadline(self.buffer.len(), self.outstanding());
+                    self.obey(decision, Fate::MissedDeadline);
+                }
+            }
+        }
+    }
+
+    /// A job's chain ends: its update reaches the leaf (or the server), or it is lost.
+    fn job_ends(&mut self, task: TrainTask) {
         self.in_flight.remove(&task.task);
         self.selector.release(task.client);
-        let decision = match self.lost.remove(&task.task) {
-            Some(why) => {
-                match why {
-                    Lost::TimedOut => self.fates.timed_out += 1,
-                    Lost::WentOffline => self.fates.went_offline += 1,
-                }
-                self.policy.on_lost(self.buffer.len())
+        if let Some(why) = self.lost.remove(&task.task) {
+            self.settle(task.task, why.fate());
+            // The leaf may have been waiting for this job only.
+            let (leaf, flushed) = match (&mut self.leaves, task.leaf) {
+                (Some(leaves), Some(leaf)) => (leaf, leaves.lost(leaf)),
+                _ => (0, Vec::new()),
+            };
+            let decision = self.policy.on_lost(self.buffer.len());
+            self.obey(decision, Fate::Cancelled);
+            if self.end.is_none() {
+                self.forward(leaf, flushed);
             }
-            None => self.receive(&task),
+            return;
+        }
+        let Some(leaves) = &mut self.leaves else {
+            self.at_server(vec![task]);
+            return;
         };
+        let leaf = task.leaf.expect("tasks of a hierarchy name their leaf");
+        self.in_transit.insert(task.task, leaf);
+        match leaves.arrive(task, self.now) {
+            AtLeaf::Forward(batch) => self.forward(leaf, batch),
+            AtLeaf::Hold { tick_at: Some(at) } => {
+                self.queue.push(at, Event::Tick { leaf });
+            }
+            AtLeaf::Hold { tick_at: None } => {}
+        }
+    }
+
+    /// A leaf sends a message; it reaches the server after the hop (at once for a zero hop).
+    fn forward(&mut self, leaf: u32, batch: Vec<TrainTask>) {
+        if batch.is_empty() {
+            return;
+        }
+        let hop = self.leaves.as_mut().map_or(SimDuration::ZERO, |leaves| leaves.hop(leaf));
+        if hop == SimDuration::ZERO {
+            self.at_server(batch);
+        } else {
+            self.queue.push(self.now + hop, Event::Message(batch));
+        }
+    }
+
+    /// Updates reach the server, one after another.
+    fn at_server(&mut self, batch: Vec<TrainTask>) {
+        for task in batch {
+            if self.end.is_some() {
+                // The rest keep their steps, like jobs in flight at the end.
+                return;
+            }
+            if self.cancelled.remove(&task.task) {
+                continue;
+            }
+            self.in_transit.remove(&task.task);
+            if let Some(record) = self.open_jobs.get_mut(&task.task) {
+                record.at_server = Some(self.now);
+            }
+            let decision = self.receive(&task);
+            self.obey(decision, Fate::Cancelled);
+        }
+    }
+
+    /// Carries out a policy's orders; jobs they cancel get `cancelled_as`.
+    fn obey(&mut self, decision: Decision, cancelled_as: Fate) {
         if decision.cancel_in_flight {
-            self.cancel_in_flight();
+            self.cancel_outstanding(cancelled_as);
+        }
+        if let Some(after) = decision.deadline {
+            self.rounds += 1;
+            self.queue.push(self.now + after, Event::Deadline { round: self.rounds });
         }
         if decision.aggregate {
             self.version += 1;
             let inputs = std::mem::take(&mut self.buffer);
+            for input in &inputs {
+                self.settle(input.task, Fate::Applied { version: self.version });
+            }
             self.out.push_back(Step::Aggregate { version: self.version, at: self.now, inputs });
             if self.version % self.config.eval_interval == 0 {
                 self.evaluate();
@@ -321,6 +469,7 @@ impl Scheduler {
             self.dispatch();
         }
     }
+
     /// What became of the jobs that did not reach an aggregation, so far.
     pub fn fates(&self) -> JobFates {
         self.fates
@@ -338,11 +487,7 @@ impl Scheduler {
             return decision;
         }
         self.withdraw(task.task);
-        if refused {
-            self.fates.refused += 1;
-        } else {
-            self.fates.dropped_stale += 1;
-        }
+        self.settle(task.task, if refused { Fate::Refused } else { Fate::DroppedStale });
         Decision { aggregate: false, ..decision }
     }
 }
@@ -371,13 +516,36 @@ pub struct JobFates {
     pub timed_out: u64,
     /// Their client went offline before the update arrived.
     pub went_offline: u64,
+    /// Still out when their sync round's deadline passed (late_updates = "drop").
+    pub missed_deadline: u64,
 }
 
-/// What the queue holds: a job's end (its arrival, or the moment it is lost), or a wake-up
-/// for dispatches that wait for a client to come online.
+impl JobFates {
+    fn count(&mut self, fate: Fate) {
+        match fate {
+            Fate::Applied { .. } | Fate::Open => {}
+            Fate::DroppedStale => self.dropped_stale += 1,
+            Fate::Cancelled => self.cancelled += 1,
+            Fate::Refused => self.refused += 1,
+            Fate::TimedOut => self.timed_out += 1,
+            Fate::WentOffline => self.went_offline += 1,
+            Fate::MissedDeadline => self.missed_deadline += 1,
+        }
+    }
+}
+
+/// What the queue holds.
 enum Event {
+    /// A job's chain ends: its upload (to its leaf, or the server), or the moment it is lost.
     Job(TrainTask),
+    /// Dispatches that waited for a client to come online.
     Wake,
+    /// A periodic leaf forwards what it holds.
+    Tick { leaf: u32 },
+    /// A leaf's message reaches the server.
+    Message(Vec<TrainTask>),
+    /// A sync round's deadline (ignored unless it is the latest armed).
+    Deadline { round: u64 },
 }
 
 /// Why a job ends without an update.
@@ -385,6 +553,15 @@ enum Event {
 enum Lost {
     TimedOut,
     WentOffline,
+}
+
+impl Lost {
+    fn fate(self) -> Fate {
+        match self {
+            Lost::TimedOut => Fate::TimedOut,
+            Lost::WentOffline => Fate::WentOffline,
+        }
+    }
 }
 
 impl Iterator for Scheduler {
@@ -427,6 +604,18 @@ pub struct PlanSummary {
     pub max_staleness: u64,
     pub evaluations: u64,
     pub virtual_time: f64,
+    /// Per leaf, in a hierarchy.
+    pub leaves: Vec<LeafSummary>,
+}
+
+/// One leaf's counts in a plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeafSummary {
+    pub clients: u64,
+    pub dispatched_jobs: u64,
+    pub aggregated_updates: u64,
+    /// Messages it sent to the server.
+    pub messages: u64,
 }
 
 /// Runs a plan to its end without training anything.
@@ -434,7 +623,22 @@ pub fn summarize(config: PlanConfig) -> (PlanSummary, Option<PlanEnd>) {
     let mut scheduler = Scheduler::new(config);
     let mut summary = PlanSummary::default();
     let mut staleness_sum = 0u64;
-    for step in scheduler.by_ref() {
+    let count_leaves = |summary: &mut PlanSummary, jobs: Vec<JobRecord>| {
+        for job in jobs {
+            let Some(leaf) = job.leaf else { continue };
+            let leaf = &mut summary.leaves[leaf as usize];
+            leaf.dispatched_jobs += 1;
+            leaf.aggregated_updates += matches!(job.fate, Fate::Applied { .. }) as u64;
+        }
+    };
+    if let Some(topology) = &scheduler.config.topology {
+        summary.leaves = vec![LeafSummary::default(); topology.num_leaves];
+        for leaf in topology.leaf_of_clients(scheduler.config.num_clients, scheduler.config.setup_seed) {
+            summary.leaves[leaf as usize].clients += 1;
+        }
+    }
+    while let Some(step) = scheduler.next() {
+        count_leaves(&mut summary, scheduler.take_jobs(false));
         match step {
             Step::Train(_) => summary.trained_jobs += 1,
             Step::Aggregate { version, at, inputs } => {
@@ -447,6 +651,12 @@ pub fn summarize(config: PlanConfig) -> (PlanSummary, Option<PlanEnd>) {
                 }
             }
             Step::Evaluate { .. } => summary.evaluations += 1,
+        }
+    }
+    count_leaves(&mut summary, scheduler.take_jobs(true));
+    if let Some(leaves) = &scheduler.leaves {
+        for (summary, &messages) in summary.leaves.iter_mut().zip(&leaves.messages) {
+            summary.messages = messages;
         }
     }
     summary.dispatched_jobs = scheduler.next_task;
@@ -477,6 +687,7 @@ mod tests {
             max_model_history: None,
             update_timeout: None,
             availability: Default::default(),
+            topology: None,
         }
     }
 
@@ -566,7 +777,8 @@ mod tests {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
         for step in Scheduler::new(config(policy, k, horizon)) {
-            hasher.update(format!("{step:?}\n"));
+            // As the steps printed before tasks named their leaf.
+            hasher.update(format!("{step:?}\n").replace("leaf: None, ", ""));
         }
         (format!("{:x}", hasher.finalize()), summarize(config(policy, k, horizon)).0)
     }
@@ -632,7 +844,7 @@ mod tests {
         /// cut short), and ceil(f K) jobs are dispatched a round.
         #[test]
         fn over_committed_rounds_apply_exactly_k_and_never_train_the_cancelled(k in 2usize..20, f in 1.0f64..2.0, seed in 0u64..1000) {
-            let mut plan = config(Policy::Sync { over_commitment: f }, k, 25.0);
+            let mut plan = config(Policy::Sync { over_commitment: f, deadline: None }, k, 25.0);
             plan.setup_seed = seed;
             plan.run_seed = seed;
             let (scheduler, trained, aggregations) = trained_and_aggregated(plan);
@@ -827,7 +1039,8 @@ mod tests {
     #[test]
     fn over_commitment_shortens_rounds_and_a_small_maximum_staleness_drops_updates() {
         let time_per_round = |f: f64| {
-            let (summary, _) = summarize(config(Policy::Sync { over_commitment: f }, 20, 60.0));
+            let (summary, _) =
+                summarize(config(Policy::Sync { over_commitment: f, deadline: None }, 20, 60.0));
             summary.virtual_time / summary.versions as f64
         };
         assert!(time_per_round(1.5) < 0.8 * time_per_round(1.0), "stragglers no longer set the pace");

@@ -36,6 +36,12 @@ pub enum Purpose {
     Synthesis,
     /// A client's online and offline spans (id = client).
     Availability,
+    /// Which leaf each client sits under, when the assignment is seeded.
+    LeafAssignment,
+    /// A leaf's hop profile: the mixture component its hop delays use (id = leaf).
+    HopProfile,
+    /// The hop delay draws of one leaf's messages (id = leaf).
+    HopDraw,
 }
 
 impl Purpose {
@@ -52,6 +58,9 @@ impl Purpose {
             Purpose::Distill => "distill",
             Purpose::Synthesis => "synthesis",
             Purpose::Availability => "availability",
+            Purpose::LeafAssignment => "leaf-assignment",
+            Purpose::HopProfile => "hop-profile",
+            Purpose::HopDraw => "hop-draw",
         }
     }
 }

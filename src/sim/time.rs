@@ -30,6 +30,8 @@ impl SimTime {
 }
 
 impl SimDuration {
+    pub const ZERO: SimDuration = SimDuration(0);
+
     /// Rounds to the nearest tick; negative or NaN durations become zero.
     pub fn from_units(units: f64) -> SimDuration {
         let ticks = (units * TICKS_PER_UNIT).round();

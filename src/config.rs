@@ -1308,11 +1308,60 @@ mod tests {
                 "[algorithm]\nbeta = { kind = \"linear\", factor = 0.0 }\n[stop]\nmax_versions = 1",
                 "factor (the reference's adaptive_beta_factor) must be a positive number",
             ),
+            (
+                "[topology]\nnum_leaf_nodes = 0\n[stop]\nmax_versions = 1",
+                "topology.num_leaf_nodes = 0: must be between 1 and data.num_clients (1000)",
+            ),
+            (
+                "[topology]\nnum_leaf_nodes = 4\nassignment = \"random\"\n[stop]\nmax_versions = 1",
+                "topology.assignment = \"random\": valid values: blocks, seeded",
+            ),
+            (
+                "[topology]\nleaf_buffer_size = 4\nflush_period = 0.5\n[stop]\nmax_versions = 1",
+                "topology.flush_period = 0.5: a leaf forwards either every leaf_buffer_size updates or every flush_period",
+            ),
+            (
+                "[topology]\nflush_period = 0.0\n[stop]\nmax_versions = 1",
+                "topology.flush_period = 0: must be a positive, finite virtual time",
+            ),
+            (
+                "[topology]\nhop_delay = { mean = -0.1 }\n[stop]\nmax_versions = 1",
+                "topology.hop_delay.mean = -0.1: delay means must be finite and >= 0",
+            ),
+            (
+                "[algorithm]\nround_deadline = 2.0\n[stop]\nmax_versions = 1",
+                "algorithm.round_deadline = 2: applies to sync_fl rounds",
+            ),
+            (
+                "[algorithm]\nkind = \"sync_fl\"\nlate_updates = \"carry\"\n[stop]\nmax_versions = 1",
+                "algorithm.late_updates = \"carry\": says what a round deadline does to late updates",
+            ),
+            (
+                "[algorithm]\nkind = \"sync_fl\"\nround_deadline = 2.0\nlate_updates = \"keep\"\n[stop]\nmax_versions = 1",
+                "algorithm.late_updates = \"keep\": valid values: drop, carry",
+            ),
         ];
         for (text, expected) in cases {
             let err = load(text).unwrap_err().to_string();
             assert!(err.contains(expected), "for {text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn the_ports_key_names_are_accepted_and_a_topology_resolves() {
+        let c = load(
+            "[algorithm]\ndevice_selection_size = 200\ndevice_reuse = false\n[eval]\neval_frequency = 5\n[stop]\nmax_model_version = 40\n[topology]\nnum_leaf_nodes = 20\nhop_delay = { distribution = \"normal\", mean = 0.05, std = 0.01 }",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.active_jobs, c.client_reuse, c.eval_interval, c.max_versions),
+            (200, false, 5, Some(40))
+        );
+        let topology = c.topology.as_ref().unwrap().topology();
+        assert_eq!(topology.num_leaves, 20);
+        assert_eq!(topology.flush, crate::sched::LeafFlush::Buffer(1));
+        assert_eq!(topology.hop.distribution, Distribution::Normal);
+        assert_eq!((topology.hop.components[0].mean, topology.hop.components[0].std), (0.05, 0.01));
     }
 
     #[test]

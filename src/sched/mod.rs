@@ -1069,4 +1069,182 @@ mod tests {
             );
         }
     }
+
+    fn leaves(num_leaves: usize, flush: LeafFlush, hop: f64) -> Option<Topology> {
+        Some(Topology {
+            num_leaves,
+            assignment: LeafAssignment::Seeded,
+            flush,
+            hop: crate::sim::delay::DelaySpec::constant(hop),
+        })
+    }
+
+    /// A plan's steps with the leaf left out, for comparing a hierarchy with the flat world.
+    fn without_leaves(plan: PlanConfig) -> Vec<Step> {
+        Scheduler::new(plan)
+            .map(|step| match step {
+                Step::Train(task) => Step::Train(TrainTask { leaf: None, ..task }),
+                other => other,
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+
+        /// Pass-through leaves with no hop delay give exactly the flat plan, for every policy,
+        /// with timeouts and availability too.
+        #[test]
+        fn pass_through_leaves_with_zero_hop_give_the_flat_plan(num_leaves in 1usize..40, policy in 0usize..4, timeout in proptest::option::of(0.5f64..3.0), on_off in proptest::prelude::any::<bool>(), seed in 0u64..1000) {
+            let policy = [
+                Policy::SYNC,
+                Policy::Sync { over_commitment: 1.3, deadline: None },
+                Policy::buffered(2),
+                Policy::Buffered { buffer_size: 1, max_staleness: Some(20), min_hole_to_fill: 3 },
+            ][policy];
+            let mut flat = config(policy, 30, 15.0);
+            (flat.setup_seed, flat.run_seed) = (seed, seed);
+            flat.num_clients = 200;
+            flat.update_timeout = timeout.map(SimDuration::from_units);
+            if on_off {
+                flat.availability = AvailabilityModel::OnOff { mean_on: 6.0, mean_off: 2.0 };
+            }
+            let mut hierarchy = flat.clone();
+            hierarchy.topology = leaves(num_leaves, LeafFlush::Buffer(1), 0.0);
+            proptest::prop_assert_eq!(without_leaves(hierarchy), without_leaves(flat));
+        }
+
+        /// Leaves that combine updates, or forward on a period, with a hop delay: every update
+        /// reaches the server after its upload plus at least the hop, staleness is counted there,
+        /// sync rounds still take K, and every job is accounted for exactly once.
+        #[test]
+        fn buffered_and_periodic_leaves_deliver_every_update_once_after_its_hop(buffer in 1usize..6, period in proptest::option::of(0.05f64..1.0), sync in proptest::prelude::any::<bool>(), seed in 0u64..1000) {
+            let policy = if sync { Policy::SYNC } else { Policy::buffered(2) };
+            let mut plan = config(policy, 20, 20.0);
+            (plan.setup_seed, plan.run_seed, plan.num_clients) = (seed, seed, 100);
+            let flush = period.map_or(LeafFlush::Buffer(buffer), |p| LeafFlush::Period(SimDuration::from_units(p)));
+            plan.topology = leaves(5, flush, 0.05);
+            let mut scheduler = Scheduler::new(plan);
+            let mut tasks = HashMap::new();
+            let mut versions = 0;
+            for step in scheduler.by_ref() {
+                match step {
+                    Step::Train(t) => {
+                        proptest::prop_assert!(t.leaf.is_some());
+                        tasks.insert(t.task, t);
+                    }
+                    Step::Aggregate { version, at, inputs } => {
+                        versions = version;
+                        if sync {
+                            proptest::prop_assert_eq!(inputs.len(), 20);
+                        }
+                        for input in inputs {
+                            let t = &tasks[&input.task];
+                            proptest::prop_assert!(at >= t.arrives_at + SimDuration::from_units(0.05));
+                            proptest::prop_assert_eq!(t.base_version + input.staleness, version - 1);
+                        }
+                    }
+                    Step::Evaluate { .. } => {}
+                }
+            }
+            proptest::prop_assert!(versions > 0);
+            let jobs = scheduler.take_jobs(true);
+            proptest::prop_assert_eq!(jobs.len() as u64, scheduler.next_task);
+            let mut seen = HashSet::new();
+            for job in &jobs {
+                proptest::prop_assert!(seen.insert(job.task), "job {} recorded twice", job.task);
+                if let Fate::Applied { .. } = job.fate {
+                    let at_server = job.at_server.expect("applied jobs reached the server");
+                    proptest::prop_assert!(at_server >= job.upload_ends_at() + SimDuration::from_units(0.05));
+                }
+            }
+        }
+
+        /// A round deadline: no round waits longer than the deadline; with "drop" the late jobs
+        /// never train, with "carry" their updates join a later round with staleness >= 1.
+        #[test]
+        fn round_deadlines_bound_rounds_and_drop_or_carry_late_updates(after in 0.8f64..3.0, carry in proptest::prelude::any::<bool>(), seed in 0u64..1000) {
+            let late = if carry { LateUpdates::Carry } else { LateUpdates::Drop };
+            let deadline = RoundDeadline { after: SimDuration::from_units(after), late };
+            let mut plan = config(Policy::Sync { over_commitment: 1.0, deadline: Some(deadline) }, 20, 30.0);
+            (plan.setup_seed, plan.run_seed) = (seed, seed);
+            let mut scheduler = Scheduler::new(plan);
+            let mut previous = SimTime::ZERO;
+            let mut trained = HashMap::new();
+            let mut stale = 0;
+            for step in scheduler.by_ref() {
+                match step {
+                    Step::Train(t) => {
+                        trained.insert(t.task, t);
+                    }
+                    Step::Aggregate { at, inputs, .. } => {
+                        proptest::prop_assert!(at <= previous + deadline.after, "a round outlived its deadline");
+                        previous = at;
+                        proptest::prop_assert!(!inputs.is_empty() && inputs.len() <= 20);
+                        stale += inputs.iter().filter(|i| i.staleness > 0).count();
+                        if !carry {
+                            proptest::prop_assert!(inputs.iter().all(|i| i.staleness == 0));
+                        }
+                    }
+                    Step::Evaluate { .. } => {}
+                }
+            }
+            let fates = scheduler.fates();
+            if carry {
+                proptest::prop_assert_eq!(fates.missed_deadline, 0);
+            } else {
+                // Every trained job arrived within its round's deadline.
+                proptest::prop_assert!(trained.values().all(|t| t.arrives_at <= t.dispatched_at + deadline.after));
+            }
+            // Short deadlines miss updates: dropped ones are counted, carried ones show as stale.
+            if after < 1.2 {
+                let missed = if carry { stale > 0 } else { fates.missed_deadline > 0 };
+                proptest::prop_assert!(missed, "no late update with a deadline of {}", after);
+            }
+        }
+    }
+
+    #[test]
+    fn a_hop_delay_slows_the_server_down_and_the_plan_counts_each_leaf() {
+        let flat = config(Policy::buffered(1), 100, 30.0);
+        let mut hierarchy = flat.clone();
+        hierarchy.topology = leaves(20, LeafFlush::Buffer(1), 0.5);
+        let (flat, _) = summarize(flat);
+        let (summary, _) = summarize(hierarchy);
+        // A job holds its slot for its hop too: with K in flight, fewer versions (staleness stays
+        // about K, Little's law).
+        assert!(summary.versions * 10 < flat.versions * 9, "{} vs {}", summary.versions, flat.versions);
+        assert_eq!(summary.leaves.len(), 20);
+        assert!(summary.leaves.iter().all(|l| l.clients == 50 && l.dispatched_jobs > 0));
+        let sum = |f: fn(&LeafSummary) -> u64| summary.leaves.iter().map(f).sum::<u64>();
+        assert_eq!(sum(|l| l.dispatched_jobs), summary.dispatched_jobs);
+        assert_eq!(sum(|l| l.aggregated_updates), summary.aggregated_updates);
+        // Pass-through: a message per update that reached the server (some are still on the way).
+        assert!(sum(|l| l.messages) >= summary.aggregated_updates);
+        assert!(sum(|l| l.messages) <= summary.aggregated_updates + 100);
+        // Leaves that combine five updates send about a fifth as many messages.
+        let mut combining = config(Policy::buffered(1), 100, 30.0);
+        combining.topology = leaves(20, LeafFlush::Buffer(5), 0.5);
+        let (combined, _) = summarize(combining);
+        let messages: u64 = combined.leaves.iter().map(|l| l.messages).sum();
+        assert!(
+            messages * 4 < combined.aggregated_updates,
+            "{messages} messages for {} updates",
+            combined.aggregated_updates
+        );
+    }
+
+    #[test]
+    fn over_committed_rounds_cancel_updates_waiting_at_leaves_too() {
+        let mut plan = config(Policy::Sync { over_commitment: 1.5, deadline: None }, 20, 40.0);
+        plan.topology = leaves(4, LeafFlush::Buffer(3), 0.2);
+        let (scheduler, trained, aggregations) = trained_and_aggregated(plan);
+        assert!(aggregations.len() > 3 && aggregations.iter().all(|inputs| inputs.len() == 20));
+        let aggregated: HashSet<u64> = aggregations.iter().flatten().map(|i| i.task).collect();
+        assert!(
+            trained.iter().filter(|t| !aggregated.contains(t)).count() < 30,
+            "only the last round is cut short"
+        );
+        assert_eq!(scheduler.fates().cancelled, aggregations.len() as u64 * 10);
+    }
 }

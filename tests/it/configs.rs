@@ -18,7 +18,7 @@ fn every_sim_config_validates() {
             let config = Config::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
             assert_eq!(config.name, stem, "{}: name differs from the file name", path.display());
-            let expected = stem.trim_end_matches("-resnet18");
+            let expected = stem.trim_end_matches("-resnet18").trim_start_matches("nvflare-");
             if expected != "quickstart" {
                 let algorithm = match expected {
                     "fedavg" => "sync_fl",

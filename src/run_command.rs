@@ -32,6 +32,9 @@ impl Sink for ProgressSink<'_> {
         self.last_accuracy = Some(record.accuracy);
         self.recorder.eval(record);
     }
+    fn job(&mut self, record: crate::sched::JobRecord) {
+        self.recorder.job(record);
+    }
     fn progress(&mut self, p: &Progress) {
         let position = match self.horizon {
             Some(_) => (p.virtual_time * 100.0) as u64,

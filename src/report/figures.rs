@@ -374,3 +374,111 @@ fn tick(value: &f64) -> String {
         text.trim_end_matches('0').to_owned()
     }
 }
+
+/// One job on a client's lane, in virtual time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSpan {
+    pub dispatched_at: f64,
+    pub download_end: f64,
+    pub train_end: f64,
+    pub upload_end: f64,
+    /// When the update reached the server, after its leaf and hop.
+    pub at_server: Option<f64>,
+    /// Where the job ended if it never trained (dropped, cancelled, timed out, went offline).
+    pub cut_at: Option<f64>,
+}
+
+/// A run's clients on the virtual time axis: what each did when, idle between.
+pub struct TimelinePanel {
+    pub title: String,
+    pub end: f64,
+    /// (client, its jobs), top to bottom.
+    pub lanes: Vec<(u32, Vec<JobSpan>)>,
+}
+
+/// Per-client timelines of a few runs, stacked.
+pub struct Timeline {
+    pub panels: Vec<TimelinePanel>,
+}
+
+impl Figure for Timeline {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
+        let (root, legend) = root.split_vertically(SIZE.1 - 44);
+        let parts: [(&str, RGBColor); 5] = [
+            ("download", color(0)),
+            ("training", color(1)),
+            ("upload", color(2)),
+            ("leaf and hop to the server", color(4)),
+            ("idle", RGBColor(236, 236, 236)),
+        ];
+        for (i, (name, fill)) in parts.iter().enumerate() {
+            let x = 20 + 190 * i as i32;
+            legend.draw(&Rectangle::new([(x, 12), (x + 16, 26)], fill.filled()))?;
+            legend.draw(&Text::new(*name, (x + 22, 11), ("sans-serif", TICKS)))?;
+        }
+        legend.draw(&Text::new(
+            "faded: never trained (dropped, cancelled, timed out, offline)",
+            (20, 30),
+            ("sans-serif", 13),
+        ))?;
+        let areas = root.split_evenly((self.panels.len().max(1), 1));
+        for (panel, area) in self.panels.iter().zip(&areas) {
+            let n = panel.lanes.len();
+            let names: Vec<String> =
+                panel.lanes.iter().map(|(client, _)| format!("client {client}")).collect();
+            let mut chart = ChartBuilder::on(area)
+                .caption(&panel.title, ("sans-serif", 18))
+                .margin(8)
+                .x_label_area_size(30)
+                .y_label_area_size(90)
+                .build_cartesian_2d(0.0..panel.end.max(1e-9), -0.5..n as f64 - 0.5)?;
+            chart
+                .configure_mesh()
+                .label_style(("sans-serif", 12))
+                .light_line_style(WHITE.mix(0.0))
+                .disable_y_mesh()
+                .x_label_formatter(&tick)
+                .y_labels(n.max(1))
+                .y_label_formatter(&|y| {
+                    let i = y.round();
+                    if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+                        names[n - 1 - i as usize].clone()
+                    } else {
+                        String::new()
+                    }
+                })
+                .draw()?;
+            let lane_y = |lane: usize| (n - 1 - lane) as f64;
+            chart.draw_series((0..n).map(|lane| {
+                let y = lane_y(lane);
+                Rectangle::new([(0.0, y - 0.3), (panel.end, y + 0.3)], parts[4].1.filled())
+            }))?;
+            for (lane, (_, jobs)) in panel.lanes.iter().enumerate() {
+                let y = lane_y(lane);
+                for job in jobs {
+                    let cut = job.cut_at.unwrap_or(f64::INFINITY);
+                    let alpha = if job.cut_at.is_some() { 0.3 } else { 1.0 };
+                    let spans = [
+                        (job.dispatched_at, job.download_end, parts[0].1, 0.3),
+                        (job.download_end, job.train_end, parts[1].1, 0.3),
+                        (job.train_end, job.upload_end, parts[2].1, 0.3),
+                        (job.upload_end, job.at_server.unwrap_or(job.upload_end), parts[3].1, 0.12),
+                    ];
+                    chart.draw_series(
+                        spans
+                            .into_iter()
+                            .map(|(start, end, fill, half)| {
+                                (start.min(cut), end.min(cut).min(panel.end), fill, half)
+                            })
+                            .filter(|(start, end, ..)| end > start)
+                            .map(|(start, end, fill, half)| {
+                                Rectangle::new([(start, y - half), (end, y + half)], fill.mix(alpha).filled())
+                            }),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

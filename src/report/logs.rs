@@ -1,12 +1,14 @@
-//! Reading one run directory back for a report: run.json, config.toml and the two Parquet
-//! tables, each checked before use. Every failure names the file and what is wrong with it,
+//! Reading one run directory back for a report: run.json, config.toml and the Parquet tables
+//! (updates, evaluations, and jobs where the run wrote them), each checked before use. Every failure names the file and what is wrong with it,
 //! so one unreadable run can be skipped while the others still report.
 
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+use super::figures::JobSpan;
 use crate::record::{read_parquet, RunInfo, LOG_FORMAT};
+use crate::sched::Fate;
 
 /// What a report needs from one run.
 #[derive(Clone, Debug)]
@@ -19,6 +21,8 @@ pub struct RunLogs {
     pub active_jobs: u64,
     pub updates: DataFrame,
     pub evals: DataFrame,
+    /// Every dispatched job and its fate (runs from before the jobs table have none).
+    pub jobs: Option<DataFrame>,
 }
 
 /// A file of a run directory that cannot be used, and why.
@@ -54,6 +58,18 @@ pub const EVAL_COLUMNS: [(&str, DataType); 5] = [
     ("wall_s", DataType::Float64),
 ];
 
+/// Columns every jobs.parquet has.
+pub const JOB_COLUMNS: [(&str, DataType); 8] = [
+    ("task", DataType::UInt64),
+    ("client", DataType::UInt32),
+    ("dispatched_at", DataType::Float64),
+    ("download_end", DataType::Float64),
+    ("train_end", DataType::Float64),
+    ("upload_end", DataType::Float64),
+    ("at_server", DataType::Float64),
+    ("fate", DataType::String),
+];
+
 /// Columns that measure the machine, not the simulation: they may differ between otherwise
 /// identical runs and are left out of determinism checks.
 pub const WALL_CLOCK_COLUMNS: [&str; 4] = ["train_ms", "worker", "server_ms", "wall_s"];
@@ -80,7 +96,9 @@ impl RunLogs {
         if evals.height() == 0 {
             return Err(error("evals.parquet", "has no evaluations".into()));
         }
-        Ok(RunLogs { dir: dir.to_owned(), info, config, active_jobs, updates, evals })
+        let jobs_path = dir.join("jobs.parquet");
+        let jobs = jobs_path.exists().then(|| read_table(&jobs_path, &JOB_COLUMNS)).transpose()?;
+        Ok(RunLogs { dir: dir.to_owned(), info, config, active_jobs, updates, evals, jobs })
     }
 
     /// A float column of the evaluations as a vector (columns are checked when loading).
@@ -123,6 +141,59 @@ impl RunLogs {
             }
             _ => self.info.virtual_time,
         }
+    }
+
+    /// How many jobs met each fate, in [`Fate::NAMES`] order (None without a jobs table).
+    pub fn job_fates(&self) -> Option<Vec<(&'static str, u64)>> {
+        let fates = self.jobs.as_ref()?.column("fate").ok()?.str().ok()?.clone();
+        let mut counts: Vec<(&'static str, u64)> = Fate::NAMES.iter().map(|&name| (name, 0)).collect();
+        for fate in fates.iter().flatten() {
+            if let Some(entry) = counts.iter_mut().find(|(name, _)| *name == fate) {
+                entry.1 += 1;
+            }
+        }
+        Some(counts)
+    }
+
+    /// The `lanes` clients with the most jobs (ties: the lower id), each with its jobs in
+    /// dispatch order, for the timeline figure.
+    pub fn timeline_lanes(&self, lanes: usize) -> Vec<(u32, Vec<JobSpan>)> {
+        let Some(jobs) = &self.jobs else { return Vec::new() };
+        let f64s = |name: &str| jobs.column(name).ok().and_then(|c| c.f64().ok().cloned());
+        let (Ok(clients), Ok(fates)) = (jobs.column("client"), jobs.column("fate")) else {
+            return Vec::new();
+        };
+        let (Ok(clients), Ok(fates)) = (clients.u32(), fates.str()) else { return Vec::new() };
+        let (Some(dispatched), Some(download), Some(train), Some(upload), Some(at_server)) = (
+            f64s("dispatched_at"),
+            f64s("download_end"),
+            f64s("train_end"),
+            f64s("upload_end"),
+            f64s("at_server"),
+        ) else {
+            return Vec::new();
+        };
+        let settled = f64s("settled_at");
+        let mut by_client: std::collections::BTreeMap<u32, Vec<JobSpan>> = Default::default();
+        for i in 0..jobs.height() {
+            let (Some(client), Some(fate)) = (clients.get(i), fates.get(i)) else { continue };
+            let trains = fate == "applied" || fate == "open";
+            by_client.entry(client).or_default().push(JobSpan {
+                dispatched_at: dispatched.get(i).unwrap_or(0.0),
+                download_end: download.get(i).unwrap_or(0.0),
+                train_end: train.get(i).unwrap_or(0.0),
+                upload_end: upload.get(i).unwrap_or(0.0),
+                at_server: at_server.get(i),
+                cut_at: if trains { None } else { settled.as_ref().and_then(|s| s.get(i)).or(Some(0.0)) },
+            });
+        }
+        let mut lanes_by_count: Vec<(u32, Vec<JobSpan>)> = by_client.into_iter().collect();
+        lanes_by_count.sort_by_key(|(client, jobs)| (std::cmp::Reverse(jobs.len()), *client));
+        lanes_by_count.truncate(lanes);
+        for (_, jobs) in &mut lanes_by_count {
+            jobs.sort_by(|a, b| a.dispatched_at.total_cmp(&b.dispatched_at));
+        }
+        lanes_by_count
     }
 
     /// The first 16 characters of the final-weight hash, as tables show it.

@@ -361,8 +361,17 @@ pub fn labels(runs: &[RunLogs]) -> Vec<String> {
 }
 
 fn short_value(value: &toml::Value) -> String {
+    let number = |t: &toml::Table, key: &str| t.get(key).map_or(String::new(), short_value);
     match value {
         toml::Value::String(s) => s.clone(),
+        // The world's tables by what tells them apart: leaves, or the availability model.
+        toml::Value::Table(t) if t.contains_key("num_leaf_nodes") => {
+            format!("{} leaves", number(t, "num_leaf_nodes"))
+        }
+        toml::Value::Table(t) if t.get("kind").and_then(toml::Value::as_str) == Some("on_off") => {
+            format!("on {} off {}", number(t, "mean_on"), number(t, "mean_off"))
+        }
+        toml::Value::Table(t) if t.contains_key("kind") => number(t, "kind"),
         toml::Value::Table(_) | toml::Value::Array(_) => "(changed)".into(),
         other => other.to_string(),
     }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use self::figures::{render, Line, Lines, Speedup, StalenessHistograms, WallTime};
+use self::figures::{render, Line, Lines, Speedup, StalenessHistograms, Timeline, TimelinePanel, WallTime};
 use self::logs::{LogError, RunLogs};
 use self::metrics::{RunStats, WorkerGroup};
 use self::seeds::SeedGroup;
@@ -50,6 +50,12 @@ pub struct Report {
 /// The figures every report draws (stems; each is written as .png and .svg).
 pub const FIGURES: [&str; 6] =
     ["accuracy_vs_time", "accuracy_vs_version", "speedup", "staleness", "wall_time", "server_time"];
+
+/// The per-client timeline figure, drawn when runs have a jobs table: up to this many runs,
+/// this many clients each.
+pub const TIMELINE: &str = "timeline";
+const TIMELINE_RUNS: usize = 4;
+const TIMELINE_LANES: usize = 6;
 
 /// Reads the runs, computes the tables, draws the figures and writes summary.md.
 pub fn write(run_dirs: &[PathBuf], options: &ReportOptions) -> Result<Report> {
@@ -270,5 +276,25 @@ fn draw_figures(
         &WallTime { bars: stats.iter().map(|s| (s.label.clone(), s.breakdown.clone())).collect() },
         &out.join(wall),
     )?);
+    // Timelines of the first runs that have a jobs table, one per experiment (the first seed of
+    // those repeated over seeds): a few clients each, so the spans stay readable.
+    let first_of_experiment =
+        |i: usize| seed_groups.iter().all(|g| !g.members.contains(&i) || g.members.first() == Some(&i));
+    let panels: Vec<TimelinePanel> = runs
+        .iter()
+        .zip(stats)
+        .enumerate()
+        .filter(|&(i, (run, _))| run.jobs.is_some() && first_of_experiment(i))
+        .map(|(_, pair)| pair)
+        .take(TIMELINE_RUNS)
+        .map(|(run, s)| TimelinePanel {
+            title: format!("{}: the {} clients with the most jobs", s.label, TIMELINE_LANES),
+            end: run.end_time(),
+            lanes: run.timeline_lanes(TIMELINE_LANES),
+        })
+        .collect();
+    if !panels.is_empty() {
+        written.extend(render(&Timeline { panels }, &out.join(TIMELINE))?);
+    }
     Ok(written)
 }

@@ -174,6 +174,39 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
         );
     }
 
+    let fates: Vec<(&str, Vec<(&'static str, u64)>)> = report
+        .runs
+        .iter()
+        .zip(runs)
+        .filter_map(|(s, run)| Some((s.label.as_str(), run.job_fates()?)))
+        .collect();
+    if let Some((_, first)) = fates.first() {
+        let _ = writeln!(md, "\n## Job fates\n");
+        let _ = writeln!(
+            md,
+            "Every dispatched job and what became of it (jobs.parquet): applied by an aggregation; \
+             dropped as staler than algorithm.max_staleness; cancelled with an over-committed round; \
+             refused for a base version the server no longer kept; timed out; lost when its client \
+             went offline; missed its round's deadline; or still open when the run ended. Only \
+             applied and open jobs were trained.\n"
+        );
+        let _ = write!(md, "| run | dispatched |");
+        for (name, _) in first {
+            let _ = write!(md, " {name} |");
+        }
+        md.push('\n');
+        md.push_str(&"| --- ".repeat(first.len() + 2));
+        md.push_str("|\n");
+        for (label, counts) in &fates {
+            let total: u64 = counts.iter().map(|(_, n)| n).sum();
+            let _ = write!(md, "| {label} | {total} |");
+            for (_, n) in counts {
+                let _ = write!(md, " {n} |");
+            }
+            md.push('\n');
+        }
+    }
+
     let _ = writeln!(md, "\n## Figures\n");
     let _ = writeln!(md, "Each figure is also written as SVG beside the PNG.\n");
     let captions = [
@@ -186,6 +219,13 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
     ];
     for (stem, caption) in FIGURES.iter().zip(captions) {
         let _ = writeln!(md, "![{caption}]({stem}.png)\n");
+    }
+    if !fates.is_empty() {
+        let _ = writeln!(
+            md,
+            "![Per-client timelines on the virtual time axis: download, training, upload, the leaf and hop, idle between]({}.png)\n",
+            super::TIMELINE
+        );
     }
     md
 }

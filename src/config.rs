@@ -508,12 +508,26 @@ pub struct KdConfig {
 }
 
 impl Config {
-    /// Reads, overrides and validates a config file.
+    /// Reads, overrides and validates a config file: fedsim's TOML, or (a `.json` file) one of
+    /// the reference simulator's configs, imported ([`crate::import`]) with a note on stderr
+    /// listing the keys that only steer the reference's logging, plots or devices.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
-        Self::from_toml(&text, &path.display().to_string(), stem, overrides)
+        let origin = path.display().to_string();
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+            let imported = crate::import::reference_config(&text)
+                .map_err(|e| ConfigError::Parse { path: origin.clone(), message: e.to_string() })?;
+            if !imported.ignored.is_empty() {
+                eprintln!(
+                    "note: {origin}: accepted without effect on results (they steer the reference's logging, plots, devices or saving): {}",
+                    imported.ignored.join(", ")
+                );
+            }
+            return Self::from_value(toml::Value::Table(imported.config), &origin, stem, overrides);
+        }
+        Self::from_toml(&text, &origin, stem, overrides)
     }
 
     pub fn from_toml(
@@ -524,11 +538,23 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let parse_error =
             |e: toml::de::Error| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() };
-        let mut value: toml::Value = toml::from_str(text).map_err(parse_error)?;
+        let value: toml::Value = toml::from_str(text).map_err(parse_error)?;
+        Self::from_value(value, origin, default_name, overrides)
+    }
+
+    fn from_value(
+        mut value: toml::Value,
+        origin: &str,
+        default_name: &str,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
         for item in overrides {
             apply_override(&mut value, item)?;
         }
-        let raw: RawConfig = value.try_into().map_err(parse_error)?;
+        let raw: RawConfig = value.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
         raw.validate(default_name)
     }
 

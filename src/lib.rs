@@ -15,6 +15,7 @@ pub mod config;
 pub mod data;
 pub mod exec;
 pub mod fl;
+pub mod import;
 pub mod nn;
 pub mod params;
 pub mod record;

@@ -71,3 +71,86 @@ fn fedsim_plan_counts_jobs_by_fate() {
     assert_ne!(code, 0);
     assert!(stderr.contains("algorithm.max_staleness = 3: applies to asynchronous algorithms"), "{stderr}");
 }
+
+/// The reference's FedRevive JSON (a sample written from FEDREVIVE.md section 9) imports as
+/// the same experiment as sim-configs/fedrevive-resnet18.toml, which spells those values in
+/// fedsim's keys; only the name, horizon, version cap and run settings differ.
+#[test]
+fn the_reference_fedrevive_json_is_the_fedrevive_experiment() {
+    let imported = Config::load(&repo().join("sim-configs/reference/fedrevive.json"), &[]).unwrap();
+    let native = Config::load(
+        &repo().join("sim-configs/fedrevive-resnet18.toml"),
+        &["stop.max_virtual_time=17500.0".into(), "stop.max_versions=100000".into()],
+    )
+    .unwrap();
+    let run_settings = |mut c: Config| {
+        c.name = String::new();
+        (c.workers, c.device, c.lookahead) = (1, String::new(), 0);
+        c
+    };
+    assert_eq!(run_settings(imported), run_settings(native));
+}
+
+/// Keys that would change results and that fedsim cannot honour are refused by name; keys that
+/// only steer the reference's logging are noted once.
+#[test]
+fn reference_keys_fedsim_cannot_honour_are_refused_by_name() {
+    let sample = std::fs::read_to_string(repo().join("sim-configs/reference/fedrevive.json")).unwrap();
+    let scratch = crate::scratch("import");
+    for (from, to, expected) in [
+        (
+            "\"dataset\": \"cifar10\"",
+            "\"dataset\": \"cifar100\"",
+            "dataset: \"cifar100\": fedsim runs the reference's CIFAR-10 configs only",
+        ),
+        ("\"is_maml\": false", "\"is_maml\": true", "dfkd_settings.is_maml: true would change results"),
+        (
+            "\"beta\": \"cosine\"",
+            "\"beta\": \"adaptive\"",
+            "dfkd_settings.beta: \"adaptive\": fedsim knows a number or",
+        ),
+        (
+            "\"continue_exp_from\": null",
+            "\"continue_exp_from\": \"run7\"",
+            "continue_exp_from: \"run7\": fedsim cannot continue",
+        ),
+        (
+            "\"external_kd_dataset\": null",
+            "\"external_kd_dataset\": \"svhn\"",
+            "external_kd_dataset: \"svhn\"",
+        ),
+        (
+            "\"kd_augmentation\": \"dfkd\"",
+            "\"kd_augmentation\": \"mixup\"",
+            "kd_augmentation: \"mixup\" is not one of",
+        ),
+        (
+            "\"server_lr\": 0.1",
+            "\"server_rate\": 0.1",
+            "server_rate: is not a key of the reference's config files",
+        ),
+        ("\"bn_mmt\": 0.0", "\"bn_mmt\": 0.9", "dfkd_settings.bn_mmt: 0.9 would change results"),
+    ] {
+        assert!(sample.contains(from), "{from}");
+        let path = scratch.join("bad.json");
+        std::fs::write(&path, sample.replace(from, to)).unwrap();
+        let err = Config::load(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains(expected), "{to}: {err}");
+    }
+    // DD-FedRevive: its settings block is the one read, the dfkd block is noted.
+    let dd = sample
+        .replace("\"kd_augmentation\": \"dfkd\"", "\"kd_augmentation\": \"simple_kd\"")
+        .replace("\"server_lr\": 0.1", "\"server_lr\": 0.2");
+    let path = scratch.join("dd_fedrevive.json");
+    std::fs::write(&path, dd).unwrap();
+    let config = Config::load(&path, &["model.kind=\"convnet\"".into()]).unwrap();
+    assert_eq!(config.algorithm.name(), "dd_fedrevive");
+    assert_eq!((config.kd.settings.temperature, config.kd.gates), (2.0, None));
+    let (code, _, stderr) = crate::fedsim(&["plan", path.to_str().unwrap(), "--horizon", "5"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr.matches("note:").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("dfkd_settings (a KD this config does not use)") && stderr.contains("wandb_project"),
+        "{stderr}"
+    );
+}

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use fedsim::exec::{EvalRecord, UpdateRecord, VecSink};
 use fedsim::record::{RunDir, RunInfo, LOG_FORMAT};
-use fedsim::report::{self, figures::SIZE, ReportOptions, FIGURES};
+use fedsim::report::{self, figures::SIZE, ReportOptions, FIGURES, TIMELINE};
+use fedsim::sched::{Fate, JobRecord};
+use fedsim::sim::time::{SimDuration, SimTime};
 
 use crate::{fedsim, scratch};
 
@@ -24,6 +26,31 @@ fn evals(middle_accuracy: f64) -> Vec<EvalRecord> {
         .collect()
 }
 
+/// The eight applied updates' jobs, one cancelled and one whose client went offline.
+fn jobs() -> Vec<JobRecord> {
+    let t = SimTime::from_units;
+    let d = SimDuration::from_units;
+    (0..10u64)
+        .map(|i| JobRecord {
+            task: i,
+            client: 10 + i as u32,
+            leaf: None,
+            base_version: 0,
+            dispatched_at: t(i as f64 * 0.5),
+            download: d(0.1),
+            train: d(1.0),
+            upload: d(0.2),
+            at_server: (i < 8).then(|| t(i as f64 * 0.5 + 1.3)),
+            fate: match i {
+                8 => Fate::Cancelled,
+                9 => Fate::WentOffline,
+                _ => Fate::Applied { version: 10 },
+            },
+            settled_at: Some(t(i as f64 * 0.5 + if i < 8 { 1.3 } else { 0.8 })),
+        })
+        .collect()
+}
+
 /// Eight updates with staleness 0, 1, 1, 2, 2, 2, 3, 9 (mean 2.5, median 2, p90 4.8, max 9).
 fn updates(worker_count: u32) -> Vec<UpdateRecord> {
     [0, 1, 1, 2, 2, 2, 3, 9]
@@ -32,6 +59,7 @@ fn updates(worker_count: u32) -> Vec<UpdateRecord> {
         .map(|(i, staleness)| UpdateRecord {
             task: i as u64,
             client: 10 + i as u32,
+            leaf: None,
             base_version: 10 - staleness,
             applied_version: 10,
             staleness,
@@ -95,8 +123,12 @@ fn write_run(root: &Path, run: &HandRun) -> PathBuf {
         eval_seconds: 3.0,
     })
     .unwrap();
-    dir.write_tables(&VecSink { updates: updates(run.workers as u32), evals: evals(run.middle_accuracy) })
-        .unwrap();
+    dir.write_tables(&VecSink {
+        updates: updates(run.workers as u32),
+        evals: evals(run.middle_accuracy),
+        jobs: jobs(),
+    })
+    .unwrap();
     dir.path
 }
 
@@ -226,6 +258,9 @@ fn report_numbers_match_hand_computed_values() {
         "| 0.2 | 2.50 (v5, 50.0 s) |",
         "| alpha, workers 1 | 2.50 | 2.0 | 4.8 | 9 | 100.0 | 90.0 | 10.0 | 2.00 | 3.0 | 95.0 | 11250.0 |",
         "![Where the wall time went](wall_time.png)",
+        "| run | dispatched | applied | dropped_stale | cancelled | refused | timed_out | went_offline | missed_deadline | open |",
+        "| alpha, workers 1 | 10 | 8 | 0 | 1 | 0 | 0 | 1 | 0 | 0 |",
+        "(timeline.png)",
     ] {
         assert!(summary.contains(expected), "summary.md lacks {expected:?}:\n{summary}");
     }
@@ -308,8 +343,8 @@ fn report_figures_are_pngs_of_the_right_size_with_something_drawn() {
     let runs = hand_runs(&root);
     let out = root.join("report");
     let report = report::write(&runs, &options(out.clone())).unwrap();
-    assert_eq!(report.figures.len(), 2 * FIGURES.len());
-    for stem in FIGURES {
+    assert_eq!(report.figures.len(), 2 * (FIGURES.len() + 1), "the runs have jobs tables: a timeline too");
+    for stem in FIGURES.into_iter().chain([TIMELINE]) {
         let png = out.join(format!("{stem}.png"));
         let image = image::open(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display())).to_rgb8();
         assert_eq!(image.dimensions(), SIZE, "{stem}");

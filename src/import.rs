@@ -1,0 +1,427 @@
+//! Importing the reference simulator's JSON configs (FEDREVIVE.md section 9): each key becomes
+//! the fedsim key that means the same, so `fedsim run fedrevive.json` runs the equivalent
+//! experiment. Keys that only steer the reference's logging, plots, devices or model saving
+//! are accepted and listed in one note; keys fedsim cannot honour (another dataset, other KD
+//! variants, MAML, resuming the reference's own state) are refused by name, never ignored.
+//! Keys whose value is the one every reference file has (a variant fedsim implements) are
+//! accepted.
+
+use serde_json::Value as Json;
+use toml::{Table, Value};
+
+/// What an import made: the config in fedsim's layout, and the keys it accepted without
+/// effect on results.
+pub struct Imported {
+    pub config: Table,
+    pub ignored: Vec<String>,
+}
+
+/// Why a reference config cannot be run.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ImportError {
+    pub key: String,
+    pub problem: String,
+}
+
+fn refuse(key: &str, problem: impl Into<String>) -> ImportError {
+    ImportError { key: key.to_owned(), problem: problem.into() }
+}
+
+/// Keys that only steer where the reference logs, plots, saves models or which device it
+/// uses: results do not depend on them.
+const NO_EFFECT: [&str; 13] = [
+    "log_dir",
+    "out_dir",
+    "save_plot",
+    "vis_freq",
+    "train_device",
+    "model_device",
+    "data_device",
+    "gpu_id",
+    "save_model_interval",
+    "save_exp_state_interval",
+    "eval_batch_size",
+    "test_split",
+    "wandb_flag",
+];
+
+/// Converts the text of a reference JSON config.
+pub fn reference_config(text: &str) -> Result<Imported, ImportError> {
+    let json: Json =
+        serde_json::from_str(text).map_err(|e| refuse("(file)", format!("is not JSON ({e})")))?;
+    let Json::Object(keys) = json else {
+        return Err(refuse("(file)", "is not a JSON object of config keys"));
+    };
+    let mut out = Importer { config: Table::new(), ignored: Vec::new() };
+    // Which KD the config uses decides which settings block matters.
+    let kd = match keys.get("kd_augmentation") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(s)) if s == "dfkd" || s == "simple_kd" => Some(s.as_str()),
+        Some(other) => {
+            return Err(refuse(
+                "kd_augmentation",
+                format!("{other} is not one of null, \"dfkd\", \"simple_kd\""),
+            ))
+        }
+    };
+    let algorithm = match (keys.get("algorithm").and_then(Json::as_str), kd) {
+        (Some("sync_fl"), None) => "sync_fl",
+        (Some("sync_fl"), Some(_)) => {
+            return Err(refuse(
+                "kd_augmentation",
+                "the reference distils only in async_fl; sync_fl has no KD",
+            ))
+        }
+        (Some("async_fl"), Some("dfkd")) => "fedrevive",
+        (Some("async_fl"), Some(_)) => "dd_fedrevive",
+        (Some("async_fl"), None) => {
+            if keys.get("async_downweighting").and_then(Json::as_bool) == Some(true) {
+                "afl_dw"
+            } else {
+                "async_fl"
+            }
+        }
+        (other, _) => {
+            return Err(refuse(
+                "algorithm",
+                format!(
+                    "{} is not \"sync_fl\" or \"async_fl\"",
+                    other.map_or("missing".into(), |s| format!("\"{s}\""))
+                ),
+            ))
+        }
+    };
+    out.set("algorithm.kind", Value::String(algorithm.into()));
+    // The reference trains ResNet-18 on CIFAR-10; --set model.kind=convnet for a CPU.
+    out.set("model.kind", Value::String("resnet18".into()));
+    for (key, value) in &keys {
+        out.key(key, value, algorithm, kd)?;
+    }
+    Ok(Imported { config: out.config, ignored: out.ignored })
+}
+
+struct Importer {
+    config: Table,
+    ignored: Vec<String>,
+}
+
+impl Importer {
+    /// Sets a dotted fedsim key.
+    fn set(&mut self, dotted: &str, value: Value) {
+        let mut table = &mut self.config;
+        let mut parts = dotted.split('.').peekable();
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                table.insert(part.to_owned(), value);
+                return;
+            }
+            table = table
+                .entry(part.to_owned())
+                .or_insert_with(|| Value::Table(Table::new()))
+                .as_table_mut()
+                .expect("fedsim keys nest tables only");
+        }
+    }
+
+    fn key(&mut self, key: &str, value: &Json, algorithm: &str, kd: Option<&str>) -> Result<(), ImportError> {
+        let to_toml =
+            |path: &str| json_to_toml(value).ok_or_else(|| refuse(path, format!("{value} has no TOML form")));
+        let direct = |fedsim: &'static str| -> Option<&'static str> { Some(fedsim) };
+        let target = match key {
+            "setup_random_seed" => direct("setup_seed"),
+            "run_random_seed" => {
+                // The run seed names the run too.
+                self.set("seed", to_toml(key)?);
+                direct("run_seed")
+            }
+            "num_clients" => direct("data.num_clients"),
+            "client_data_size" => direct("data.client_data_size"),
+            "val_split" => direct("data.val_split"),
+            "kd_split" => direct("data.kd_split"),
+            "dirichlet_alpha" => direct("data.alpha"),
+            "data_distribution" => match value.as_str() {
+                Some("non_iid_dirichlet") => direct("data.partition"),
+                Some("iid") => direct("data.partition"),
+                _ => return Err(refuse(key, format!("{value} is not \"non_iid_dirichlet\" or \"iid\""))),
+            },
+            "dataset" => match value.as_str() {
+                Some("cifar10") => direct("data.dataset"),
+                _ => {
+                    return Err(refuse(
+                        key,
+                        format!("{value}: fedsim runs the reference's CIFAR-10 configs only (cifar10)"),
+                    ))
+                }
+            },
+            "local_batch_size" => direct("train.batch_size"),
+            "local_iters" => direct("train.local_iters"),
+            "local_optimizer" => direct("train.optimizer"),
+            "local_learning_rate" => direct("train.lr"),
+            "local_momentum" => direct("train.momentum"),
+            "server_lr" => direct("algorithm.server_lr"),
+            "eval_interval" => direct("eval.interval"),
+            "target_accuracy" => direct("stop.target_accuracy"),
+            "max_wait_time" => direct("stop.max_virtual_time"),
+            "max_rounds" => direct("stop.max_versions"),
+            "algorithm" | "kd_augmentation" | "async_downweighting" => None,
+            "early_stop" => {
+                let rules = value
+                    .as_array()
+                    .map(|rules| {
+                        rules
+                            .iter()
+                            .map(|rule| {
+                                let round = rule.get("round").and_then(Json::as_u64)?;
+                                let acc = rule.get("acc").and_then(Json::as_f64)?;
+                                Some(Value::Array(vec![Value::Integer(round as i64), Value::Float(acc)]))
+                            })
+                            .collect::<Option<Vec<Value>>>()
+                    })
+                    .flatten()
+                    .ok_or_else(|| {
+                        refuse(key, format!("{value} is not a list of {{\"round\": .., \"acc\": ..}}"))
+                    })?;
+                self.set("stop.early_stop", Value::Array(rules));
+                None
+            }
+            "async_fl_settings" | "sync_fl_settings" => {
+                let wanted = if algorithm == "sync_fl" { "sync_fl_settings" } else { "async_fl_settings" };
+                if key != wanted {
+                    self.ignored.push(format!("{key} (the other algorithm's settings)"));
+                    return Ok(());
+                }
+                for (inner, v) in object(key, value)? {
+                    let path = format!("{key}.{inner}");
+                    match inner.as_str() {
+                        "nb_of_active_jobs" => self.set(
+                            "algorithm.active_jobs",
+                            json_to_toml(v).ok_or_else(|| refuse(&path, "not a number"))?,
+                        ),
+                        "buffer_size" if algorithm != "sync_fl" => self.set(
+                            "algorithm.buffer_size",
+                            json_to_toml(v).ok_or_else(|| refuse(&path, "not a number"))?,
+                        ),
+                        _ => {
+                            return Err(refuse(
+                                &path,
+                                "is not a key of the reference's settings fedsim knows",
+                            ))
+                        }
+                    }
+                }
+                None
+            }
+            "localtrain_delay" | "download_delay" | "upload_delay" => {
+                let kind = &key[..key.len() - "_delay".len()];
+                let kind = if kind == "localtrain" { "train" } else { kind };
+                let mut delay = Table::new();
+                for (inner, v) in object(key, value)? {
+                    let path = format!("{key}.{inner}");
+                    let field = match inner.as_str() {
+                        "type" => "distribution",
+                        "mean_distribution" => "mixture",
+                        "std" => "std",
+                        _ => return Err(refuse(&path, "is not one of type, mean_distribution, std")),
+                    };
+                    if v.is_null() {
+                        continue;
+                    }
+                    delay.insert(
+                        field.to_owned(),
+                        json_to_toml(v).ok_or_else(|| refuse(&path, "has no TOML form"))?,
+                    );
+                }
+                self.set(&format!("delays.{kind}"), Value::Table(delay));
+                None
+            }
+            "dfkd_settings" if kd == Some("dfkd") => {
+                self.dfkd_settings(value)?;
+                None
+            }
+            "simple_kd_settings" if kd == Some("simple_kd") => {
+                self.simple_kd_settings(value)?;
+                None
+            }
+            "dfkd_settings" | "simple_kd_settings" => {
+                self.ignored.push(format!("{key} (a KD this config does not use)"));
+                None
+            }
+            "external_kd_dataset" | "continue_exp_from" if value.is_null() => None,
+            "external_kd_dataset" => {
+                return Err(refuse(
+                    key,
+                    format!("{value}: fedsim distils on the CIFAR-10 KD split only; use null"),
+                ))
+            }
+            "continue_exp_from" => {
+                return Err(refuse(
+                    key,
+                    format!("{value}: fedsim cannot continue the reference's saved state; use null"),
+                ))
+            }
+            _ if NO_EFFECT.contains(&key) || key.starts_with("wandb_") => {
+                self.ignored.push(key.to_owned());
+                None
+            }
+            _ => {
+                return Err(refuse(
+                    key,
+                    "is not a key of the reference's config files (FEDREVIVE.md section 9)",
+                ))
+            }
+        };
+        if let Some(fedsim) = target {
+            let value = match (key, value.as_str()) {
+                ("data_distribution", Some("non_iid_dirichlet")) => Value::String("dirichlet".into()),
+                _ => to_toml(key)?,
+            };
+            self.set(fedsim, value);
+        }
+        Ok(())
+    }
+
+    fn dfkd_settings(&mut self, value: &Json) -> Result<(), ImportError> {
+        let fields = object("dfkd_settings", value)?;
+        self.beta("dfkd_settings", fields)?;
+        for (inner, v) in fields {
+            let path = format!("dfkd_settings.{inner}");
+            let target = match inner.as_str() {
+                "beta" | "adaptive_beta_factor" => continue,
+                "max_images" => "dfkd.pool_size",
+                "synth_batch_size" => "dfkd.synthetic_batch",
+                "kd_batch_size" => "kd.batch_per_teacher",
+                "lr" => "kd.lr",
+                "T" => "kd.temperature",
+                "kd_buffer_size" => "kd.buffer_size",
+                "lr_g" => "dfkd.lr_g",
+                "lr_z" => "dfkd.lr_z",
+                "g_steps" => "dfkd.g_steps",
+                "warmup_rounds" => "kd.warmup_rounds",
+                "freeze_rounds" => "kd.freeze_rounds",
+                "adv" => "dfkd.adv_weight",
+                "bn" => "dfkd.bn_weight",
+                "oh" => "dfkd.oh_weight",
+                "class_embedding_weight" => "dfkd.embedding_scale",
+                "nz" => "dfkd.nz",
+                "ngf" => "dfkd.ngf",
+                "kd_nb_of_iters" => "kd.iters",
+                "vis_freq" => {
+                    self.ignored.push(path);
+                    continue;
+                }
+                // Variants every reference file leaves at these values, which fedsim implements.
+                "kl_uniform" | "diversity_loss_weight" | "bn_mmt" => {
+                    require(&path, v, v.as_f64() == Some(0.0), "0 (the only variant fedsim implements)")?;
+                    continue;
+                }
+                "is_maml" | "reset_l0" => {
+                    require(
+                        &path,
+                        v,
+                        v.as_bool() == Some(false),
+                        "false (fedsim implements the variant without it)",
+                    )?;
+                    continue;
+                }
+                _ => return Err(refuse(&path, "is not a dfkd_settings key fedsim knows")),
+            };
+            self.set(target, json_to_toml(v).ok_or_else(|| refuse(&path, "has no TOML form"))?);
+        }
+        Ok(())
+    }
+
+    fn simple_kd_settings(&mut self, value: &Json) -> Result<(), ImportError> {
+        let fields = object("simple_kd_settings", value)?;
+        self.beta("simple_kd_settings", fields)?;
+        for (inner, v) in fields {
+            let path = format!("simple_kd_settings.{inner}");
+            let target = match inner.as_str() {
+                "beta" | "adaptive_beta_factor" => continue,
+                "learning_rate" => "simple_kd.lr",
+                "nb_of_iters" => "simple_kd.iters",
+                "batch_size" => "simple_kd.batch_per_teacher",
+                "temperature" => "simple_kd.temperature",
+                "kd_buffer_size" => "simple_kd.buffer_size",
+                "kd_version" => {
+                    require(
+                        &path,
+                        v,
+                        v.as_str() == Some("distribution_match_batch"),
+                        "\"distribution_match_batch\" (fedsim does not implement avg_logits or avg_loss)",
+                    )?;
+                    continue;
+                }
+                "weighted_avg" | "weighted_class_loss" => {
+                    require(
+                        &path,
+                        v,
+                        v.as_bool() == Some(false),
+                        "false (the only variant fedsim implements)",
+                    )?;
+                    continue;
+                }
+                _ => return Err(refuse(&path, "is not a simple_kd_settings key fedsim knows")),
+            };
+            self.set(target, json_to_toml(v).ok_or_else(|| refuse(&path, "has no TOML form"))?);
+        }
+        Ok(())
+    }
+
+    /// `beta` (a number or a schedule's name) with `adaptive_beta_factor` becomes algorithm.beta.
+    fn beta(&mut self, block: &str, fields: &serde_json::Map<String, Json>) -> Result<(), ImportError> {
+        let Some(beta) = fields.get("beta") else { return Ok(()) };
+        let path = format!("{block}.beta");
+        let factor = fields.get("adaptive_beta_factor").and_then(Json::as_f64);
+        let mut schedule = Table::new();
+        match (beta, beta.as_str()) {
+            (Json::Number(n), _) => {
+                schedule.insert("kind".into(), Value::String("constant".into()));
+                schedule.insert("beta".into(), Value::Float(n.as_f64().unwrap_or(f64::NAN)));
+            }
+            (_, Some(kind @ ("cosine" | "exponential" | "linear" | "stepwise"))) => {
+                let factor = factor
+                    .ok_or_else(|| refuse(&format!("{block}.adaptive_beta_factor"), format!("is needed by beta \"{kind}\"")))?;
+                schedule.insert("kind".into(), Value::String(kind.into()));
+                schedule.insert("factor".into(), Value::Float(factor));
+            }
+            _ => {
+                return Err(refuse(
+                    &path,
+                    format!("{beta}: fedsim knows a number or \"cosine\", \"exponential\", \"linear\", \"stepwise\" (FEDREVIVE.md section 8)"),
+                ))
+            }
+        }
+        self.set("algorithm.beta", Value::Table(schedule));
+        Ok(())
+    }
+}
+
+fn object<'a>(key: &str, value: &'a Json) -> Result<&'a serde_json::Map<String, Json>, ImportError> {
+    value.as_object().ok_or_else(|| refuse(key, format!("{value} is not an object")))
+}
+
+fn require(path: &str, value: &Json, ok: bool, allowed: &str) -> Result<(), ImportError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(path, format!("{value} would change results; fedsim accepts only {allowed}")))
+    }
+}
+
+/// JSON numbers, strings, booleans and lists as TOML; null has no TOML form.
+fn json_to_toml(value: &Json) -> Option<Value> {
+    Some(match value {
+        Json::Null => return None,
+        Json::Bool(b) => Value::Boolean(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Float(n.as_f64()?),
+        },
+        Json::String(s) => Value::String(s.clone()),
+        Json::Array(items) => Value::Array(items.iter().map(json_to_toml).collect::<Option<_>>()?),
+        Json::Object(fields) => Value::Table(
+            fields.iter().map(|(k, v)| Some((k.clone(), json_to_toml(v)?))).collect::<Option<_>>()?,
+        ),
+    })
+}

@@ -116,10 +116,11 @@ fn at_cohort_sizes_four_and_eight_one_two_and_four_workers_give_identical_result
     }
 }
 
-/// Over-committed rounds, a maximum staleness, an update timeout and clients going offline
-/// withdraw jobs from the plan:
+/// Over-committed rounds, a maximum staleness, an update timeout, clients going offline and
+/// round deadlines withdraw jobs from the plan (leaves and carried late updates reorder them):
 /// a run trains only the jobs it applies (or that are in flight at its end), an over-committed
-/// round takes K updates, and each gives the same result for 1 and 2 workers.
+/// round takes K updates, the jobs table accounts for every applied update, and each gives the
+/// same result for 1 and 2 workers.
 #[test]
 fn over_commitment_and_maximum_staleness_train_only_what_is_applied_for_any_worker_count() {
     for (algorithm, extra) in [
@@ -129,6 +130,15 @@ fn over_commitment_and_maximum_staleness_train_only_what_is_applied_for_any_work
         (
             "async_fl",
             "buffer_size = 1\nserver_lr = 0.5\n[availability]\nkind = \"on_off\"\nmean_on = 2.0\nmean_off = 1.0",
+        ),
+        (
+            "sync_fl",
+            "server_lr = 1.0\nround_deadline = 1.3\n[topology]\nnum_leaf_nodes = 3\nleaf_buffer_size = 2\nhop_delay = { mean = 0.05 }",
+        ),
+        ("sync_fl", "server_lr = 1.0\nround_deadline = 1.3\nlate_updates = \"carry\""),
+        (
+            "async_fl",
+            "buffer_size = 2\nserver_lr = 0.5\nmax_staleness = 4\n[topology]\nnum_leaf_nodes = 4\nassignment = \"seeded\"\nflush_period = 0.3\nhop_delay = { distribution = \"exponential\", mean = 0.05 }",
         ),
     ] {
         let text = small(algorithm, extra);
@@ -140,11 +150,22 @@ fn over_commitment_and_maximum_staleness_train_only_what_is_applied_for_any_work
         assert_same_run(algorithm, 2, (&hash_2, &sink_2), (&hash_1, &sink_1));
         let (summary, _) = fedsim::sched::summarize(plan_config(&one));
         let fates = summary.fates;
-        let withdrawn = fates.dropped_stale + fates.cancelled + fates.timed_out + fates.went_offline;
-        assert!(withdrawn > 0, "{algorithm}: the plan withdrew no job");
+        let withdrawn =
+            fates.dropped_stale + fates.cancelled + fates.timed_out + fates.went_offline + fates.missed_deadline;
+        if extra.contains("carry") {
+            assert_eq!(withdrawn, 0, "carried late updates are all kept");
+            assert!(sink_1.updates.iter().any(|u| u.staleness > 0), "some updates came in late");
+        } else {
+            assert!(withdrawn > 0, "{algorithm}: the plan withdrew no job");
+        }
+        if extra.contains("[topology]") {
+            assert!(sink_1.updates.iter().all(|u| u.leaf.is_some()), "updates name their leaf");
+        }
+        let applied = sink_1.jobs.iter().filter(|j| matches!(j.fate, fedsim::sched::Fate::Applied { .. })).count();
+        assert_eq!(applied, sink_1.updates.len(), "{algorithm}: the jobs table's applied jobs are the updates");
         assert!(outcome_1.tasks_trained <= summary.trained_jobs, "{algorithm}: a withdrawn job trained");
-        if extra.contains("max_staleness") {
-            assert!(sink_1.updates.iter().all(|u| u.staleness <= 2), "{algorithm}");
+        if let Some(max) = one.max_staleness {
+            assert!(sink_1.updates.iter().all(|u| u.staleness <= max), "{algorithm}");
         }
         if extra.contains("over_commitment") {
             for version in 1..=20 {

@@ -268,6 +268,9 @@ pub struct RawDelays {
     /// NVFlare spelling: one communication delay per task, normal (clamped at 0); it takes the
     /// download's place and the upload becomes 0, as the port draws it once per task.
     pub communication_delay: Option<RawMeanStd>,
+    /// A device trace (CSV or Parquet: client, speed, bandwidth): each client's delay means
+    /// come from its factors instead of a mixture draw.
+    pub trace: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -820,7 +823,7 @@ impl RawConfig {
             }
         };
         let dfkd = self.dfkd.validate()?;
-        let delays = self.delays.resolve()?;
+        let delays = self.delays.resolve(num_clients)?;
         let availability = match self.availability.unwrap_or_default() {
             AvailabilityModel::Trace { file, .. } => {
                 let windows = read_trace(&file, num_clients)
@@ -1089,7 +1092,7 @@ impl RawTopology {
 }
 
 impl RawDelays {
-    fn resolve(self) -> Result<DelayModel, ConfigError> {
+    fn resolve(self, num_clients: usize) -> Result<DelayModel, ConfigError> {
         let mut model = match self.schedule.as_deref().unwrap_or("default") {
             "default" => DelayModel::reference_default(),
             "shifted" => DelayModel::reference_shifted(),
@@ -1140,6 +1143,12 @@ impl RawDelays {
             ("delays.upload", &model.upload),
         ] {
             check_spec(key, spec)?;
+        }
+        if let Some(file) = self.trace {
+            let factors = crate::sim::delay::read_device_trace(&file, num_clients)
+                .map_err(|message| invalid("delays.trace", &file, message))?;
+            model.trace =
+                Some(crate::sim::delay::DeviceTrace { file, factors: std::sync::Arc::new(factors) });
         }
         Ok(model)
     }
@@ -1229,6 +1238,42 @@ mod tests {
         let missing =
             load(&text.replace(&path.display().to_string(), "/no/such.csv")).unwrap_err().to_string();
         assert!(missing.contains("availability.file = /no/such.csv"), "{missing}");
+    }
+
+    #[test]
+    fn a_device_trace_replaces_the_mixture_and_bad_ones_are_named() {
+        let dir = std::env::temp_dir().join(format!("fedsim-device-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("devices.csv");
+        let text = format!(
+            "[data]\nnum_clients = 3\n[algorithm]\nactive_jobs = 2\n[delays]\ntrace = \"{}\"\n[stop]\nmax_versions = 1",
+            path.display()
+        );
+        std::fs::write(&path, "client,speed,bandwidth\n0,1,1\n1,2,0.5\n2,0.5,4\n").unwrap();
+        let delays = load(&text).unwrap().delays;
+        let clients = delays.clients(1, 1, 3);
+        let train = DelayModel::reference_default().train.expected();
+        assert!((clients[1].component(crate::sim::delay::DelayKind::Train).mean - train / 2.0).abs() < 1e-12);
+        assert!(
+            (clients[2].component(crate::sim::delay::DelayKind::Download).mean - 0.1 / 4.0).abs() < 1e-12
+        );
+        for (contents, expected) in [
+            (
+                "client,speed,bandwidth\n0,1,1\n1,0,1\n2,1,1\n",
+                "row 3, column speed: '0' is not a positive factor",
+            ),
+            ("client,speed,bandwidth\n0,1,1\n2,1,1\n", "1 of 3 clients have no row (first: 1)"),
+            (
+                "client,speed,bandwidth\n0,1,1\n1,1,1\n1,1,1\n2,1,1\n",
+                "row 4, column client: client 1 has a row already",
+            ),
+            ("client,speed\n0,1\n", "row 1: the header must be client,speed,bandwidth"),
+        ] {
+            std::fs::write(&path, contents).unwrap();
+            let message = load(&text).unwrap_err().to_string();
+            assert!(message.starts_with("delays.trace = ") && message.contains(expected), "{message}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

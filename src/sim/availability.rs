@@ -42,38 +42,18 @@ pub struct TraceWindows {
     pub clients: Vec<Vec<(SimTime, SimTime)>>,
 }
 
-/// Reads a trace of online windows for `num_clients` clients; errors name the row and the
-/// column (the caller names the file).
+/// Reads a trace of online windows (CSV or Parquet: client, start, end) for `num_clients`
+/// clients; errors name the row and the column (the caller names the file).
 pub fn read_trace(file: &str, num_clients: usize) -> Result<TraceWindows, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let header: Vec<String> = lines
-        .next()
-        .map(|(_, l)| l.split(',').map(|c| c.trim().to_lowercase()).collect())
-        .unwrap_or_default();
-    if header != ["client", "start", "end"] {
-        return Err("row 1: the header must be client,start,end (virtual time units)".to_owned());
-    }
     let mut rows: Vec<Vec<(SimTime, SimTime, usize)>> = vec![Vec::new(); num_clients];
-    for (index, line) in lines {
-        let row = index + 1;
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if fields.len() != 3 {
-            return Err(format!("row {row}: expected 3 columns (client,start,end), found {}", fields.len()));
-        }
-        let client: usize = fields[0].parse().ok().filter(|&c| c < num_clients).ok_or_else(|| {
-            format!(
-                "row {row}, column client: '{}' is not a client 0..{}",
-                fields[0],
-                num_clients.saturating_sub(1)
-            )
-        })?;
-        let time = |column: &str, text: &str| {
-            text.parse::<f64>().ok().filter(|t| t.is_finite() && *t >= 0.0).ok_or_else(|| {
-                format!("row {row}, column {column}: '{text}' is not a finite, non-negative virtual time")
+    for (row, values) in super::trace::read_columns(file, &["client", "start", "end"])? {
+        let client = super::trace::client(row, values[0], num_clients)?;
+        let time = |column: &str, t: f64| {
+            Some(t).filter(|t| t.is_finite() && *t >= 0.0).ok_or_else(|| {
+                format!("row {row}, column {column}: '{t}' is not a finite, non-negative virtual time")
             })
         };
-        let (start, end) = (time("start", fields[1])?, time("end", fields[2])?);
+        let (start, end) = (time("start", values[1])?, time("end", values[2])?);
         if end <= start {
             return Err(format!("row {row}, column end: {end} is not after start {start}"));
         }
@@ -358,7 +338,7 @@ mod tests {
             ("client,start,end\n0,1\n", "row 2: expected 3 columns"),
             ("client,start,end\n0,0,1\n7,0,1\n", "row 3, column client: '7' is not a client 0..2"),
             ("client,start,end\n0,-1,1\n", "row 2, column start: '-1' is not a finite, non-negative"),
-            ("client,start,end\n0,1,nan\n", "row 2, column end: 'nan' is not a finite"),
+            ("client,start,end\n0,1,nan\n", "row 2, column end: 'NaN' is not a finite"),
             ("client,start,end\n0,2,1\n", "row 2, column end: 1 is not after start 2"),
             ("client,start,end\n0,0,2\n1,0,1\n0,1,3\n", "rows 2 and 4: client 0's online windows overlap"),
             ("client,start,end\n", "no online window"),
@@ -368,6 +348,18 @@ mod tests {
             assert!(message.contains(error), "{text:?}: {message}");
         }
         assert!(read_trace("/no/such/trace.csv", 3).is_err());
+        // The same windows as Parquet.
+        let parquet =
+            std::env::temp_dir().join(format!("fedsim-availability-{}.parquet", std::process::id()));
+        let mut frame =
+            polars::prelude::df!("client" => [1i64, 0, 1], "start" => [5.0, 0.0, 1.0], "end" => [6.0, 3.0, 2.0]).unwrap();
+        polars::prelude::ParquetWriter::new(std::fs::File::create(&parquet).unwrap())
+            .finish(&mut frame)
+            .unwrap();
+        let from_parquet = read_trace(parquet.to_str().unwrap(), 3).unwrap();
+        let _ = std::fs::remove_file(&parquet);
+        assert_eq!(from_parquet.clients[0], [(t(0.0), t(3.0))]);
+        assert_eq!(from_parquet.clients[1], [(t(1.0), t(2.0)), (t(5.0), t(6.0))]);
     }
 
     #[test]

@@ -112,12 +112,61 @@ pub enum DelayKind {
     Upload = 2,
 }
 
-/// Delay specs for the three kinds.
+/// Delay specs for the three kinds, and optionally a device trace that gives each client its
+/// means instead of a mixture draw.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DelayModel {
     pub download: DelaySpec,
     pub train: DelaySpec,
     pub upload: DelaySpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<DeviceTrace>,
+}
+
+/// Per-client compute-speed and bandwidth factors from a file (columns client, speed,
+/// bandwidth; CSV or Parquet): a client's mean training time is the train spec's mean over its
+/// mixture divided by its speed, its download and upload means those of their specs divided by
+/// its bandwidth (1 is the world's average device). Each event still draws from the spec's
+/// distribution around that mean, with the spec's std.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceTrace {
+    pub file: String,
+    /// (speed, bandwidth) per client.
+    #[serde(skip)]
+    pub factors: std::sync::Arc<Vec<(f64, f64)>>,
+}
+
+impl PartialEq for DeviceTrace {
+    fn eq(&self, other: &Self) -> bool {
+        self.file == other.file && self.factors == other.factors
+    }
+}
+
+/// Reads a device trace for `num_clients` clients: every client needs exactly one row, with
+/// positive, finite factors. Errors name the row and column (the caller names the file).
+pub fn read_device_trace(file: &str, num_clients: usize) -> Result<Vec<(f64, f64)>, String> {
+    let mut factors: Vec<Option<(f64, f64)>> = vec![None; num_clients];
+    for (row, values) in super::trace::read_columns(file, &["client", "speed", "bandwidth"])? {
+        let client = super::trace::client(row, values[0], num_clients)?;
+        for (column, value) in [("speed", values[1]), ("bandwidth", values[2])] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(format!("row {row}, column {column}: '{value}' is not a positive factor"));
+            }
+        }
+        if factors[client].replace((values[1], values[2])).is_some() {
+            return Err(format!("row {row}, column client: client {client} has a row already"));
+        }
+    }
+    let missing: Vec<String> =
+        factors.iter().enumerate().filter(|(_, f)| f.is_none()).map(|(c, _)| c.to_string()).take(5).collect();
+    if !missing.is_empty() {
+        let count = factors.iter().filter(|f| f.is_none()).count();
+        return Err(format!(
+            "{count} of {num_clients} clients have no row (first: {}); a device trace gives every client its factors",
+            missing.join(", ")
+        ));
+    }
+    Ok(factors.into_iter().flatten().collect())
 }
 
 impl DelayModel {
@@ -142,6 +191,7 @@ impl DelayModel {
                 distribution: Distribution::Uniform,
                 components: vec![c(0.5, 0.15, 0.02), c(0.5, 0.25, 0.02)],
             },
+            trace: None,
         }
     }
 
@@ -155,6 +205,7 @@ impl DelayModel {
                 distribution: Distribution::Uniform,
                 components: vec![c(0.5, 0.05, 0.01), c(0.5, 0.10, 0.01)],
             },
+            trace: None,
         }
     }
 
@@ -164,8 +215,18 @@ impl DelayModel {
             .map(|client| {
                 let mut profile = rng::stream(setup_seed, Purpose::DelayProfile, client);
                 let kinds = [DelayKind::Download, DelayKind::Train, DelayKind::Upload];
+                let component = |k: DelayKind| match &self.trace {
+                    None => self.spec(k).pick(&mut profile),
+                    Some(trace) => {
+                        let (speed, bandwidth) = trace.factors[client as usize];
+                        let factor = if k == DelayKind::Train { speed } else { bandwidth };
+                        let spec = self.spec(k);
+                        let std = spec.components.first().map_or(0.0, |c| c.std);
+                        Component { probability: 1.0, mean: spec.expected() / factor, std }
+                    }
+                };
                 ClientDelays {
-                    components: kinds.map(|k| self.spec(k).pick(&mut profile)),
+                    components: kinds.map(component),
                     distributions: kinds.map(|k| self.spec(k).distribution),
                     draws: kinds.map(|k| rng::stream(run_seed, Purpose::DelayDraw, 3 * client + k as u64)),
                 }

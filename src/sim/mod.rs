@@ -7,3 +7,4 @@ pub mod delay;
 pub mod queue;
 pub mod rng;
 pub mod time;
+pub mod trace;

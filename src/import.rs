@@ -168,7 +168,7 @@ impl Importer {
             "early_stop" => {
                 let rules = value
                     .as_array()
-                    .map(|rules| {
+                    .and_then(|rules| {
                         rules
                             .iter()
                             .map(|rule| {
@@ -178,7 +178,6 @@ impl Importer {
                             })
                             .collect::<Option<Vec<Value>>>()
                     })
-                    .flatten()
                     .ok_or_else(|| {
                         refuse(key, format!("{value} is not a list of {{\"round\": .., \"acc\": ..}}"))
                     })?;

@@ -360,7 +360,11 @@ pub fn labels(runs: &[RunLogs]) -> Vec<String> {
         .collect()
 }
 
-fn short_value(value: &toml::Value) -> String {
+/// What a label says of a table it cannot name in a few words.
+pub const CHANGED: &str = "(changed)";
+
+/// A config value in a few words, for labels.
+pub fn short_value(value: &toml::Value) -> String {
     let number = |t: &toml::Table, key: &str| t.get(key).map_or(String::new(), short_value);
     match value {
         toml::Value::String(s) => s.clone(),
@@ -372,7 +376,7 @@ fn short_value(value: &toml::Value) -> String {
             format!("on {} off {}", number(t, "mean_on"), number(t, "mean_off"))
         }
         toml::Value::Table(t) if t.contains_key("kind") => number(t, "kind"),
-        toml::Value::Table(_) | toml::Value::Array(_) => "(changed)".into(),
+        toml::Value::Table(_) | toml::Value::Array(_) => CHANGED.into(),
         other => other.to_string(),
     }
 }

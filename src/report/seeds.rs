@@ -130,13 +130,17 @@ pub fn seed_groups(runs: &[RunLogs], stats: &[RunStats], targets: usize) -> Vec<
     groups
 }
 
-/// A config's leaves as ("a.b", value) pairs, in key order.
+/// A config's leaves as ("a.b", value) pairs, in key order; tables a label can name in a few
+/// words (leaves, availability models) stay whole.
 fn flat_config(table: &toml::Table, prefix: &str) -> Vec<(String, String)> {
     table
         .iter()
         .flat_map(|(key, value)| {
             let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
             match value {
+                toml::Value::Table(_) if super::metrics::short_value(value) != super::metrics::CHANGED => {
+                    vec![(path, super::metrics::short_value(value))]
+                }
                 toml::Value::Table(inner) => flat_config(inner, &path),
                 leaf => vec![(path, leaf.to_string().trim_matches('"').to_owned())],
             }

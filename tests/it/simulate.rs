@@ -138,6 +138,10 @@ fn over_commitment_and_maximum_staleness_train_only_what_is_applied_for_any_work
         ("sync_fl", "server_lr = 1.0\nround_deadline = 1.3\nlate_updates = \"carry\""),
         (
             "async_fl",
+            "buffer_size = 1\nserver_lr = 0.5\nmin_hole_to_fill = 2\nmax_model_history = 4\nclient_reuse = false\n[availability]\nkind = \"daily\"\nperiod = 4.0\nonline_fraction = 0.7",
+        ),
+        (
+            "async_fl",
             "buffer_size = 2\nserver_lr = 0.5\nmax_staleness = 4\n[topology]\nnum_leaf_nodes = 4\nassignment = \"seeded\"\nflush_period = 0.3\nhop_delay = { distribution = \"exponential\", mean = 0.05 }",
         ),
     ] {
@@ -151,7 +155,7 @@ fn over_commitment_and_maximum_staleness_train_only_what_is_applied_for_any_work
         let (summary, _) = fedsim::sched::summarize(plan_config(&one));
         let fates = summary.fates;
         let withdrawn =
-            fates.dropped_stale + fates.cancelled + fates.timed_out + fates.went_offline + fates.missed_deadline;
+            fates.dropped_stale + fates.cancelled + fates.refused + fates.timed_out + fates.went_offline + fates.missed_deadline;
         if extra.contains("carry") {
             assert_eq!(withdrawn, 0, "carried late updates are all kept");
             assert!(sink_1.updates.iter().any(|u| u.staleness > 0), "some updates came in late");

@@ -31,6 +31,12 @@ run config *args: setup
 paper: setup
     {{fedsim}} sweep sim-configs/sweep-seeds.toml
 
+# FedBuff on the default world flat, under 20 leaves (hop 0.05), at 70% availability and both,
+# seeds 10-12, 15 time units; about 10 minutes on 2 cores. Into reports/sweep-world.
+[group('experiments')]
+world: setup
+    {{fedsim}} sweep sim-configs/sweep-world.toml
+
 # Run a sweep file (a grid of configs) and report it, e.g. `just sweep sim-configs/sweep-workers.toml`.
 [group('experiments')]
 sweep file: setup

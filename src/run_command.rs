@@ -67,7 +67,7 @@ pub fn run(
     let setup_seconds = setup_started.elapsed().as_secs_f64();
     let run_dir = RunDir::create(out, &config.name, false)
         .with_context(|| format!("creating a run folder in {}", out.display()))?;
-    run_dir.write_config(&config.to_toml())?;
+    run_dir.write_config(&config.to_input_toml())?;
     println!(
         "fedsim run {}: {} on {}, {} worker{}, {} clients in flight (K), buffer {}; {} tasks ready at the start",
         config.name,

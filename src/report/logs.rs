@@ -83,8 +83,7 @@ impl RunLogs {
         let info = read_info(&dir.join("run.json"))?;
         let config_text = std::fs::read_to_string(dir.join("config.toml"))
             .map_err(|e| error("config.toml", format!("cannot be read ({e})")))?;
-        let config: toml::Table =
-            config_text.parse().map_err(|e| error("config.toml", format!("is not TOML ({e})")))?;
+        let config = flat_config(&config_text).map_err(|problem| error("config.toml", problem))?;
         let active_jobs = config
             .get("active_jobs")
             .and_then(toml::Value::as_integer)
@@ -242,6 +241,19 @@ fn read_info(path: &Path) -> Result<RunInfo, LogError> {
         )));
     }
     serde_json::from_value(json).map_err(|e| error(format!("is not a fedsim run description ({e})")))
+}
+
+/// The resolved config as one flat table, as reports compare runs by it: config.toml holds it
+/// in the input format (validated back into a config here), or, in runs from before that,
+/// flat already.
+fn flat_config(text: &str) -> Result<toml::Table, String> {
+    let table: toml::Table = text.parse().map_err(|e| format!("is not TOML ({e})"))?;
+    if table.contains_key("active_jobs") {
+        return Ok(table);
+    }
+    let config = crate::config::Config::from_toml(text, "config.toml", "run", &[])
+        .map_err(|e| format!("is not a valid fedsim config ({e})"))?;
+    config.to_toml().parse().map_err(|e| format!("cannot be flattened ({e})"))
 }
 
 fn read_table(path: &Path, expected: &[(&str, DataType)]) -> Result<DataFrame, LogError> {

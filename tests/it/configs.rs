@@ -154,3 +154,37 @@ fn reference_keys_fedsim_cannot_honour_are_refused_by_name() {
         "{stderr}"
     );
 }
+
+/// A run directory's config.toml is the resolved config in the input format: read back, it is
+/// the same config, for every shipped experiment and with the world's features switched on.
+#[test]
+fn the_resolved_config_reads_back_as_the_same_config() {
+    let mut configs: Vec<(std::path::PathBuf, Vec<String>)> = std::fs::read_dir(repo().join("sim-configs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml") && !p.to_str().unwrap().contains("sweep-"))
+        .map(|p| (p, Vec::new()))
+        .collect();
+    configs.push((repo().join("sim-configs/reference/fedrevive.json"), Vec::new()));
+    configs.push((
+        repo().join("sim-configs/fedavg.toml"),
+        [
+            "algorithm.round_deadline=2.5",
+            "algorithm.late_updates=\"carry\"",
+            "algorithm.over_commitment=1.2",
+            "topology={num_leaf_nodes=7,assignment=\"seeded\",flush_period=0.3,hop_delay={distribution=\"uniform\",mixture=[[0.5,0.1],[0.5,0.2]],std=0.01}}",
+            "availability={kind=\"daily\",period=24.0,online_fraction=0.6}",
+            "data.partition=\"iid\"",
+            "run.cohort_size=4",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ));
+    for (path, overrides) in configs {
+        let config = Config::load(&path, &overrides).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text = config.to_input_toml();
+        let again = Config::from_toml(&text, "config.toml", "other", &[])
+            .unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+        assert_eq!(again, config, "{}:\n{text}", path.display());
+    }
+}

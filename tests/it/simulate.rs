@@ -377,7 +377,9 @@ fn fedsim_run_writes_a_complete_run_directory() {
     assert_eq!(runs.len(), 1);
     let run = &runs[0];
     assert!(run.file_name().unwrap().to_str().unwrap().starts_with("small-"));
-    for file in ["config.toml", "run.json", "updates.parquet", "evals.parquet", "final.safetensors"] {
+    for file in
+        ["config.toml", "run.json", "updates.parquet", "evals.parquet", "jobs.parquet", "final.safetensors"]
+    {
         assert!(run.join(file).is_file(), "{file} missing");
     }
     let info: serde_json::Value =
@@ -411,6 +413,14 @@ fn fedsim_run_writes_a_complete_run_directory() {
     assert!(table.contains("| virtual time | small |"), "{table}");
     assert!(table.contains(&format!("| 0 | {first:.4} (v0) |")), "{table}");
     assert!(table.contains("| 1000 |") && table.contains("(v20) |"), "{table}");
+    // The run directory's config.toml runs again to the same weights, with any worker count.
+    let again = dir.join("again");
+    let saved = run.join("config.toml");
+    let (code, stdout, stderr) =
+        fedsim(&["run", saved.to_str().unwrap(), "--workers", "1", "--out", again.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(hash), "{stdout}");
+    assert!(std::fs::read_to_string(&saved).unwrap().contains("[algorithm]"), "the input format");
 }
 
 #[test]

@@ -65,8 +65,8 @@ enum Command {
         /// Training threads (overrides run.workers).
         #[arg(long)]
         workers: Option<usize>,
-        /// Master seed (overrides seed).
-        #[arg(long)]
+        /// Master seed (overrides seed; at most 2^63 - 1, the largest TOML integer).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
         seed: Option<u64>,
         /// Override any config key, e.g. --set algorithm.buffer_size=1 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -106,7 +106,7 @@ enum Command {
     Plan {
         config: PathBuf,
         /// Virtual-time horizon in time units (replaces the config's stop conditions).
-        #[arg(long)]
+        #[arg(long, value_parser = positive_time)]
         horizon: Option<f64>,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
@@ -378,5 +378,13 @@ fn train_central(
 impl CentralOptions {
     fn optimizer_label(&self) -> String {
         format!("{:?} lr {} batch {}", self.optimizer, self.lr, self.batch_size).to_lowercase()
+    }
+}
+
+/// A positive, finite number of virtual time units.
+fn positive_time(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(t) if t.is_finite() && t > 0.0 => Ok(t),
+        _ => Err(format!("'{text}' is not a positive, finite virtual time")),
     }
 }

@@ -378,6 +378,14 @@ impl Serialize for CohortSize {
     }
 }
 
+/// Upper bounds that keep a typo from exhausting memory or threads; each is far above any
+/// experiment fedsim is meant for.
+pub const MAX_CLIENTS: usize = 1_000_000;
+/// Shard indices held at once: num_clients x client_data_size (8 bytes each).
+pub const MAX_SHARD_SAMPLES: usize = 100_000_000;
+pub const MAX_THREADS: usize = 1024;
+pub const MAX_LOOKAHEAD: usize = 1_000_000;
+
 // ---------------------------------------------------------------------------------------
 // The validated configuration.
 
@@ -553,13 +561,15 @@ impl Config {
         default_name: &str,
         overrides: &[String],
     ) -> Result<Config, ConfigError> {
+        let read = |value: &toml::Value| RawConfig::deserialize(value.clone());
+        let mut raw = read(&value)
+            .map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })?;
+        // Each override is checked as it is applied, so a bad one is blamed, not the file.
         for item in overrides {
             apply_override(&mut value, item)?;
+            raw = read(&value)
+                .map_err(|e| ConfigError::Override { key: item.clone(), message: e.to_string() })?;
         }
-        let raw: RawConfig = value.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: e.to_string(),
-        })?;
         raw.validate(default_name)
     }
 
@@ -762,13 +772,40 @@ impl RawConfig {
                 ))
             }
         };
+        let name = self.name.unwrap_or_else(|| default_name.to_owned());
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 100
+                && !n.starts_with('.')
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        if !name_ok(&name) {
+            return Err(invalid(
+                "name",
+                format!("{name:?}"),
+                "names the run folder: 1 to 100 letters, digits, '.', '_' or '-', not starting with '.'",
+            ));
+        }
         let num_clients = self.data.num_clients.unwrap_or(1000);
-        if num_clients == 0 {
-            return Err(invalid("data.num_clients", 0, "must be at least 1"));
+        if num_clients == 0 || num_clients > MAX_CLIENTS {
+            return Err(invalid(
+                "data.num_clients",
+                num_clients,
+                format!("must be between 1 and {MAX_CLIENTS}"),
+            ));
         }
         let client_data_size = self.data.client_data_size.unwrap_or(350);
         if client_data_size == 0 {
             return Err(invalid("data.client_data_size", 0, "must be at least 1"));
+        }
+        if num_clients.saturating_mul(client_data_size) > MAX_SHARD_SAMPLES {
+            return Err(invalid(
+                "data.client_data_size",
+                client_data_size,
+                format!(
+                    "with data.num_clients = {num_clients}, the shards would hold more than {MAX_SHARD_SAMPLES} samples"
+                ),
+            ));
         }
         let alpha = self.data.alpha.unwrap_or(0.5);
         let partition = match self.data.partition.as_deref().unwrap_or("dirichlet") {
@@ -814,8 +851,12 @@ impl RawConfig {
         if local_iters == 0 {
             return Err(invalid("train.local_iters", 0, "must be at least 1"));
         }
-        if batch_size == 0 {
-            return Err(invalid("train.batch_size", 0, "must be at least 1"));
+        if batch_size == 0 || batch_size > client_data_size {
+            return Err(invalid(
+                "train.batch_size",
+                batch_size,
+                format!("must be between 1 and data.client_data_size ({client_data_size}): a batch is drawn from one client's shard"),
+            ));
         }
         let active_jobs = self.algorithm.active_jobs.unwrap_or(100);
         if active_jobs == 0 || active_jobs > num_clients {
@@ -1001,6 +1042,19 @@ impl RawConfig {
                 }
             }
         }
+        let zero_delays = [&delays.download, &delays.train, &delays.upload].iter().all(|spec| {
+            // Draws around a zero mean are zero, but for a normal with a spread.
+            spec.components
+                .iter()
+                .all(|c| c.mean == 0.0 && (spec.distribution != Distribution::Normal || c.std == 0.0))
+        });
+        if zero_delays && self.stop.max_versions.is_none() {
+            return Err(invalid(
+                "stop.max_versions",
+                "(not set)",
+                "every delay is zero, so virtual time never advances and stop.max_virtual_time never comes; set stop.max_versions",
+            ));
+        }
         let eval_interval = self.eval.interval.unwrap_or(if algorithm.is_sync() { 1 } else { 10 });
         if eval_interval == 0 {
             return Err(invalid("eval.interval", 0, "must be at least 1 (versions between evaluations)"));
@@ -1035,15 +1089,27 @@ impl RawConfig {
             ));
         }
         let workers = self.run.workers.unwrap_or(1);
-        if workers == 0 {
-            return Err(invalid("run.workers", 0, "must be at least 1"));
+        if workers == 0 || workers > MAX_THREADS {
+            return Err(invalid(
+                "run.workers",
+                workers,
+                format!("must be between 1 and {MAX_THREADS} (threads)"),
+            ));
         }
         let server_threads = self.run.server_threads.unwrap_or(1);
-        if server_threads == 0 {
+        if server_threads == 0 || server_threads > MAX_THREADS {
             return Err(invalid(
                 "run.server_threads",
-                0,
-                "must be at least 1 (libtorch threads of the server step)",
+                server_threads,
+                format!("must be between 1 and {MAX_THREADS} (libtorch threads of the server step)"),
+            ));
+        }
+        let lookahead = self.run.lookahead.unwrap_or(active_jobs);
+        if lookahead > MAX_LOOKAHEAD {
+            return Err(invalid(
+                "run.lookahead",
+                lookahead,
+                format!("must be at most {MAX_LOOKAHEAD} planned tasks"),
             ));
         }
         let cohort_size = match self.run.cohort_size {
@@ -1068,7 +1134,7 @@ impl RawConfig {
             .map_err(|e| invalid("run.device", format!("\"{device}\""), e.to_string()))?;
         let seed = self.seed.unwrap_or(10);
         Ok(Config {
-            name: self.name.unwrap_or_else(|| default_name.to_owned()),
+            name,
             seed,
             setup_seed: self.setup_seed.unwrap_or(seed),
             run_seed: self.run_seed.unwrap_or(seed),
@@ -1111,7 +1177,7 @@ impl RawConfig {
             early_stop,
             workers,
             device,
-            lookahead: self.run.lookahead.unwrap_or(active_jobs),
+            lookahead,
             server_threads,
             cohort_size,
         })

@@ -22,7 +22,7 @@ pub enum DeviceChoice {
 pub enum DeviceError {
     #[error("unknown device '{0}'; valid devices: auto, cpu, cuda")]
     Unknown(String),
-    #[error("device 'cuda' was asked for, but libtorch sees no CUDA device on this machine; use --device cpu or auto")]
+    #[error("device 'cuda' was asked for, but libtorch sees no CUDA device on this machine; ask for \"cpu\" or \"auto\" instead (run.device = \"cpu\" in a config, e.g. --set run.device=\"cpu\"; --device cpu for fedsim bench and train-central)")]
     NoCuda,
 }
 

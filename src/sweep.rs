@@ -88,6 +88,14 @@ pub fn run(dirs: &DataDirs, path: &Path, out: Option<PathBuf>, report: Option<Pa
     let (name, points) = load(path)?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&name));
     let report = report.unwrap_or_else(|| PathBuf::from("reports").join(&name));
+    // Folders that cannot be used fail now, not after every point has trained.
+    for (flag, folder) in [("--out", &out), ("--report", &report)] {
+        anyhow::ensure!(
+            !folder.exists() || folder.is_dir(),
+            "{flag} {}: exists and is not a folder; name a folder (it is created if missing)",
+            folder.display()
+        );
+    }
     println!("sweep {name}: {} runs into {}, report in {}", points.len(), out.display(), report.display());
     let mut finished = Vec::new();
     for (i, point) in points.iter().enumerate() {

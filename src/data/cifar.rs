@@ -31,8 +31,9 @@ pub fn load(dir: &Path) -> Result<Dataset, DataError> {
         });
     }
     let train_paths: Vec<_> = TRAIN_FILES.iter().map(|name| dir.join(name)).collect();
-    let train = read_split(&train_paths)?;
-    let test = read_split(&[dir.join(TEST_FILE)])?;
+    let checksums = read_checksums(dir);
+    let train = read_split(&train_paths, &checksums)?;
+    let test = read_split(&[dir.join(TEST_FILE)], &checksums)?;
     Ok(Dataset {
         kind: DatasetKind::Cifar10,
         train,
@@ -41,14 +42,46 @@ pub fn load(dir: &Path) -> Result<Dataset, DataError> {
     })
 }
 
-/// Reads whole files into one buffer of records, checks them, and splits labels from pixels.
-fn read_split(paths: &[std::path::PathBuf]) -> Result<ImageSet, DataError> {
+/// The SHA-256 of each file, by name, from the folder's SHA256SUMS (written by `fedsim data
+/// prepare`); empty when there is none (data prepared by other means).
+fn read_checksums(dir: &Path) -> std::collections::HashMap<String, String> {
+    let manifest = std::fs::read_to_string(dir.join(super::prepare::MANIFEST)).unwrap_or_default();
+    manifest
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            Some((parts.next()?.to_lowercase(), parts.next()?.trim_start_matches('*').to_owned()))
+        })
+        .map(|(hash, name)| (name, hash))
+        .collect()
+}
+
+/// Reads whole files into one buffer of records, checks them (and their SHA-256 where the
+/// manifest lists it), and splits labels from pixels.
+fn read_split(
+    paths: &[std::path::PathBuf],
+    checksums: &std::collections::HashMap<String, String>,
+) -> Result<ImageSet, DataError> {
+    use sha2::{Digest, Sha256};
     let mut bytes = Vec::with_capacity(paths.len() * FILE_BYTES);
     for path in paths {
         let start = bytes.len();
         let mut file = std::fs::File::open(path).map_err(DataError::io(path))?;
         std::io::Read::read_to_end(&mut file, &mut bytes).map_err(DataError::io(path))?;
         check_records(path, &bytes[start..])?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if let Some(expected) = checksums.get(name) {
+            let actual = format!("{:x}", Sha256::digest(&bytes[start..]));
+            if &actual != expected {
+                return Err(DataError::corrupt(
+                    path,
+                    format!(
+                        "its SHA-256 is {actual}, but {} says {expected}: the file was changed or damaged; prepare the data again (fedsim data prepare)",
+                        super::prepare::MANIFEST
+                    ),
+                ));
+            }
+        }
     }
     let records = bytes.len() / RECORD;
     let host_labels: Vec<u8> = bytes.iter().step_by(RECORD).copied().collect();

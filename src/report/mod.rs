@@ -59,6 +59,20 @@ const TIMELINE_LANES: usize = 6;
 
 /// Reads the runs, computes the tables, draws the figures and writes summary.md.
 pub fn write(run_dirs: &[PathBuf], options: &ReportOptions) -> Result<Report> {
+    let mut seen = std::collections::HashSet::new();
+    for dir in run_dirs {
+        let key = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        anyhow::ensure!(
+            seen.insert(key),
+            "{}: given twice; a report compares different runs, each once",
+            dir.display()
+        );
+    }
+    anyhow::ensure!(
+        !options.out.exists() || options.out.is_dir(),
+        "--out {}: exists and is not a folder; name a folder for the report",
+        options.out.display()
+    );
     let mut runs = Vec::new();
     let mut skipped = Vec::new();
     for dir in run_dirs {

@@ -98,3 +98,124 @@ fn bad_numbers_and_sources_are_refused_by_name() {
         &["/nonexistent/cifar.tar.gz does not exist"],
     );
 }
+
+/// The corpus: one line per bad input, run as a user would, each refused with exit code 2 and
+/// an error naming the input and what is allowed, never a panic, and nothing written. `{cfg}`
+/// is a config file holding the case's text (None: the quickstart), `{out}` a fresh folder
+/// that must still not exist afterwards, `{file}` an existing plain file.
+#[test]
+fn bad_inputs_are_refused_by_name_before_anything_is_written() {
+    const OK: &str = "[data]\nnum_clients = 20\nclient_data_size = 32\n[algorithm]\nactive_jobs = 4\n[stop]\nmax_versions = 2\n";
+    let cases: &[(&[&str], Option<&str>, &str)] = &[
+        (&["run", "{cfg}", "--out", "{out}"], Some("[stop]\nmax_virtual_time = 5.0\n[delays]\ndownload = { distribution = \"constant\", mean = 0.0 }\ntrain = { distribution = \"constant\", mean = 0.0 }\nupload = { distribution = \"constant\", mean = 0.0 }"), "every delay is zero, so virtual time never advances"),
+        (&["plan", "{cfg}"], Some("[stop]\nmax_virtual_time = 5.0\n[delays]\ndownload = { mean = 0.0 }\ntrain = { mean = 0.0 }\nupload = { mean = 0.0 }"), "set stop.max_versions"),
+        (&["run", "{cfg}", "--out", "{out}", "--set", "train.batch_size=100000"], Some(OK), "train.batch_size = 100000: must be between 1 and data.client_data_size (32)"),
+        (&["run", "{cfg}", "--out", "{out}", "--workers", "100000"], Some(OK), "run.workers = 100000: must be between 1 and 1024"),
+        (&["run", "{cfg}", "--out", "{out}", "--set", "run.server_threads=5000"], Some(OK), "run.server_threads = 5000: must be between 1 and 1024"),
+        (&["run", "{cfg}", "--out", "{out}", "--set", "name=\"../escape\""], Some(OK), "name = \"../escape\": names the run folder"),
+        (&["run", "{cfg}", "--out", "{out}", "--set", "name=\"a/b\""], Some(OK), "name = \"a/b\""),
+        (&["run", "{cfg}", "--out", "{out}", "--set", "name=\".hidden\""], Some(OK), "not starting with '.'"),
+        (&["plan", "{cfg}", "--set", "data.num_clients=1000000000"], Some(OK), "data.num_clients = 1000000000: must be between 1 and 1000000"),
+        (&["plan", "{cfg}", "--set", "data.num_clients=500000", "--set", "data.client_data_size=1000"], Some(OK), "the shards would hold more than 100000000 samples"),
+        (&["plan", "{cfg}", "--set", "run.lookahead=9999999"], Some(OK), "run.lookahead = 9999999: must be at most 1000000"),
+        (&["plan", "{cfg}", "--horizon", "nan"], Some(OK), "'nan' is not a positive, finite virtual time"),
+        (&["plan", "{cfg}", "--horizon=-3"], Some(OK), "'-3' is not a positive, finite virtual time"),
+        (&["run", "{cfg}", "--out", "{out}", "--set", "train.lr=fast"], Some(OK), "--set train.lr=fast: invalid type: string \"fast\", expected f64"),
+        (&["run", "{cfg}", "--out", "{out}", "--seed", "18446744073709551615"], Some(OK), "is not in 0..=9223372036854775807"),
+        (&["run", "{cfg}", "--out", "{out}", "--set", "nonsense"], Some(OK), "--set nonsense: expected key=value"),
+        (&["run", "{cfg}", "--out", "{out}", "--set", "algorithm.bufer_size=1"], Some(OK), "unknown field `bufer_size`"),
+        (&["run", "{cfg}", "--out", "{out}", "--set", "run.device=\"cuda\""], Some(OK), "libtorch sees no CUDA device"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[stop]\nmax_versions = 1\nmax_virtual_time = inf"), "stop.max_virtual_time = inf: must be a positive number"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[train]\nlr = nan\n[stop]\nmax_versions = 1"), "train.lr = NaN: must be a positive number"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[algorithm]\nserver_lr = 0.0\n[stop]\nmax_versions = 1"), "algorithm.server_lr = 0: must be a non-zero number"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[data]\nnum_clients = -4\n[stop]\nmax_versions = 1"), "invalid value: integer `-4`"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[stop\nmax_versions = 1"), "invalid table header"),
+        (&["run", "{cfg}", "--out", "{out}"], Some(""), "set stop.max_versions or stop.max_virtual_time"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[eval]\ninterval = 0\n[stop]\nmax_versions = 1"), "eval.interval = 0: must be at least 1"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[topology]\nnum_leaf_nodes = 5000\n[stop]\nmax_versions = 1"), "topology.num_leaf_nodes = 5000: must be between 1 and data.num_clients (1000)"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[availability]\nkind = \"trace\"\nfile = \"/no/such/trace.csv\"\n[stop]\nmax_versions = 1"), "availability.file = /no/such/trace.csv"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[delays]\ntrace = \"/no/such/devices.parquet\"\n[stop]\nmax_versions = 1"), "delays.trace = /no/such/devices.parquet"),
+        (&["run", "{file}", "--out", "{out}"], None, "plain-file.txt: TOML parse error at line 1"),
+        (&["run", "/no/such/config.toml", "--out", "{out}"], None, "/no/such/config.toml"),
+        (&["run", "{dir}", "--out", "{out}"], None, "Is a directory"),
+        (&["report", "{file}", "--out", "{out}"], None, "no run could be read"),
+        (&["sweep", "{sweep}", "--report", "{file}", "--out", "{out}"], None, "--report"),
+    ];
+    let root = scratch("bad-input-corpus");
+    let file = root.join("plain-file.txt");
+    std::fs::write(&file, "not a config \u{0}\u{1}").unwrap();
+    let sweep = root.join("sweep.toml");
+    std::fs::write(&sweep, "configs = [\"../../../sim-configs/quickstart.toml\"]\n").unwrap();
+    let folder = root.join("a-folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (i, (args, config, expected)) in cases.iter().enumerate() {
+        let cfg = root.join(format!("case-{i}.toml"));
+        std::fs::write(&cfg, config.unwrap_or("")).unwrap();
+        let out = root.join(format!("out-{i}"));
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("{cfg}", cfg.to_str().unwrap())
+                    .replace("{out}", out.to_str().unwrap())
+                    .replace("{file}", file.to_str().unwrap())
+                    .replace("{dir}", folder.to_str().unwrap())
+                    .replace("{sweep}", sweep.to_str().unwrap())
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, stderr) = fedsim(&args);
+        assert!(code == 2, "case {i} {args:?}: exit code {code}; stderr: {stderr}");
+        assert!(!stderr.contains("panicked"), "case {i} {args:?} panicked: {stderr}");
+        assert!(stderr.contains(expected), "case {i} {args:?}: stderr lacks {expected:?}: {stderr}");
+        assert!(!out.exists(), "case {i} {args:?}: {} was written", out.display());
+    }
+    assert!(
+        std::fs::read_to_string(&file).unwrap().starts_with("not a config"),
+        "the plain file is untouched"
+    );
+}
+
+/// The same run given twice to a report is an error, not "identical".
+#[test]
+fn a_run_given_twice_to_a_report_is_refused() {
+    let root = scratch("report-twice");
+    let run = root.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let out = root.join("report");
+    let (code, _, stderr) = fedsim(&[
+        "report",
+        run.to_str().unwrap(),
+        root.join("./run").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("given twice"), "{stderr}");
+    assert!(!out.exists());
+}
+
+/// A prepared CIFAR-10 file whose pixels were changed no longer matches SHA256SUMS.
+#[test]
+fn a_prepared_file_that_no_longer_matches_its_checksum_is_refused() {
+    let source = crate::repo().join("data").join(cifar::DIR_NAME);
+    let root = scratch("flipped-pixels");
+    let dir = root.join(cifar::DIR_NAME);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let target = dir.join(cifar::TEST_FILE);
+    let mut bytes = std::fs::read(&target).unwrap();
+    bytes[1 + 500] ^= 0xff; // a pixel of the first test image
+    std::fs::write(&target, bytes).unwrap();
+    let err = data::load(DatasetKind::Cifar10, &DataDirs { root: root.clone(), ..DataDirs::default() })
+        .err()
+        .expect("a changed file is refused")
+        .to_string();
+    assert!(
+        err.contains("test_batch.bin") && err.contains("SHA256SUMS") && err.contains("fedsim data prepare"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}

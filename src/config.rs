@@ -1599,7 +1599,7 @@ mod tests {
             ("[train]\nmomentum = 1.5\n[stop]\nmax_versions = 1", "train.momentum = 1.5: must lie in [0, 1)"),
             (
                 "[run]\nserver_threads = 0\n[stop]\nmax_versions = 1",
-                "run.server_threads = 0: must be at least 1",
+                "run.server_threads = 0: must be between 1 and 1024",
             ),
             ("[run]\ncohort_size = 0\n[stop]\nmax_versions = 1", "run.cohort_size = 0: must be a positive number"),
             (

@@ -436,7 +436,7 @@ fn unreadable_runs_are_named_and_the_others_still_report() {
     std::fs::write(&file, "keep me").unwrap();
     let (code, _, stderr) = fedsim(&["report", good[0].to_str().unwrap(), "--out", file.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(stderr.contains(&format!("creating the report folder {}", file.display())), "{stderr}");
+    assert!(stderr.contains(&format!("--out {}: exists and is not a folder", file.display())), "{stderr}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }
 

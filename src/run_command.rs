@@ -9,8 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
 use crate::data::DataDirs;
-use crate::exec::{EvalRecord, Progress, Sink, UpdateRecord, VecSink};
+use crate::exec::{EvalRecord, Progress, Sink, UpdateRecord};
 use crate::params::weights_hash;
+use crate::record::stream::StreamingRecorder;
 use crate::record::{git_commit, RunDir, RunInfo};
 use crate::runtime::{self, DeviceChoice};
 use crate::sched::summarize;
@@ -18,7 +19,7 @@ use crate::simulation::{plan_config, Simulation};
 
 /// Forwards rows to the recorder and keeps the progress bar current.
 struct ProgressSink<'a> {
-    recorder: &'a mut VecSink,
+    recorder: &'a mut StreamingRecorder,
     bar: ProgressBar,
     horizon: Option<f64>,
     last_accuracy: Option<f64>,
@@ -100,7 +101,7 @@ pub fn run(
         "{bar:30} {pos}/{len} versions {elapsed_precise} {msg}"
     };
     let bar = ProgressBar::new(length).with_style(ProgressStyle::with_template(template)?);
-    let mut recorder = VecSink::default();
+    let mut recorder = StreamingRecorder::new(&run_dir.path);
     let started = Instant::now();
     runtime::reset_peak_memory(device);
     let outcome = {
@@ -117,21 +118,21 @@ pub fn run(
         Ok(outcome) => outcome,
         Err(error) => {
             // What was recorded stays: the tables so far, and why the run stopped.
-            run_dir.write_tables(&recorder).context("writing the tables of a failed run")?;
+            let (updates, evals) = (recorder.updates, recorder.evals);
+            recorder.finish().context("writing the tables of a failed run")?;
             let reason = format!("{error:#}\n");
             std::fs::write(run_dir.path.join("failure.txt"), &reason)
                 .with_context(|| format!("writing {}", run_dir.path.join("failure.txt").display()))?;
             return Err(error.context(format!(
-                "the run stopped after {} updates and {} evaluations, which are in {} (failure.txt says why)",
-                recorder.updates.len(),
-                recorder.evals.len(),
+                "the run stopped after {updates} updates and {evals} evaluations, which are in {} (failure.txt says why)",
                 run_dir.path.display()
             )));
         }
     };
     let device_peak = runtime::device_memory(device).map(|m| m.peak_allocated);
     let wall = started.elapsed().as_secs_f64();
-    run_dir.write_tables(&recorder).context("writing the run's Parquet tables")?;
+    let (last, evals) = (recorder.last_eval.clone(), recorder.evals);
+    recorder.finish().context("writing the run's Parquet tables")?;
     let mut model = crate::nn::Model::new(config.model, outcome.input, tch::Device::Cpu);
     model.save(&outcome.run.final_weights, &run_dir.weights_path())?;
     let hash = weights_hash(&outcome.run.final_weights);
@@ -165,7 +166,7 @@ pub fn run(
         eval_seconds: run.eval_time.as_secs_f64(),
     })?;
     let rounds = run.updates_applied as f64 / config.active_jobs as f64;
-    let last = recorder.evals.last();
+    let last = last.as_ref();
     println!(
         "stopped: {} at version {}, virtual time {:.2}; final accuracy {}",
         run.stop,
@@ -189,7 +190,7 @@ pub fn run(
         run.eval_time.as_secs_f64(),
         run.max_ready
     );
-    let evals = recorder.evals.len().max(1);
+    let evals = evals.max(1);
     println!(
         "evaluation {:.3} s each on {} test images; peak memory {}",
         run.eval_time.as_secs_f64() / evals as f64,

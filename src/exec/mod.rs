@@ -24,7 +24,8 @@ use crate::data::partition::Partition;
 use crate::fl::server::{Arrival, Server};
 use crate::nn::train::TrainOutcome;
 use crate::params::Weights;
-use crate::sched::{JobRecord, Plan, PlanEnd, Step, TrainTask, UpdateInput};
+pub use crate::record::rows::{EvalRecord, Progress, Sink, UpdateRecord, VecSink};
+use crate::sched::{Plan, PlanEnd, Step, TrainTask, UpdateInput};
 use cohorts::CohortBuilder;
 pub use trainer::{Evaluator, Job, Trainer};
 pub use workers::{Finished, ThreadWorkers, Workers};
@@ -50,78 +51,6 @@ pub struct Engines<'a, W> {
     pub evaluator: &'a mut dyn Evaluator<W>,
     pub server: &'a mut Server<W>,
     pub sink: &'a mut dyn Sink,
-}
-
-/// One applied client update (a row of updates.parquet).
-#[derive(Clone, Debug, PartialEq)]
-pub struct UpdateRecord {
-    pub task: u64,
-    pub client: u32,
-    /// The client's leaf aggregator, in a hierarchy.
-    pub leaf: Option<u32>,
-    pub base_version: u64,
-    pub applied_version: u64,
-    pub staleness: u64,
-    pub dispatched_at: f64,
-    pub arrived_at: f64,
-    pub first_loss: f32,
-    pub last_loss: f32,
-    /// Wall-clock columns: they vary run to run and are left out of determinism checks.
-    pub train_ms: f64,
-    pub worker: u32,
-    pub server_ms: f64,
-}
-
-/// One evaluation (a row of evals.parquet).
-#[derive(Clone, Debug, PartialEq)]
-pub struct EvalRecord {
-    pub version: u64,
-    pub virtual_time: f64,
-    pub accuracy: f64,
-    pub loss: f64,
-    pub per_class_accuracy: Vec<f64>,
-    /// Wall-clock seconds since the start of the run.
-    pub wall_s: f64,
-}
-
-/// Where the executor's observations go: a recorder for runs, a vector for tests.
-pub trait Sink {
-    fn update(&mut self, record: UpdateRecord);
-    fn eval(&mut self, record: EvalRecord);
-    /// A dispatched job and its fate (the jobs table).
-    fn job(&mut self, _record: JobRecord) {}
-    /// Called after every aggregation, for progress displays.
-    fn progress(&mut self, _progress: &Progress) {}
-}
-
-/// Collects everything in memory.
-#[derive(Default)]
-pub struct VecSink {
-    pub updates: Vec<UpdateRecord>,
-    pub evals: Vec<EvalRecord>,
-    pub jobs: Vec<JobRecord>,
-}
-
-impl Sink for VecSink {
-    fn update(&mut self, record: UpdateRecord) {
-        self.updates.push(record);
-    }
-    fn eval(&mut self, record: EvalRecord) {
-        self.evals.push(record);
-    }
-    fn job(&mut self, record: JobRecord) {
-        self.jobs.push(record);
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Progress {
-    pub version: u64,
-    pub virtual_time: f64,
-    pub updates: u64,
-    pub last_accuracy: Option<f64>,
-    pub elapsed: Duration,
-    pub ready_tasks: usize,
 }
 
 /// Why a run stopped.

@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::Serialize;
 
-use crate::exec::{EvalRecord, UpdateRecord, VecSink};
+pub mod rows;
+pub mod stream;
+
 use crate::sched::{Fate, JobRecord};
+use rows::{EvalRecord, UpdateRecord, VecSink};
 
 /// A run's folder.
 pub struct RunDir {
@@ -198,7 +201,7 @@ pub fn evals_frame(rows: &[EvalRecord]) -> PolarsResult<DataFrame> {
     DataFrame::new(rows.len(), columns)
 }
 
-fn write_parquet(path: &Path, frame: &mut DataFrame) -> PolarsResult<()> {
+pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> PolarsResult<()> {
     let staging = staging_path(path);
     let file = std::fs::File::create(&staging)?;
     ParquetWriter::new(file).finish(frame)?;

@@ -12,3 +12,19 @@ extern "C" void fedsim_set_deterministic(int on) {
 extern "C" int fedsim_deterministic_algorithms() {
   return at::globalContext().deterministicAlgorithms() ? 1 : 0;
 }
+
+// The CPU kernels libtorch dispatches to ("DEFAULT", "AVX2", "AVX512"...), after
+// ATEN_CPU_CAPABILITY; written into `out` (at most `len` bytes, NUL-terminated).
+#include <ATen/Version.h>
+#include <cstring>
+
+extern "C" void fedsim_cpu_capability(char* out, int len) {
+  try {
+    const std::string capability = at::get_cpu_capability();
+    std::strncpy(out, capability.c_str(), static_cast<size_t>(len) - 1);
+    out[len - 1] = '\0';
+  } catch (...) {
+    std::strncpy(out, "unknown", static_cast<size_t>(len) - 1);
+    out[len - 1] = '\0';
+  }
+}

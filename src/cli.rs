@@ -284,6 +284,12 @@ fn info(dirs: &DataDirs) -> Result<()> {
         "CPU threads   {} (libtorch intra-op default {}; 1 per worker while training)",
         torch.cpus, torch.torch_threads
     );
+    println!(
+        "CPU kernels   {} (the machine has {}{})",
+        runtime::cpu_capability(),
+        runtime::cpu_vector_extensions(),
+        if runtime::avx2_pinned() { "; pinned to AVX2" } else { "" }
+    );
     let cifar = dirs.cifar10();
     let cifar_state = if prepare::is_complete(&cifar) {
         "prepared".to_owned()

@@ -351,6 +351,19 @@ pub struct RawRun {
     /// from free device memory on a GPU, 1 (each task alone) on CPU. Part of the experiment:
     /// stacked training differs from single training by float rounding.
     pub cohort_size: Option<RawCohortSize>,
+    /// CPU kernels: "native" (the default: the best this machine has) or "avx2" (pinned in
+    /// libtorch, MKL and oneDNN, so that x86-64 machines with AVX2 agree). Part of the
+    /// experiment: kernels of another width round differently.
+    pub cpu_kernels: Option<CpuKernels>,
+}
+
+/// Which CPU kernels a run uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuKernels {
+    #[default]
+    Native,
+    Avx2,
 }
 
 /// `run.cohort_size` as written: a number or a word.
@@ -466,6 +479,7 @@ pub struct Config {
     pub lookahead: usize,
     pub server_threads: usize,
     pub cohort_size: CohortSize,
+    pub cpu_kernels: CpuKernels,
 }
 
 /// Validated leaf aggregators, as the run directory's config.toml shows them.
@@ -724,6 +738,7 @@ impl Config {
                     CohortSize::Auto => RawCohortSize::Word("auto".into()),
                     CohortSize::Fixed(n) => RawCohortSize::Count(n as i64),
                 }),
+                cpu_kernels: Some(self.cpu_kernels),
             },
         }
     }
@@ -1180,6 +1195,7 @@ impl RawConfig {
             lookahead,
             server_threads,
             cohort_size,
+            cpu_kernels: self.run.cpu_kernels.unwrap_or_default(),
         })
     }
 }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
+use crate::config::CpuKernels;
 use crate::data::DataDirs;
 use crate::exec::{EvalRecord, Progress, Sink, UpdateRecord};
 use crate::params::weights_hash;
@@ -60,6 +61,18 @@ pub fn run(
     out: &Path,
 ) -> Result<std::path::PathBuf> {
     let config = Config::load(config_path, overrides)?;
+    match (config.cpu_kernels, runtime::avx2_pinned()) {
+        // Before libtorch starts: the pins are read when its libraries load.
+        (CpuKernels::Avx2, false) => {
+            return Err(anyhow::Error::new(runtime::restart_pinned_to_avx2())
+                .context("restarting with the CPU kernels pinned to AVX2 (run.cpu_kernels = \"avx2\")"))
+        }
+        (CpuKernels::Native, true) => anyhow::bail!(
+            "run.cpu_kernels = \"native\", but this process has the AVX2 pins set ({}); unset them, or set run.cpu_kernels = \"avx2\" (a sweep runs all its points with one setting)",
+            runtime::AVX2_PINS.map(|(k, v)| format!("{k}={v}")).join(" ")
+        ),
+        _ => {}
+    }
     let device = config.device.parse::<DeviceChoice>()?.resolve()?;
     // Everything that can fail on input fails here, before the run directory exists.
     let setup_started = Instant::now();
@@ -150,6 +163,9 @@ pub fn run(
         libtorch: runtime::LIBTORCH_VERSION.to_owned(),
         device: runtime::describe(device),
         host: runtime::host_cpu(),
+        cpu_vector_extensions: Some(runtime::cpu_vector_extensions().to_owned()),
+        cpu_capability: Some(runtime::cpu_capability()),
+        cpu_kernels: Some(format!("{:?}", config.cpu_kernels).to_lowercase()),
         workers: config.workers,
         cohort_size: cohorts.cohort_size,
         concurrent_cohorts: Some(cohorts.concurrent_cohorts),

@@ -68,6 +68,7 @@ impl DeviceChoice {
 extern "C" {
     fn fedsim_set_deterministic(on: std::ffi::c_int);
     fn fedsim_deterministic_algorithms() -> std::ffi::c_int;
+    fn fedsim_cpu_capability(out: *mut std::ffi::c_char, len: std::ffi::c_int);
     fn fedsim_cuda_memory(
         device: std::ffi::c_int,
         free: *mut u64,
@@ -164,6 +165,59 @@ pub fn use_deterministic_algorithms() {
 pub fn deterministic_algorithms() -> bool {
     // SAFETY: reads a global flag.
     unsafe { fedsim_deterministic_algorithms() != 0 }
+}
+
+/// The CPU kernels libtorch dispatches to, as it names them ("AVX2", "AVX512", ...).
+pub fn cpu_capability() -> String {
+    let mut buffer = [0 as std::ffi::c_char; 64];
+    // SAFETY: writes at most 64 bytes, NUL-terminated, into the buffer.
+    unsafe { fedsim_cpu_capability(buffer.as_mut_ptr(), buffer.len() as std::ffi::c_int) };
+    // SAFETY: the shim always terminates the string.
+    unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) }.to_string_lossy().into_owned()
+}
+
+/// The host's vector extensions that change CPU results: "avx512" where it has AVX-512,
+/// "avx2", or "baseline".
+pub fn cpu_vector_extensions() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return "avx2";
+        }
+    }
+    "baseline"
+}
+
+/// Environment variables that pin CPU kernels to AVX2 in every library libtorch uses: ATen's
+/// own kernels, MKL (conditional numerical reproducibility) and oneDNN. They are read when the
+/// libraries start, so they must be set before the process touches libtorch.
+pub const AVX2_PINS: [(&str, &str); 4] = [
+    ("ATEN_CPU_CAPABILITY", "avx2"),
+    ("MKL_CBWR", "AVX2,STRICT"),
+    ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+    ("DNNL_MAX_CPU_ISA", "AVX2"),
+];
+
+/// Whether this process started with the AVX2 pins.
+pub fn avx2_pinned() -> bool {
+    AVX2_PINS.iter().all(|(key, value)| std::env::var(key).is_ok_and(|v| v == *value))
+}
+
+/// Restarts this process with the AVX2 pins set, unless it has them; returns only on failure.
+/// Call before anything touches libtorch.
+pub fn restart_pinned_to_avx2() -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let program = std::env::current_exe().unwrap_or_else(|_| args.next().unwrap_or_default().into());
+    let mut command = std::process::Command::new(program);
+    command.args(std::env::args_os().skip(1));
+    for (key, value) in AVX2_PINS {
+        command.env(key, value);
+    }
+    command.exec()
 }
 
 /// A device in words, e.g. `cpu` or `cuda:0 (NVIDIA H100 80GB HBM3)`.

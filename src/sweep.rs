@@ -88,6 +88,20 @@ pub fn run(dirs: &DataDirs, path: &Path, out: Option<PathBuf>, report: Option<Pa
     let (name, points) = load(path)?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&name));
     let report = report.unwrap_or_else(|| PathBuf::from("reports").join(&name));
+    // One process runs every point: the CPU kernels are pinned (or not) for all of them.
+    let kernels: std::collections::BTreeSet<crate::config::CpuKernels> = points
+        .iter()
+        .map(|p| Config::load(&p.config, &p.overrides).map(|c| c.cpu_kernels))
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(
+        kernels.len() <= 1,
+        "{}: points differ in run.cpu_kernels; a sweep runs them in one process, so give them one value",
+        path.display()
+    );
+    if kernels.contains(&crate::config::CpuKernels::Avx2) && !crate::runtime::avx2_pinned() {
+        return Err(anyhow::Error::new(crate::runtime::restart_pinned_to_avx2())
+            .context("restarting with the CPU kernels pinned to AVX2 (run.cpu_kernels = \"avx2\")"));
+    }
     // Folders that cannot be used fail now, not after every point has trained.
     for (flag, folder) in [("--out", &out), ("--report", &report)] {
         anyhow::ensure!(

@@ -47,6 +47,15 @@ pub struct RunInfo {
     /// The machine's CPU and thread count (runs from before the field say "unknown").
     #[serde(default = "unknown")]
     pub host: String,
+    /// The host's widest vector extension that changes CPU results ("avx512", "avx2").
+    #[serde(default)]
+    pub cpu_vector_extensions: Option<String>,
+    /// The CPU kernels libtorch dispatched to ("AVX512", "AVX2", ...).
+    #[serde(default)]
+    pub cpu_capability: Option<String>,
+    /// run.cpu_kernels: "native", or "avx2" (pinned in libtorch, MKL and oneDNN).
+    #[serde(default)]
+    pub cpu_kernels: Option<String>,
     pub workers: usize,
     /// Tasks per cohort and cohorts trained at once, as resolved (runs from before cohorts
     /// trained every task alone: 1, and `workers` at once).

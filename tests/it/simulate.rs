@@ -577,3 +577,34 @@ fn a_killed_run_keeps_the_rows_it_flushed() {
     assert_eq!(versions[0], 1);
     assert!(!segments.parent().unwrap().join("updates.parquet").exists(), "the run never finished");
 }
+
+/// run.cpu_kernels = "avx2" restarts fedsim with the CPU kernels pinned before libtorch loads:
+/// run.json says libtorch dispatched to AVX2, and the pinned runs agree for 1 and 2 workers.
+#[test]
+fn cpu_kernels_pinned_to_avx2_are_used_and_recorded() {
+    let dir = scratch("cpu-kernels");
+    let config_path = dir.join("pinned.toml");
+    std::fs::write(&config_path, small("async_fl", "buffer_size = 2\nserver_lr = 0.5")).unwrap();
+    let run = |workers: &str, out: &str| {
+        let out = dir.join(out);
+        let (code, stdout, stderr) = fedsim(&[
+            "run",
+            config_path.to_str().unwrap(),
+            "--set",
+            "run.cpu_kernels=\"avx2\"",
+            "--workers",
+            workers,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        let run = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+        assert_eq!(info["cpu_capability"], "AVX2", "{info}");
+        assert_eq!(info["cpu_kernels"], "avx2");
+        assert!(std::fs::read_to_string(run.join("config.toml")).unwrap().contains("cpu_kernels = \"avx2\""));
+        info["final_weights_sha256"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(run("1", "one"), run("2", "two"));
+}

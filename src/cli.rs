@@ -180,6 +180,7 @@ enum BenchCommand {
 /// Runs the command line; errors print as `error: ...` with their causes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::exec::interrupt::install();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

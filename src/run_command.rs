@@ -222,6 +222,13 @@ pub fn run(
     }
     println!("final weights sha256 {hash}");
     println!("results in {}", run_dir.path.display());
+    // An interrupted run is recorded, but a sweep must not go on to its next point.
+    anyhow::ensure!(
+        run.stop != crate::exec::StopReason::Interrupted,
+        "interrupted (Ctrl-C) at version {}; what ran is in {}",
+        run.version,
+        run_dir.path.display()
+    );
     Ok(run_dir.path)
 }
 

@@ -10,6 +10,7 @@
 //! beyond what the next aggregation needs (plus what it takes to close the open cohort).
 
 pub mod cohorts;
+pub mod interrupt;
 pub mod sizing;
 #[cfg(test)]
 mod tests;
@@ -70,6 +71,8 @@ pub enum StopReason {
     NonFinite {
         task: u64,
     },
+    /// The user asked the run to stop (Ctrl-C); what was applied so far stands.
+    Interrupted,
 }
 
 impl std::fmt::Display for StopReason {
@@ -83,6 +86,7 @@ impl std::fmt::Display for StopReason {
                 write!(f, "early_stop (best accuracy {best_accuracy:.4} <= {threshold} at version {version})")
             }
             StopReason::NonFinite { task } => write!(f, "non-finite loss or update from task {task}"),
+            StopReason::Interrupted => write!(f, "interrupted"),
         }
     }
 }
@@ -270,6 +274,9 @@ pub fn execute<W: Weights>(
         }
 
         // 3. Apply the head of the plan, or wait for a worker.
+        if interrupt::requested() {
+            break Some(StopReason::Interrupted);
+        }
         let evaluation_follows =
             matches!(window.front(), Some(Step::Evaluate { version, .. }) if *version == current_version);
         if !evaluation_follows && std::mem::take(&mut early_stop_due) {

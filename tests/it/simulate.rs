@@ -608,3 +608,45 @@ fn cpu_kernels_pinned_to_avx2_are_used_and_recorded() {
     };
     assert_eq!(run("1", "one"), run("2", "two"));
 }
+
+/// Ctrl-C (SIGINT) ends a run at its next step: its tables and run.json are written, the stop
+/// reason says so, and the command fails so that a sweep does not go on.
+#[test]
+fn ctrl_c_ends_a_run_cleanly_with_its_logs_written() {
+    use std::io::BufRead;
+    let dir = scratch("interrupted-run");
+    let config = dir.join("long.toml");
+    std::fs::write(
+        &config,
+        "name = \"long\"\n[data]\nnum_clients = 100\nclient_data_size = 64\n[algorithm]\nkind = \"async_fl\"\nactive_jobs = 8\nbuffer_size = 1\nserver_lr = 0.5\n[eval]\ninterval = 5\n[stop]\nmax_versions = 100000\n",
+    )
+    .unwrap();
+    let out = dir.join("runs");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fedsim"))
+        .args(["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .current_dir(crate::repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.trim_start().starts_with("results in") {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the run ended before it started");
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("interrupted (Ctrl-C) at version"), "{stderr}");
+    let run = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info["stop_reason"], "interrupted");
+    let updates = fedsim::record::read_parquet(&run.join("updates.parquet")).unwrap();
+    assert_eq!(updates.height() as u64, info["updates_applied"].as_u64().unwrap());
+    assert!(run.join("final.safetensors").exists() && !run.join("segments").exists());
+}

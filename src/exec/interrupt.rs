@@ -1,0 +1,38 @@
+//! Ctrl-C: the first SIGINT asks the run to stop at its next step (the executor checks
+//! [`requested`] before applying anything more, and the run is recorded as interrupted); a
+//! second one ends the process at once. The handler only touches an atomic flag and calls
+//! write(2) and _exit(2), which are safe in a signal handler.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+const SIGINT: i32 = 2;
+
+extern "C" {
+    fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    fn write(fd: i32, buf: *const u8, count: usize) -> isize;
+    fn _exit(status: i32) -> !;
+}
+
+extern "C" fn on_sigint(_: i32) {
+    if INTERRUPT.swap(true, Ordering::SeqCst) {
+        // SAFETY: async-signal-safe; ends the process without running anything else.
+        unsafe { _exit(130) }
+    }
+    let message =
+        b"\ninterrupted: stopping at the next step and writing what ran (Ctrl-C again to quit at once)\n";
+    // SAFETY: async-signal-safe write of a static buffer to stderr.
+    unsafe { write(2, message.as_ptr(), message.len()) };
+}
+
+/// Installs the handler (the command line does, once).
+pub fn install() {
+    // SAFETY: registers a handler that only uses async-signal-safe operations.
+    unsafe { signal(SIGINT, on_sigint) };
+}
+
+/// Whether the user asked the run to stop.
+pub fn requested() -> bool {
+    INTERRUPT.load(Ordering::Relaxed)
+}

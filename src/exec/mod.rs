@@ -68,8 +68,12 @@ pub enum StopReason {
         threshold: f64,
     },
     /// A client's loss or update was NaN or infinite; its aggregation was not applied.
+    /// A loss or update was NaN or infinite: a client's (the aggregation that would have made
+    /// `version` was not applied) or the evaluation's of `version`.
     NonFinite {
-        task: u64,
+        version: u64,
+        task: Option<u64>,
+        what: &'static str,
     },
     /// The user asked the run to stop (Ctrl-C); what was applied so far stands.
     Interrupted,
@@ -85,7 +89,12 @@ impl std::fmt::Display for StopReason {
             StopReason::EarlyStop { version, best_accuracy, threshold } => {
                 write!(f, "early_stop (best accuracy {best_accuracy:.4} <= {threshold} at version {version})")
             }
-            StopReason::NonFinite { task } => write!(f, "non-finite loss or update from task {task}"),
+            StopReason::NonFinite { version, task: Some(task), what } => {
+                write!(f, "non-finite {what} from task {task}; version {version} was not made")
+            }
+            StopReason::NonFinite { version, task: None, what } => {
+                write!(f, "non-finite {what} evaluating version {version}")
+            }
             StopReason::Interrupted => write!(f, "interrupted"),
         }
     }
@@ -316,8 +325,10 @@ pub fn execute<W: Weights>(
                 let server_started = Instant::now();
                 let taken: Vec<(Slot<W>, UpdateInput)> =
                     inputs.iter().map(|i| (slots.remove(&i.task).expect("checked above"), *i)).collect();
-                if let Some((slot, _)) = taken.iter().find(|(slot, _)| !is_finite(slot)) {
-                    break Some(StopReason::NonFinite { task: slot.task.task });
+                if let Some((slot, what)) =
+                    taken.iter().find_map(|(slot, _)| non_finite(slot).map(|w| (slot, w)))
+                {
+                    break Some(StopReason::NonFinite { version, task: Some(slot.task.task), what });
                 }
                 let arrivals: Vec<Arrival<W>> = taken
                     .iter()
@@ -401,7 +412,7 @@ pub fn execute<W: Weights>(
                     }
                 }
                 if !result.loss.is_finite() {
-                    break Some(StopReason::NonFinite { task: u64::MAX });
+                    break Some(StopReason::NonFinite { version, task: None, what: "test loss" });
                 }
                 early_stop_due = false;
                 if let Some(stop) = early_stop(&settings.early_stop, current_version, best_accuracy) {
@@ -429,12 +440,17 @@ pub fn early_stop(thresholds: &[(u64, f64)], version: u64, best_accuracy: Option
         .map(|&(_, threshold)| StopReason::EarlyStop { version, best_accuracy: best, threshold })
 }
 
-fn is_finite<W: Weights>(slot: &Slot<W>) -> bool {
+/// What of a trained task is NaN or infinite, if anything.
+fn non_finite<W: Weights>(slot: &Slot<W>) -> Option<&'static str> {
     match &slot.state {
-        TaskState::Done { outcome, .. } => {
-            outcome.last_loss.is_finite() && outcome.first_loss.is_finite() && outcome.delta.all_finite()
+        TaskState::Done { outcome, .. }
+            if !(outcome.last_loss.is_finite() && outcome.first_loss.is_finite()) =>
+        {
+            Some("training loss")
         }
-        _ => false,
+        TaskState::Done { outcome, .. } if !outcome.delta.all_finite() => Some("update"),
+        TaskState::Done { .. } => None,
+        _ => Some("result (the task did not finish)"),
     }
 }
 

@@ -23,6 +23,8 @@ const WEIGHTS: usize = 6;
 #[derive(Default)]
 struct FakeTrainer {
     cohorts: Mutex<Vec<Vec<u64>>>,
+    /// A task whose training loss comes out NaN.
+    poisoned: Option<u64>,
 }
 
 impl Trainer for FakeTrainer {
@@ -41,7 +43,11 @@ impl Trainer for FakeTrainer {
                     model: Some(job.base.iter().zip(&delta).map(|(b, d)| b + d).collect()),
                     delta,
                     first_loss: 2.0,
-                    last_loss: 1.0 + job.task as f32 * 1e-3,
+                    last_loss: if Some(job.task) == self.poisoned {
+                        f32::NAN
+                    } else {
+                        1.0 + job.task as f32 * 1e-3
+                    },
                     samples: 32,
                     wall: Duration::ZERO,
                 }
@@ -133,6 +139,24 @@ fn run_with_cohorts(
     early_stop: Vec<(u64, f64)>,
 ) -> (Trace, Vec<Vec<u64>>) {
     let trainer = Arc::new(FakeTrainer::default());
+    let (outcome, sink) = execute_fake(trainer.clone(), policy, cohort_size, capacity, picks, early_stop);
+    let trace = Trace {
+        applied: sink.updates.iter().map(|u| (u.task, u.applied_version)).collect(),
+        evals: sink.evals.iter().map(|e| (e.version, (e.accuracy * 1e9) as u64)).collect(),
+        final_hash: weights_hash(&outcome.final_weights),
+    };
+    let cohorts = trainer.cohorts.lock().unwrap().clone();
+    (trace, cohorts)
+}
+
+fn execute_fake(
+    trainer: Arc<FakeTrainer>,
+    policy: Policy,
+    cohort_size: usize,
+    capacity: usize,
+    picks: Vec<usize>,
+    early_stop: Vec<(u64, f64)>,
+) -> (RunOutcome, VecSink) {
     let mut workers =
         OrderedWorkers { trainer: trainer.clone(), capacity, started: Vec::new(), picks, next_pick: 0 };
     let partition = Partition {
@@ -156,13 +180,23 @@ fn run_with_cohorts(
         sink: &mut sink,
     };
     let outcome = execute(&mut plan(policy), initial, &settings, engines).unwrap();
-    let trace = Trace {
-        applied: sink.updates.iter().map(|u| (u.task, u.applied_version)).collect(),
-        evals: sink.evals.iter().map(|e| (e.version, (e.accuracy * 1e9) as u64)).collect(),
-        final_hash: weights_hash(&outcome.final_weights),
+    (outcome, sink)
+}
+
+#[test]
+fn a_nan_training_loss_stops_the_run_naming_the_task_and_the_version_not_made() {
+    let trainer = Arc::new(FakeTrainer { poisoned: Some(9), ..FakeTrainer::default() });
+    let (outcome, sink) = execute_fake(trainer, Policy::buffered(1), 1, 2, vec![0], Vec::new());
+    let StopReason::NonFinite { version, task, what } = outcome.stop.clone() else {
+        panic!("{:?}", outcome.stop)
     };
-    let cohorts = trainer.cohorts.lock().unwrap().clone();
-    (trace, cohorts)
+    assert_eq!((task, what), (Some(9), "training loss"));
+    assert_eq!(version, outcome.version + 1, "the poisoned aggregation was not applied");
+    assert!(sink.updates.iter().all(|u| u.task != 9 && u.applied_version <= outcome.version));
+    assert_eq!(
+        outcome.stop.to_string(),
+        format!("non-finite training loss from task 9; version {version} was not made")
+    );
 }
 
 const POLICIES: [Policy; 2] = [Policy::SYNC, Policy::buffered(2)];

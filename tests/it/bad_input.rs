@@ -140,6 +140,20 @@ fn bad_inputs_are_refused_by_name_before_anything_is_written() {
         (&["run", "{dir}", "--out", "{out}"], None, "Is a directory"),
         (&["report", "{file}", "--out", "{out}"], None, "no run could be read"),
         (&["sweep", "{sweep}", "--report", "{file}", "--out", "{out}"], None, "--report"),
+        (&["sweep", "{cfg}", "--out", "{out}"], Some("configs = []"), "configs must name at least one config file"),
+        (&["sweep", "{cfg}", "--out", "{out}"], Some("configs = [\"missing.toml\"]"), "missing.toml"),
+        (&["sweep", "{cfg}", "--out", "{out}"], Some("configs = [\"../../../sim-configs/quickstart.toml\"]\n[grid]\nseed = []"), "grid key \"seed\" has no values"),
+        (&["sweep", "{cfg}", "--out", "{out}"], Some("configs = [\"../../../sim-configs/quickstart.toml\"]\nrepeats = 3"), "unknown field `repeats`"),
+        (&["sweep", "{cfg}", "--out", "{out}"], Some("configs = [\"../../../sim-configs/quickstart.toml\"]\n[grid]\n\"run.cpu_kernels\" = [\"native\", \"avx2\"]"), "points differ in run.cpu_kernels"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[run]\ncpu_kernels = \"avx512\"\n[stop]\nmax_versions = 1"), "unknown variant `avx512`, expected `native` or `avx2`"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[algorithm]\nkind = \"sync_fl\"\nround_deadline = 0.0\n[stop]\nmax_versions = 1"), "algorithm.round_deadline = 0: must be a positive, finite virtual time"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[data]\ndataset = \"cifar100\"\n[stop]\nmax_versions = 1"), "unknown variant `cifar100`"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[stop]\nmax_versions = 1\nearly_stop = [[10, 1.5]]"), "stop.early_stop = [10, 1.5]: minimum accuracies must lie in [0, 1]"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[stop]\nmax_versions = 1\ntarget_accuracy = 2.0"), "stop.target_accuracy = 2: must lie in [0, 1]"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[kd]\nwarmup_rounds = 10\nfreeze_rounds = 20\n[algorithm]\nkind = \"fedrevive\"\n[stop]\nmax_versions = 1"), "kd.warmup_rounds = 10: must be >= kd.freeze_rounds (20)"),
+        (&["run", "{cfg}", "--out", "{out}"], Some("[dfkd]\npool_size = 10\n[stop]\nmax_versions = 1"), "dfkd.pool_size = 10: must hold at least one synthetic batch (64)"),
+        (&["run", "{binary}", "--out", "{out}"], None, "binary.toml"),
+        (&["report", "{dir}", "--out", "{out}"], None, "run.json"),
     ];
     let root = scratch("bad-input-corpus");
     let file = root.join("plain-file.txt");
@@ -148,6 +162,8 @@ fn bad_inputs_are_refused_by_name_before_anything_is_written() {
     std::fs::write(&sweep, "configs = [\"../../../sim-configs/quickstart.toml\"]\n").unwrap();
     let folder = root.join("a-folder");
     std::fs::create_dir_all(&folder).unwrap();
+    let binary = root.join("binary.toml");
+    std::fs::write(&binary, [0xffu8, 0xfe, 0x00, 0x80, 0x81]).unwrap();
     for (i, (args, config, expected)) in cases.iter().enumerate() {
         let cfg = root.join(format!("case-{i}.toml"));
         std::fs::write(&cfg, config.unwrap_or("")).unwrap();
@@ -160,6 +176,7 @@ fn bad_inputs_are_refused_by_name_before_anything_is_written() {
                     .replace("{file}", file.to_str().unwrap())
                     .replace("{dir}", folder.to_str().unwrap())
                     .replace("{sweep}", sweep.to_str().unwrap())
+                    .replace("{binary}", binary.to_str().unwrap())
             })
             .collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

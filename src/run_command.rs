@@ -37,6 +37,9 @@ impl Sink for ProgressSink<'_> {
     fn job(&mut self, record: crate::sched::JobRecord) {
         self.recorder.job(record);
     }
+    fn check(&mut self) -> Result<()> {
+        self.recorder.check()
+    }
     fn progress(&mut self, p: &Progress) {
         let position = match self.horizon {
             Some(_) => (p.virtual_time * 100.0) as u64,
@@ -147,7 +150,9 @@ pub fn run(
     let (last, evals) = (recorder.last_eval.clone(), recorder.evals);
     recorder.finish().context("writing the run's Parquet tables")?;
     let mut model = crate::nn::Model::new(config.model, outcome.input, tch::Device::Cpu);
-    model.save(&outcome.run.final_weights, &run_dir.weights_path())?;
+    model
+        .save(&outcome.run.final_weights, &run_dir.weights_path())
+        .with_context(|| format!("writing the final weights to {}", run_dir.weights_path().display()))?;
     let hash = weights_hash(&outcome.run.final_weights);
     let run = &outcome.run;
     run_dir.write_info(&RunInfo {

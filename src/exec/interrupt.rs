@@ -1,16 +1,20 @@
-//! Ctrl-C: the first SIGINT asks the run to stop at its next step (the executor checks
-//! [`requested`] before applying anything more, and the run is recorded as interrupted); a
-//! second one ends the process at once. The handler only touches an atomic flag and calls
-//! write(2) and _exit(2), which are safe in a signal handler.
+//! Signals: the first SIGINT (Ctrl-C) asks the run to stop at its next step (the executor
+//! checks [`requested`] before applying anything more, and the run is recorded as
+//! interrupted); a second one ends the process at once. The handler only touches an atomic
+//! flag and calls write(2) and _exit(2), which are safe in a signal handler. SIGXFSZ (a file
+//! over the size limit) is ignored, so such a write fails with an error fedsim reports instead
+//! of killing the process mid-write.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static INTERRUPT: AtomicBool = AtomicBool::new(false);
 
 const SIGINT: i32 = 2;
+const SIGXFSZ: i32 = 25;
+const SIG_IGN: usize = 1;
 
 extern "C" {
-    fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    fn signal(signum: i32, handler: usize) -> usize;
     fn write(fd: i32, buf: *const u8, count: usize) -> isize;
     fn _exit(status: i32) -> !;
 }
@@ -28,8 +32,12 @@ extern "C" fn on_sigint(_: i32) {
 
 /// Installs the handler (the command line does, once).
 pub fn install() {
-    // SAFETY: registers a handler that only uses async-signal-safe operations.
-    unsafe { signal(SIGINT, on_sigint) };
+    // SAFETY: registers a handler that only uses async-signal-safe operations, and ignores a
+    // signal whose default would end the process.
+    unsafe {
+        signal(SIGINT, on_sigint as extern "C" fn(i32) as usize);
+        signal(SIGXFSZ, SIG_IGN);
+    }
 }
 
 /// Whether the user asked the run to stop.

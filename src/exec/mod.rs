@@ -406,6 +406,7 @@ pub fn execute<W: Weights>(
                     per_class_accuracy: result.per_class_accuracy,
                     wall_s: started.elapsed().as_secs_f64(),
                 });
+                sink.check()?;
                 if let Some(target) = settings.target_accuracy {
                     if result.accuracy >= target {
                         break Some(StopReason::TargetAccuracy { accuracy: result.accuracy });

@@ -213,7 +213,11 @@ impl Model {
     pub fn save(&mut self, weights: &[f32], path: &std::path::Path) -> Result<(), tch::TchError> {
         self.load(weights);
         let staging = path.with_extension("partial.safetensors");
-        self.vs.save(&staging)?;
+        if let Err(error) = self.vs.save(&staging) {
+            // Nothing half-written stays behind.
+            let _ = std::fs::remove_file(&staging);
+            return Err(error);
+        }
         std::fs::rename(&staging, path)
             .map_err(|e| tch::TchError::FileFormat(format!("{}: {e}", path.display())))
     }

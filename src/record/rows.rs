@@ -46,6 +46,11 @@ pub trait Sink {
     fn job(&mut self, _record: JobRecord) {}
     /// Called after every aggregation, for progress displays.
     fn progress(&mut self, _progress: &Progress) {}
+    /// Whether the rows so far could be stored; the executor checks after each evaluation
+    /// and stops the run with the error (a full disk, a file over the size limit).
+    fn check(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Collects everything in memory.

@@ -151,6 +151,14 @@ impl Sink for StreamingRecorder {
     }
 
     fn progress(&mut self, _progress: &Progress) {}
+
+    fn check(&mut self) -> anyhow::Result<()> {
+        match self.error.take() {
+            Some(error) => Err(anyhow::Error::new(error)
+                .context(format!("writing the run's log segments in {}", self.dir.join(SEGMENTS).display()))),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

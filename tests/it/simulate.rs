@@ -650,3 +650,33 @@ fn ctrl_c_ends_a_run_cleanly_with_its_logs_written() {
     assert_eq!(updates.height() as u64, info["updates_applied"].as_u64().unwrap());
     assert!(run.join("final.safetensors").exists() && !run.join("segments").exists());
 }
+
+/// A write that fails (here a file over the process's size limit, as a full disk would fail
+/// one) ends the run with an error naming the file, and the logs written before stay readable.
+#[test]
+fn a_failed_write_ends_the_run_with_a_clear_error_and_readable_logs() {
+    let dir = scratch("file-size-limit");
+    let config = dir.join("tiny.toml");
+    std::fs::write(&config, small("async_fl", "buffer_size = 2\nserver_lr = 0.5")).unwrap();
+    let out = dir.join("runs");
+    // 200 KiB per file: the tables fit, the final weights (about 0.25 MB) do not.
+    let script = format!(
+        "ulimit -f 200; exec {} run {} --out {}",
+        env!("CARGO_BIN_EXE_fedsim"),
+        config.display(),
+        out.display()
+    );
+    let output =
+        std::process::Command::new("bash").args(["-c", &script]).current_dir(crate::repo()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("writing the final weights to") && stderr.contains("File too large"), "{stderr}");
+    let run = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+    let updates = fedsim::record::read_parquet(&run.join("updates.parquet")).unwrap();
+    assert_eq!(updates.height(), 40, "the tables were written before the weights");
+    assert!(
+        !run.join("final.safetensors").exists() && !run.join("final.partial.safetensors").exists(),
+        "no half-written weights"
+    );
+}

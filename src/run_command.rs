@@ -15,7 +15,7 @@ use crate::params::weights_hash;
 use crate::record::stream::StreamingRecorder;
 use crate::record::{git_commit, RunDir, RunInfo};
 use crate::runtime::{self, DeviceChoice};
-use crate::sched::summarize;
+use crate::sched::summarize_watching;
 use crate::simulation::{plan_config, Simulation};
 
 /// Forwards rows to the recorder and keeps the progress bar current.
@@ -272,7 +272,21 @@ pub fn plan(config_path: &Path, overrides: &[String], replace_stops: bool) -> Re
         config.max_versions = None;
     }
     let started = Instant::now();
-    let (summary, end) = summarize(plan_config(&config));
+    // A long plan says how far it got every few seconds, and Ctrl-C ends it with what it has.
+    let mut last_note = Instant::now();
+    let mut watch = |so_far: &crate::sched::PlanSummary| {
+        if last_note.elapsed().as_secs_f64() >= 2.0 {
+            last_note = Instant::now();
+            eprintln!(
+                "  planning: virtual time {:.1}, {} versions so far ({:.0} s; Ctrl-C stops with these counts)",
+                so_far.virtual_time,
+                so_far.versions,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        !crate::exec::interrupt::requested()
+    };
+    let (summary, end) = summarize_watching(plan_config(&config), &mut watch);
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "plan {}: {} with K = {}, B = {}, seed {}",
@@ -323,7 +337,12 @@ pub fn plan(config_path: &Path, overrides: &[String], replace_stops: bool) -> Re
     }
     println!("  staleness           mean {:.2}, max {}", summary.mean_staleness, summary.max_staleness);
     println!("  evaluations         {}", summary.evaluations);
-    println!("  virtual time        {:.2} (ended by {:?})", summary.virtual_time, end);
+    match end {
+        Some(end) => println!("  virtual time        {:.2} (ended by {end:?})", summary.virtual_time),
+        None => {
+            println!("  virtual time        {:.2} (interrupted: the counts so far)", summary.virtual_time)
+        }
+    }
     println!(
         "  planned in {:.3} s ({:.0} jobs/s)",
         seconds,

@@ -620,6 +620,15 @@ pub struct LeafSummary {
 
 /// Runs a plan to its end without training anything.
 pub fn summarize(config: PlanConfig) -> (PlanSummary, Option<PlanEnd>) {
+    summarize_watching(config, &mut |_| true)
+}
+
+/// [`summarize`], showing `watch` the counts so far every few thousand steps; the plan stops
+/// there (and ends with None) when `watch` returns false.
+pub fn summarize_watching(
+    config: PlanConfig,
+    watch: &mut dyn FnMut(&PlanSummary) -> bool,
+) -> (PlanSummary, Option<PlanEnd>) {
     let mut scheduler = Scheduler::new(config);
     let mut summary = PlanSummary::default();
     let mut staleness_sum = 0u64;
@@ -637,7 +646,12 @@ pub fn summarize(config: PlanConfig) -> (PlanSummary, Option<PlanEnd>) {
             summary.leaves[leaf as usize].clients += 1;
         }
     }
+    let mut steps = 0u64;
     while let Some(step) = scheduler.next() {
+        steps += 1;
+        if steps % 4096 == 0 && !watch(&summary) {
+            break;
+        }
         count_leaves(&mut summary, scheduler.take_jobs(false));
         match step {
             Step::Train(_) => summary.trained_jobs += 1,

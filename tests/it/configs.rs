@@ -188,3 +188,35 @@ fn the_resolved_config_reads_back_as_the_same_config() {
         assert_eq!(again, config, "{}:\n{text}", path.display());
     }
 }
+
+/// A plan over a huge horizon says how far it got every few seconds, and Ctrl-C ends it with
+/// the counts so far.
+#[test]
+fn a_long_plan_shows_progress_and_stops_on_ctrl_c() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fedsim"))
+        .args(["plan", "sim-configs/fedbuff.toml", "--horizon", "1e9"])
+        .current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("planning: virtual time") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the plan ended without progress lines");
+    }
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("(interrupted: the counts so far)"), "{stdout}");
+    let versions: u64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("versions"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(versions > 1000, "{stdout}");
+}

@@ -127,26 +127,25 @@ impl Importer {
     fn key(&mut self, key: &str, value: &Json, algorithm: &str, kd: Option<&str>) -> Result<(), ImportError> {
         let to_toml =
             |path: &str| json_to_toml(value).ok_or_else(|| refuse(path, format!("{value} has no TOML form")));
-        let direct = |fedsim: &'static str| -> Option<&'static str> { Some(fedsim) };
         let target = match key {
-            "setup_random_seed" => direct("setup_seed"),
+            "setup_random_seed" => Some("setup_seed"),
             "run_random_seed" => {
                 // The run seed names the run too.
                 self.set("seed", to_toml(key)?);
-                direct("run_seed")
+                Some("run_seed")
             }
-            "num_clients" => direct("data.num_clients"),
-            "client_data_size" => direct("data.client_data_size"),
-            "val_split" => direct("data.val_split"),
-            "kd_split" => direct("data.kd_split"),
-            "dirichlet_alpha" => direct("data.alpha"),
+            "num_clients" => Some("data.num_clients"),
+            "client_data_size" => Some("data.client_data_size"),
+            "val_split" => Some("data.val_split"),
+            "kd_split" => Some("data.kd_split"),
+            "dirichlet_alpha" => Some("data.alpha"),
             "data_distribution" => match value.as_str() {
-                Some("non_iid_dirichlet") => direct("data.partition"),
-                Some("iid") => direct("data.partition"),
+                Some("non_iid_dirichlet") => Some("data.partition"),
+                Some("iid") => Some("data.partition"),
                 _ => return Err(refuse(key, format!("{value} is not \"non_iid_dirichlet\" or \"iid\""))),
             },
             "dataset" => match value.as_str() {
-                Some("cifar10") => direct("data.dataset"),
+                Some("cifar10") => Some("data.dataset"),
                 _ => {
                     return Err(refuse(
                         key,
@@ -154,16 +153,16 @@ impl Importer {
                     ))
                 }
             },
-            "local_batch_size" => direct("train.batch_size"),
-            "local_iters" => direct("train.local_iters"),
-            "local_optimizer" => direct("train.optimizer"),
-            "local_learning_rate" => direct("train.lr"),
-            "local_momentum" => direct("train.momentum"),
-            "server_lr" => direct("algorithm.server_lr"),
-            "eval_interval" => direct("eval.interval"),
-            "target_accuracy" => direct("stop.target_accuracy"),
-            "max_wait_time" => direct("stop.max_virtual_time"),
-            "max_rounds" => direct("stop.max_versions"),
+            "local_batch_size" => Some("train.batch_size"),
+            "local_iters" => Some("train.local_iters"),
+            "local_optimizer" => Some("train.optimizer"),
+            "local_learning_rate" => Some("train.lr"),
+            "local_momentum" => Some("train.momentum"),
+            "server_lr" => Some("algorithm.server_lr"),
+            "eval_interval" => Some("eval.interval"),
+            "target_accuracy" => Some("stop.target_accuracy"),
+            "max_wait_time" => Some("stop.max_virtual_time"),
+            "max_rounds" => Some("stop.max_versions"),
             "algorithm" | "kd_augmentation" | "async_downweighting" => None,
             "early_stop" => {
                 let rules = value
@@ -235,11 +234,11 @@ impl Importer {
                 None
             }
             "dfkd_settings" if kd == Some("dfkd") => {
-                self.dfkd_settings(value)?;
+                self.kd_settings(key, value, dfkd_field)?;
                 None
             }
             "simple_kd_settings" if kd == Some("simple_kd") => {
-                self.simple_kd_settings(value)?;
+                self.kd_settings(key, value, simple_kd_field)?;
                 None
             }
             "dfkd_settings" | "simple_kd_settings" => {
@@ -280,89 +279,32 @@ impl Importer {
         Ok(())
     }
 
-    fn dfkd_settings(&mut self, value: &Json) -> Result<(), ImportError> {
-        let fields = object("dfkd_settings", value)?;
-        self.beta("dfkd_settings", fields)?;
+    /// A KD settings block: its beta, then every other key by `field`'s verdict.
+    fn kd_settings(
+        &mut self,
+        block: &str,
+        value: &Json,
+        field: fn(&str, &Json) -> Option<Field>,
+    ) -> Result<(), ImportError> {
+        let fields = object(block, value)?;
+        self.beta(block, fields)?;
         for (inner, v) in fields {
-            let path = format!("dfkd_settings.{inner}");
-            let target = match inner.as_str() {
-                "beta" | "adaptive_beta_factor" => continue,
-                "max_images" => "dfkd.pool_size",
-                "synth_batch_size" => "dfkd.synthetic_batch",
-                "kd_batch_size" => "kd.batch_per_teacher",
-                "lr" => "kd.lr",
-                "T" => "kd.temperature",
-                "kd_buffer_size" => "kd.buffer_size",
-                "lr_g" => "dfkd.lr_g",
-                "lr_z" => "dfkd.lr_z",
-                "g_steps" => "dfkd.g_steps",
-                "warmup_rounds" => "kd.warmup_rounds",
-                "freeze_rounds" => "kd.freeze_rounds",
-                "adv" => "dfkd.adv_weight",
-                "bn" => "dfkd.bn_weight",
-                "oh" => "dfkd.oh_weight",
-                "class_embedding_weight" => "dfkd.embedding_scale",
-                "nz" => "dfkd.nz",
-                "ngf" => "dfkd.ngf",
-                "kd_nb_of_iters" => "kd.iters",
-                "vis_freq" => {
-                    self.ignored.push(path);
-                    continue;
-                }
-                // Variants every reference file leaves at these values, which fedsim implements.
-                "kl_uniform" | "diversity_loss_weight" | "bn_mmt" => {
-                    require(&path, v, v.as_f64() == Some(0.0), "0 (the only variant fedsim implements)")?;
-                    continue;
-                }
-                "is_maml" | "reset_l0" => {
-                    require(
+            let path = format!("{block}.{inner}");
+            match field(inner, v) {
+                None => return Err(refuse(&path, format!("is not a {block} key fedsim knows"))),
+                Some(Field::Read) => {}
+                Some(Field::NoEffect) => self.ignored.push(path),
+                Some(Field::Must(true, _)) => {}
+                Some(Field::Must(false, allowed)) => {
+                    return Err(refuse(
                         &path,
-                        v,
-                        v.as_bool() == Some(false),
-                        "false (fedsim implements the variant without it)",
-                    )?;
-                    continue;
+                        format!("{v} would change results; fedsim accepts only {allowed}"),
+                    ))
                 }
-                _ => return Err(refuse(&path, "is not a dfkd_settings key fedsim knows")),
-            };
-            self.set(target, json_to_toml(v).ok_or_else(|| refuse(&path, "has no TOML form"))?);
-        }
-        Ok(())
-    }
-
-    fn simple_kd_settings(&mut self, value: &Json) -> Result<(), ImportError> {
-        let fields = object("simple_kd_settings", value)?;
-        self.beta("simple_kd_settings", fields)?;
-        for (inner, v) in fields {
-            let path = format!("simple_kd_settings.{inner}");
-            let target = match inner.as_str() {
-                "beta" | "adaptive_beta_factor" => continue,
-                "learning_rate" => "simple_kd.lr",
-                "nb_of_iters" => "simple_kd.iters",
-                "batch_size" => "simple_kd.batch_per_teacher",
-                "temperature" => "simple_kd.temperature",
-                "kd_buffer_size" => "simple_kd.buffer_size",
-                "kd_version" => {
-                    require(
-                        &path,
-                        v,
-                        v.as_str() == Some("distribution_match_batch"),
-                        "\"distribution_match_batch\" (fedsim does not implement avg_logits or avg_loss)",
-                    )?;
-                    continue;
+                Some(Field::To(target)) => {
+                    self.set(target, json_to_toml(v).ok_or_else(|| refuse(&path, "has no TOML form"))?)
                 }
-                "weighted_avg" | "weighted_class_loss" => {
-                    require(
-                        &path,
-                        v,
-                        v.as_bool() == Some(false),
-                        "false (the only variant fedsim implements)",
-                    )?;
-                    continue;
-                }
-                _ => return Err(refuse(&path, "is not a simple_kd_settings key fedsim knows")),
-            };
-            self.set(target, json_to_toml(v).ok_or_else(|| refuse(&path, "has no TOML form"))?);
+            }
         }
         Ok(())
     }
@@ -400,12 +342,70 @@ fn object<'a>(key: &str, value: &'a Json) -> Result<&'a serde_json::Map<String, 
     value.as_object().ok_or_else(|| refuse(key, format!("{value} is not an object")))
 }
 
-fn require(path: &str, value: &Json, ok: bool, allowed: &str) -> Result<(), ImportError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(refuse(path, format!("{value} would change results; fedsim accepts only {allowed}")))
-    }
+/// What a KD settings key becomes.
+enum Field {
+    /// This fedsim key.
+    To(&'static str),
+    /// Read elsewhere (beta and its factor).
+    Read,
+    /// Accepted without effect on results, and noted.
+    NoEffect,
+    /// A variant fedsim implements only at one value: whether the value is it, and which.
+    Must(bool, &'static str),
+}
+
+/// dfkd_settings, key by key (None: not a key fedsim knows).
+fn dfkd_field(key: &str, value: &Json) -> Option<Field> {
+    Some(match key {
+        "beta" | "adaptive_beta_factor" => Field::Read,
+        "max_images" => Field::To("dfkd.pool_size"),
+        "synth_batch_size" => Field::To("dfkd.synthetic_batch"),
+        "kd_batch_size" => Field::To("kd.batch_per_teacher"),
+        "lr" => Field::To("kd.lr"),
+        "T" => Field::To("kd.temperature"),
+        "kd_buffer_size" => Field::To("kd.buffer_size"),
+        "lr_g" => Field::To("dfkd.lr_g"),
+        "lr_z" => Field::To("dfkd.lr_z"),
+        "g_steps" => Field::To("dfkd.g_steps"),
+        "warmup_rounds" => Field::To("kd.warmup_rounds"),
+        "freeze_rounds" => Field::To("kd.freeze_rounds"),
+        "adv" => Field::To("dfkd.adv_weight"),
+        "bn" => Field::To("dfkd.bn_weight"),
+        "oh" => Field::To("dfkd.oh_weight"),
+        "class_embedding_weight" => Field::To("dfkd.embedding_scale"),
+        "nz" => Field::To("dfkd.nz"),
+        "ngf" => Field::To("dfkd.ngf"),
+        "kd_nb_of_iters" => Field::To("kd.iters"),
+        "vis_freq" => Field::NoEffect,
+        // Variants every reference file leaves at these values, which fedsim implements.
+        "kl_uniform" | "diversity_loss_weight" | "bn_mmt" => {
+            Field::Must(value.as_f64() == Some(0.0), "0 (the only variant fedsim implements)")
+        }
+        "is_maml" | "reset_l0" => {
+            Field::Must(value.as_bool() == Some(false), "false (fedsim implements the variant without it)")
+        }
+        _ => return None,
+    })
+}
+
+/// simple_kd_settings, key by key (None: not a key fedsim knows).
+fn simple_kd_field(key: &str, value: &Json) -> Option<Field> {
+    Some(match key {
+        "beta" | "adaptive_beta_factor" => Field::Read,
+        "learning_rate" => Field::To("simple_kd.lr"),
+        "nb_of_iters" => Field::To("simple_kd.iters"),
+        "batch_size" => Field::To("simple_kd.batch_per_teacher"),
+        "temperature" => Field::To("simple_kd.temperature"),
+        "kd_buffer_size" => Field::To("simple_kd.buffer_size"),
+        "kd_version" => Field::Must(
+            value.as_str() == Some("distribution_match_batch"),
+            "\"distribution_match_batch\" (fedsim does not implement avg_logits or avg_loss)",
+        ),
+        "weighted_avg" | "weighted_class_loss" => {
+            Field::Must(value.as_bool() == Some(false), "false (the only variant fedsim implements)")
+        }
+        _ => return None,
+    })
 }
 
 /// JSON numbers, strings, booleans and lists as TOML; null has no TOML form.

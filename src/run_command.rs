@@ -308,15 +308,7 @@ pub fn plan(config_path: &Path, overrides: &[String], replace_stops: bool) -> Re
         summary.fates.timed_out,
         summary.fates.cancelled,
         summary.fates.missed_deadline,
-        summary.dispatched_jobs.saturating_sub(
-            summary.trained_jobs
-                + summary.fates.dropped_stale
-                + summary.fates.refused
-                + summary.fates.timed_out
-                + summary.fates.went_offline
-                + summary.fates.cancelled
-                + summary.fates.missed_deadline
-        )
+        summary.dispatched_jobs.saturating_sub(summary.trained_jobs + summary.fates.withdrawn())
     );
     println!(
         "  availability        clients online {:.1}% of the time; {} jobs never trained, their client going offline",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use polars::prelude::*;
 
-use super::rows::{EvalRecord, Progress, Sink, UpdateRecord, VecSink};
+use super::rows::{EvalRecord, Sink, UpdateRecord, VecSink};
 use crate::sched::JobRecord;
 
 /// The longest a row waits in memory, measured at evaluations.
@@ -149,8 +149,6 @@ impl Sink for StreamingRecorder {
     fn job(&mut self, record: JobRecord) {
         self.pending.jobs.push(record);
     }
-
-    fn progress(&mut self, _progress: &Progress) {}
 
     fn check(&mut self) -> anyhow::Result<()> {
         match self.error.take() {

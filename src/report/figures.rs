@@ -320,14 +320,7 @@ impl Figure for WallTime {
             .disable_y_mesh()
             .x_label_formatter(&tick)
             .y_labels(n.max(1))
-            .y_label_formatter(&|y| {
-                let i = y.round();
-                if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
-                    names[n - 1 - i as usize].clone()
-                } else {
-                    String::new()
-                }
-            })
+            .y_label_formatter(&|y| row_label(&names, *y))
             .draw()?;
         type Part = (&'static str, RGBColor, bool, fn(&WallBreakdown) -> f64);
         // (legend, colour, on the workers' bar, seconds)
@@ -362,6 +355,17 @@ impl Figure for WallTime {
             ]
         }))?;
         Ok(())
+    }
+}
+
+/// The name of the row drawn at `y` on a chart whose rows are `names`, top to bottom at
+/// y = n - 1 down to 0; no label between rows.
+fn row_label(names: &[String], y: f64) -> String {
+    let (n, i) = (names.len(), y.round());
+    if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+        names[n - 1 - i as usize].clone()
+    } else {
+        String::new()
     }
 }
 
@@ -440,14 +444,7 @@ impl Figure for Timeline {
                 .disable_y_mesh()
                 .x_label_formatter(&tick)
                 .y_labels(n.max(1))
-                .y_label_formatter(&|y| {
-                    let i = y.round();
-                    if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
-                        names[n - 1 - i as usize].clone()
-                    } else {
-                        String::new()
-                    }
-                })
+                .y_label_formatter(&|y| row_label(&names, *y))
                 .draw()?;
             let lane_y = |lane: usize| (n - 1 - lane) as f64;
             chart.draw_series((0..n).map(|lane| {

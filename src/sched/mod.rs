@@ -521,6 +521,16 @@ pub struct JobFates {
 }
 
 impl JobFates {
+    /// Jobs withdrawn from the plan, all reasons together.
+    pub fn withdrawn(&self) -> u64 {
+        self.dropped_stale
+            + self.cancelled
+            + self.refused
+            + self.timed_out
+            + self.went_offline
+            + self.missed_deadline
+    }
+
     fn count(&mut self, fate: Fate) {
         match fate {
             Fate::Applied { .. } | Fate::Open => {}

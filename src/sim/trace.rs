@@ -61,10 +61,9 @@ fn read_parquet(file: &str, columns: &[&str]) -> Result<Vec<Row>, String> {
         let series = frame
             .column(column)
             .map_err(|_| format!("column {column}: missing (the columns must be {})", columns.join(",")))?;
-        let numbers = series
-            .cast(&DataType::Float64)
-            .ok()
-            .filter(|_| series.dtype().is_primitive_numeric())
+        let numbers = Some(series)
+            .filter(|s| s.dtype().is_primitive_numeric())
+            .and_then(|s| s.cast(&DataType::Float64).ok())
             .ok_or_else(|| format!("column {column}: is {}, not numbers", series.dtype()))?;
         let numbers = numbers.f64().map_err(|e| format!("column {column}: {e}"))?;
         values.push(numbers.iter().collect());

@@ -207,8 +207,7 @@ fn a_long_plan_shows_progress_and_stops_on_ctrl_c() {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "the plan ended without progress lines");
     }
-    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
+    crate::send_sigint(&child);
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}");

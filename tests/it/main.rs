@@ -47,6 +47,12 @@ pub fn fedsim(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Sends SIGINT (what Ctrl-C sends) to a running fedsim.
+pub fn send_sigint(child: &std::process::Child) {
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -INT {}", child.id());
+}
+
 /// The largest |x| of a weight vector (the scale tolerances are stated against).
 pub fn max_abs(values: &[f32]) -> f32 {
     values.iter().fold(0f32, |m, v| m.max(v.abs()))

@@ -154,8 +154,7 @@ fn over_commitment_and_maximum_staleness_train_only_what_is_applied_for_any_work
         assert_same_run(algorithm, 2, (&hash_2, &sink_2), (&hash_1, &sink_1));
         let (summary, _) = fedsim::sched::summarize(plan_config(&one));
         let fates = summary.fates;
-        let withdrawn =
-            fates.dropped_stale + fates.cancelled + fates.refused + fates.timed_out + fates.went_offline + fates.missed_deadline;
+        let withdrawn = fates.withdrawn();
         if extra.contains("carry") {
             assert_eq!(withdrawn, 0, "carried late updates are all kept");
             assert!(sink_1.updates.iter().any(|u| u.staleness > 0), "some updates came in late");
@@ -532,11 +531,13 @@ fn a_worker_sweep_runs_every_point_and_finds_identical_results() {
     assert!(!bad_out.exists());
 }
 
-/// Rows reach the disk as the run goes: a run killed with SIGKILL leaves its rows up to the
-/// last flush readable in segments/, in plan order.
-#[test]
-fn a_killed_run_keeps_the_rows_it_flushed() {
-    let dir = scratch("killed-run");
+/// Starts `fedsim run` on a FedBuff config that runs for minutes (2 workers), its output to
+/// `stdio`; returns the process and its --out folder.
+fn start_long_run(
+    name: &str,
+    stdio: fn() -> std::process::Stdio,
+) -> (std::process::Child, std::path::PathBuf) {
+    let dir = scratch(name);
     let config = dir.join("long.toml");
     std::fs::write(
         &config,
@@ -544,13 +545,21 @@ fn a_killed_run_keeps_the_rows_it_flushed() {
     )
     .unwrap();
     let out = dir.join("runs");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fedsim"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fedsim"))
         .args(["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--workers", "2"])
         .current_dir(crate::repo())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(stdio())
+        .stderr(stdio())
         .spawn()
         .unwrap();
+    (child, out)
+}
+
+/// Rows reach the disk as the run goes: a run killed with SIGKILL leaves its rows up to the
+/// last flush readable in segments/, in plan order.
+#[test]
+fn a_killed_run_keeps_the_rows_it_flushed() {
+    let (mut child, out) = start_long_run("killed-run", std::process::Stdio::null);
     // Wait for the first flush (at an evaluation, 10 s after the start), then kill.
     let started = std::time::Instant::now();
     let segments = loop {
@@ -614,21 +623,7 @@ fn cpu_kernels_pinned_to_avx2_are_used_and_recorded() {
 #[test]
 fn ctrl_c_ends_a_run_cleanly_with_its_logs_written() {
     use std::io::BufRead;
-    let dir = scratch("interrupted-run");
-    let config = dir.join("long.toml");
-    std::fs::write(
-        &config,
-        "name = \"long\"\n[data]\nnum_clients = 100\nclient_data_size = 64\n[algorithm]\nkind = \"async_fl\"\nactive_jobs = 8\nbuffer_size = 1\nserver_lr = 0.5\n[eval]\ninterval = 5\n[stop]\nmax_versions = 100000\n",
-    )
-    .unwrap();
-    let out = dir.join("runs");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fedsim"))
-        .args(["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .current_dir(crate::repo())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, out) = start_long_run("interrupted-run", std::process::Stdio::piped);
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     while !line.trim_start().starts_with("results in") {
@@ -636,8 +631,7 @@ fn ctrl_c_ends_a_run_cleanly_with_its_logs_written() {
         assert!(stdout.read_line(&mut line).unwrap() > 0, "the run ended before it started");
     }
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
+    crate::send_sigint(&child);
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");

@@ -9,6 +9,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/determinism.cpp");
     println!("cargo:rerun-if-changed=csrc/device_memory.cpp");
+    println!("cargo:rerun-if-changed=csrc/adam_state.cpp");
     assert!(!lib_dir.is_empty(), "torch-sys did not report libtorch's lib folder (DEP_TCH_LIBTORCH_LIB)");
     let lib = Path::new(&lib_dir);
     compile_determinism_shim(lib);
@@ -36,8 +37,8 @@ fn main() {
     println!("cargo:rustc-env=FEDSIM_LIBTORCH_VERSION={version}");
 }
 
-/// libtorch's determinism switches and device memory figures are C++ only; a few lines of C++
-/// expose them to Rust.
+/// libtorch's determinism switches, device memory figures and Adam's state are C++ only; a few
+/// lines of C++ expose them to Rust.
 fn compile_determinism_shim(lib: &Path) {
     let include = lib.parent().expect("libtorch lib folder has a parent").join("include");
     cc::Build::new()
@@ -49,5 +50,6 @@ fn compile_determinism_shim(lib: &Path) {
         .flag_if_supported("-Wno-unused-parameter")
         .file("csrc/determinism.cpp")
         .file("csrc/device_memory.cpp")
+        .file("csrc/adam_state.cpp")
         .compile("fedsim_determinism");
 }

@@ -75,6 +75,14 @@ enum Command {
         #[arg(long, default_value = "runs")]
         out: PathBuf,
     },
+    /// Continue a run from its checkpoint (after a crash, a kill, Ctrl-C or a full disk), with
+    /// its own config.toml, to exactly the results of an uninterrupted run.
+    Resume {
+        run_dir: PathBuf,
+        /// Training threads (any count: results do not depend on it).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Run a grid of configs (a sweep file), each into its own run directory, then report them.
     Sweep {
         sweep: PathBuf,
@@ -215,6 +223,9 @@ fn run(cli: Cli) -> Result<()> {
             overrides.extend(workers.map(|w| format!("run.workers={w}")));
             overrides.extend(seed.map(|s| format!("seed={s}")));
             crate::run_command::run(&dirs, &config, &overrides, &out).map(|_| ())
+        }
+        Command::Resume { run_dir, workers } => {
+            crate::run_command::resume(&dirs, &run_dir, workers).map(|_| ())
         }
         Command::Sweep { sweep, out, report } => crate::sweep::run(&dirs, &sweep, out, report),
         Command::Report { runs, out, at, targets } => {

@@ -355,6 +355,10 @@ pub struct RawRun {
     /// libtorch, MKL and oneDNN, so that x86-64 machines with AVX2 agree). Part of the
     /// experiment: kernels of another width round differently.
     pub cpu_kernels: Option<CpuKernels>,
+    /// A checkpoint every this many versions (default 1000; 0: none by versions).
+    pub checkpoint_every: Option<u64>,
+    /// And every this many minutes of wall time (default 10; 0: none by time).
+    pub checkpoint_minutes: Option<f64>,
 }
 
 /// Which CPU kernels a run uses.
@@ -480,6 +484,8 @@ pub struct Config {
     pub server_threads: usize,
     pub cohort_size: CohortSize,
     pub cpu_kernels: CpuKernels,
+    pub checkpoint_every: u64,
+    pub checkpoint_minutes: f64,
 }
 
 /// Validated leaf aggregators, as the run directory's config.toml shows them.
@@ -739,8 +745,20 @@ impl Config {
                     CohortSize::Fixed(n) => RawCohortSize::Count(n as i64),
                 }),
                 cpu_kernels: Some(self.cpu_kernels),
+                checkpoint_every: Some(self.checkpoint_every),
+                checkpoint_minutes: Some(self.checkpoint_minutes),
             },
         }
+    }
+
+    /// What decides a run's results, as text: the config in the input format without the
+    /// settings that only change speed or bookkeeping (workers, lookahead, checkpoints).
+    /// A checkpoint records its hash, so that a resume refuses another experiment.
+    pub fn results_fingerprint(&self) -> String {
+        let mut config = self.clone();
+        (config.workers, config.lookahead) = (1, 0);
+        (config.checkpoint_every, config.checkpoint_minutes) = (0, 0.0);
+        crate::params::sha256_hex(config.to_input_toml().as_bytes())
     }
 }
 
@@ -1127,6 +1145,15 @@ impl RawConfig {
                 format!("must be at most {MAX_LOOKAHEAD} planned tasks"),
             ));
         }
+        let checkpoint_every = self.run.checkpoint_every.unwrap_or(1000);
+        let checkpoint_minutes = self.run.checkpoint_minutes.unwrap_or(10.0);
+        if !(checkpoint_minutes.is_finite() && checkpoint_minutes >= 0.0) {
+            return Err(invalid(
+                "run.checkpoint_minutes",
+                checkpoint_minutes,
+                "must be a finite number of minutes >= 0 (0: no checkpoints by wall time)",
+            ));
+        }
         let cohort_size = match self.run.cohort_size {
             None => CohortSize::Auto,
             Some(RawCohortSize::Word(w)) if w == "auto" => CohortSize::Auto,
@@ -1196,6 +1223,8 @@ impl RawConfig {
             server_threads,
             cohort_size,
             cpu_kernels: self.run.cpu_kernels.unwrap_or_default(),
+            checkpoint_every,
+            checkpoint_minutes,
         })
     }
 }

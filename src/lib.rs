@@ -22,6 +22,7 @@ pub mod record;
 pub mod report;
 pub mod run_command;
 pub mod runtime;
+pub mod saved;
 pub mod sched;
 pub mod sim;
 pub mod simulation;

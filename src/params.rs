@@ -90,6 +90,11 @@ pub fn weights_hash(weights: &[f32]) -> String {
     format!("{:x}", hasher.finalize())
 }
 
+/// The SHA-256 of some bytes, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

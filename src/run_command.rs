@@ -1,5 +1,6 @@
-//! `fedsim run` and `fedsim plan`: load and validate a config, build the simulation, run it
-//! with a progress bar into a run directory, and print what it cost.
+//! `fedsim run`, `fedsim resume` and `fedsim plan`: load and validate a config (a run
+//! directory's, for resume, with its checkpoint), build the simulation, run it with a progress
+//! bar into a run directory, taking checkpoints as it goes, and print what it cost.
 
 use std::path::Path;
 use std::time::Instant;
@@ -12,7 +13,8 @@ use crate::config::CpuKernels;
 use crate::data::DataDirs;
 use crate::exec::{EvalRecord, Progress, Sink, UpdateRecord};
 use crate::params::weights_hash;
-use crate::record::stream::StreamingRecorder;
+use crate::record::checkpoint;
+use crate::record::stream::{CheckpointSettings, StreamingRecorder};
 use crate::record::{git_commit, RunDir, RunInfo};
 use crate::runtime::{self, DeviceChoice};
 use crate::sched::summarize_watching;
@@ -40,6 +42,12 @@ impl Sink for ProgressSink<'_> {
     fn check(&mut self) -> Result<()> {
         self.recorder.check()
     }
+    fn checkpoint_due(&mut self, version: u64) -> bool {
+        self.recorder.checkpoint_due(version)
+    }
+    fn checkpoint(&mut self, snapshot: &crate::saved::RunSnapshot) -> Result<()> {
+        self.recorder.checkpoint(snapshot)
+    }
     fn progress(&mut self, p: &Progress) {
         let position = match self.horizon {
             Some(_) => (p.virtual_time * 100.0) as u64,
@@ -64,6 +72,86 @@ pub fn run(
     out: &Path,
 ) -> Result<std::path::PathBuf> {
     let config = Config::load(config_path, overrides)?;
+    let device = start_runtime(&config)?;
+    // Everything that can fail on input fails here, before the run directory exists.
+    let setup_started = Instant::now();
+    let simulation = Simulation::build(&config, dirs, device)?;
+    let setup_seconds = setup_started.elapsed().as_secs_f64();
+    let run_dir = RunDir::create(out, &config.name, false)
+        .with_context(|| format!("creating a run folder in {}", out.display()))?;
+    run_dir.write_config(&config.to_input_toml())?;
+    let recorder = StreamingRecorder::new(&run_dir.path).with_checkpoints(checkpoint_settings(&config, device));
+    carry_out(&config, run_dir, simulation, recorder, None, setup_seconds, device)
+}
+
+/// `fedsim resume RUN_DIR`: continues a run from its checkpoint, with the run directory's own
+/// config (and, where given, another worker count), to exactly the results the uninterrupted
+/// run would have had.
+pub fn resume(dirs: &DataDirs, run_dir: &Path, workers: Option<usize>) -> Result<std::path::PathBuf> {
+    anyhow::ensure!(
+        run_dir.is_dir(),
+        "{} is not a run directory (fedsim run writes them into runs/)",
+        run_dir.display()
+    );
+    let config_file = run_dir.join("config.toml");
+    anyhow::ensure!(config_file.is_file(), "{} has no config.toml: not a fedsim run directory", run_dir.display());
+    let checkpoint_file = checkpoint::path(run_dir);
+    if !checkpoint_file.exists() {
+        if run_dir.join("run.json").exists() {
+            anyhow::bail!("{} holds a finished run (run.json, no checkpoint): nothing to resume", run_dir.display());
+        }
+        anyhow::bail!(
+            "{} has no checkpoint: the run stopped before its first one (run.checkpoint_every, run.checkpoint_minutes); run it again with `fedsim run {}`",
+            run_dir.display(),
+            config_file.display()
+        );
+    }
+    let overrides: Vec<String> = workers.map(|w| format!("run.workers={w}")).into_iter().collect();
+    let config = Config::load(&config_file, &overrides)?;
+    let device = start_runtime(&config)?;
+    let found = checkpoint::read(&checkpoint_file)?;
+    let settings = checkpoint_settings(&config, device);
+    if let Some(why) = checkpoint::mismatch(&settings.provenance, &found.provenance) {
+        anyhow::bail!(
+            "{} cannot continue this run exactly: {why} (resume with the fedsim build, device and CPU kernels that started it)",
+            checkpoint_file.display()
+        );
+    }
+    let setup_started = Instant::now();
+    let simulation = Simulation::build(&config, dirs, device)?;
+    let setup_seconds = setup_started.elapsed().as_secs_f64();
+    let recorder = StreamingRecorder::resume(run_dir, found.segments)
+        .with_context(|| format!("reading the log segments of {}", run_dir.display()))?
+        .with_checkpoints(settings);
+    println!(
+        "resuming {} from its checkpoint at version {} (virtual time {:.2}, {} updates applied)",
+        run_dir.display(),
+        found.snapshot.version,
+        found.snapshot.virtual_time,
+        found.snapshot.updates_applied
+    );
+    let run_dir = RunDir { path: run_dir.to_owned() };
+    carry_out(&config, run_dir, simulation, recorder, Some(found.snapshot), setup_seconds, device)
+}
+
+/// What a run's checkpoints are taken on and must match.
+fn checkpoint_settings(config: &Config, device: tch::Device) -> CheckpointSettings {
+    CheckpointSettings {
+        every: config.checkpoint_every,
+        period: std::time::Duration::from_secs_f64(config.checkpoint_minutes * 60.0),
+        provenance: checkpoint::Provenance {
+            fedsim_version: env!("CARGO_PKG_VERSION").to_owned(),
+            git_commit: git_commit(),
+            config_sha256: config.results_fingerprint(),
+            device: runtime::describe(device),
+            cpu_capability: runtime::cpu_capability(),
+        },
+    }
+}
+
+/// Pins the CPU kernels where the config asks (re-executing this process before libtorch
+/// starts) and resolves the device.
+fn start_runtime(config: &Config) -> Result<tch::Device> {
     match (config.cpu_kernels, runtime::avx2_pinned()) {
         // Before libtorch starts: the pins are read when its libraries load.
         (CpuKernels::Avx2, false) => {
@@ -76,15 +164,22 @@ pub fn run(
         ),
         _ => {}
     }
-    let device = config.device.parse::<DeviceChoice>()?.resolve()?;
-    // Everything that can fail on input fails here, before the run directory exists.
-    let setup_started = Instant::now();
-    let simulation = Simulation::build(&config, dirs, device)?;
+    Ok(config.device.parse::<DeviceChoice>()?.resolve()?)
+}
+
+/// Runs a built simulation into its run directory (from a snapshot, when resuming) and writes
+/// the results: tables, final weights, run.json; prints the summary.
+fn carry_out(
+    config: &Config,
+    run_dir: RunDir,
+    simulation: Simulation,
+    mut recorder: StreamingRecorder,
+    resume: Option<crate::saved::RunSnapshot>,
+    setup_seconds: f64,
+    device: tch::Device,
+) -> Result<std::path::PathBuf> {
     let cohorts = simulation.experiment.cohorts;
-    let setup_seconds = setup_started.elapsed().as_secs_f64();
-    let run_dir = RunDir::create(out, &config.name, false)
-        .with_context(|| format!("creating a run folder in {}", out.display()))?;
-    run_dir.write_config(&config.to_input_toml())?;
+    let resumed_from_version = resume.as_ref().map(|s| s.version);
     println!(
         "fedsim run {}: {} on {}, {} worker{}, {} clients in flight (K), buffer {}; {} tasks ready at the start",
         config.name,
@@ -117,14 +212,13 @@ pub fn run(
         "{bar:30} {pos}/{len} versions {elapsed_precise} {msg}"
     };
     let bar = ProgressBar::new(length).with_style(ProgressStyle::with_template(template)?);
-    let mut recorder = StreamingRecorder::new(&run_dir.path);
     let started = Instant::now();
     runtime::reset_peak_memory(device);
     let outcome = {
         let mut sink =
             ProgressSink { recorder: &mut recorder, bar: bar.clone(), horizon, last_accuracy: None };
         // A libtorch error on the coordinating thread (server step, evaluation) is a panic too.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| simulation_run(simulation, &mut sink)))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| simulation_run(simulation, &mut sink, resume)))
             .unwrap_or_else(|panic| {
                 Err(crate::exec::workers::panic_error(panic, "in the server step or an evaluation"))
             })
@@ -139,15 +233,19 @@ pub fn run(
             let reason = format!("{error:#}\n");
             std::fs::write(run_dir.path.join("failure.txt"), &reason)
                 .with_context(|| format!("writing {}", run_dir.path.join("failure.txt").display()))?;
+            let resumable = checkpoint::path(&run_dir.path).exists();
             return Err(error.context(format!(
-                "the run stopped after {updates} updates and {evals} evaluations, which are in {} (failure.txt says why)",
-                run_dir.path.display()
+                "the run stopped after {updates} updates and {evals} evaluations, which are in {} (failure.txt says why){}",
+                run_dir.path.display(),
+                if resumable { "; `fedsim resume` continues it from its last checkpoint" } else { "" }
             )));
         }
     };
     let device_peak = runtime::device_memory(device).map(|m| m.peak_allocated);
     let wall = started.elapsed().as_secs_f64();
     let (last, evals) = (recorder.last_eval.clone(), recorder.evals);
+    let (checkpoints_written, checkpoint_seconds) =
+        (recorder.checkpoints_written, recorder.checkpoint_time.as_secs_f64());
     recorder.finish().context("writing the run's Parquet tables")?;
     let mut model = crate::nn::Model::new(config.model, outcome.input, tch::Device::Cpu);
     model
@@ -185,7 +283,16 @@ pub fn run(
         train_seconds: run.train_time.as_secs_f64(),
         server_seconds: run.server_time.as_secs_f64(),
         eval_seconds: run.eval_time.as_secs_f64(),
+        checkpoints_written: Some(checkpoints_written),
+        checkpoint_seconds: Some(checkpoint_seconds),
+        resumed_from_version,
     })?;
+    let interrupted = run.stop == crate::exec::StopReason::Interrupted;
+    if !interrupted {
+        // Complete: its checkpoint and segments are no longer needed.
+        crate::record::stream::tidy(&run_dir.path)
+            .with_context(|| format!("removing the checkpoint of the finished run {}", run_dir.path.display()))?;
+    }
     let rounds = run.updates_applied as f64 / config.active_jobs as f64;
     let last = last.as_ref();
     println!(
@@ -225,14 +332,22 @@ pub fn run(
             device_memory_line(device)
         );
     }
+    if checkpoints_written > 0 {
+        println!("checkpoints: {checkpoints_written}, {checkpoint_seconds:.2} s writing them (logs flushed with each)");
+    }
     println!("final weights sha256 {hash}");
     println!("results in {}", run_dir.path.display());
     // An interrupted run is recorded, but a sweep must not go on to its next point.
     anyhow::ensure!(
-        run.stop != crate::exec::StopReason::Interrupted,
-        "interrupted (Ctrl-C) at version {}; what ran is in {}",
+        !interrupted,
+        "interrupted (Ctrl-C) at version {}; what ran is in {}{}",
         run.version,
-        run_dir.path.display()
+        run_dir.path.display(),
+        if checkpoint::path(&run_dir.path).exists() {
+            format!("; `fedsim resume {}` continues it", run_dir.path.display())
+        } else {
+            String::new()
+        }
     );
     Ok(run_dir.path)
 }
@@ -243,10 +358,14 @@ struct Finished {
     test_images: usize,
 }
 
-fn simulation_run(simulation: Simulation, sink: &mut dyn Sink) -> Result<Finished> {
+fn simulation_run(
+    simulation: Simulation,
+    sink: &mut dyn Sink,
+    resume: Option<crate::saved::RunSnapshot>,
+) -> Result<Finished> {
     let input = simulation.experiment.trainer.spec.input;
     let test_images = simulation.experiment.trainer.dataset.test.len();
-    Ok(Finished { run: simulation.run(sink)?, input, test_images })
+    Ok(Finished { run: simulation.run(sink, resume)?, input, test_images })
 }
 
 /// "; device memory X GiB in use of Y GiB" on a GPU, nothing on CPU.

@@ -14,7 +14,7 @@ use crate::data::Dataset;
 use crate::data::{partition, split, DataDirs};
 use crate::exec::sizing::{resident_bytes, size_cohorts, CohortPlan};
 use crate::exec::trainer::{TorchEvaluator, TorchTrainer};
-use crate::exec::{execute, Engines, ExecSettings, RunOutcome, Sink, ThreadWorkers, Trainer};
+use crate::exec::{execute, Engines, ExecSettings, RunOutcome, RunSnapshot, Sink, ThreadWorkers, Trainer};
 use crate::fl::revive::{Distiller, ReviveSchedule, TeacherBuffer};
 use crate::fl::server::{Revive, Server};
 use crate::fl::ServerRule;
@@ -247,16 +247,17 @@ impl Simulation {
 
     /// Runs to the plan's end or a stop rule. On a GPU model versions live on the device
     /// ([`DeviceWeights`]); on CPU they are host vectors, whose floats the reports hold.
-    pub fn run(self, sink: &mut dyn Sink) -> Result<RunOutcome> {
+    /// Continues from a checkpoint's snapshot where `resume` gives one.
+    pub fn run(self, sink: &mut dyn Sink, resume: Option<RunSnapshot>) -> Result<RunOutcome> {
         if self.experiment.trainer.device.is_cuda() {
-            self.run_with::<DeviceWeights>(sink)
+            self.run_with::<DeviceWeights>(sink, resume)
         } else {
-            self.run_with::<Vec<f32>>(sink)
+            self.run_with::<Vec<f32>>(sink, resume)
         }
     }
 
     /// Runs with versions, aggregation and updates kept as `W` (tests use device weights on CPU).
-    pub fn run_with<W: TorchWeights>(self, sink: &mut dyn Sink) -> Result<RunOutcome> {
+    pub fn run_with<W: TorchWeights>(self, sink: &mut dyn Sink, resume: Option<RunSnapshot>) -> Result<RunOutcome> {
         let mut server = self.server.server::<W>();
         let Experiment { initial_weights, trainer, settings, cohorts, server_threads } = self.experiment;
         let device = trainer.device;
@@ -275,7 +276,7 @@ impl Simulation {
             sink: &mut *sink,
         };
         let mut scheduler = self.scheduler;
-        let outcome = execute(&mut scheduler, initial, &settings, engines)?;
+        let outcome = execute(&mut scheduler, initial, resume, &settings, engines)?;
         // The jobs table: what the plan made of every job, as far as the run got.
         // A run that stopped early (a stop rule) leaves out what the plan decided after its end.
         let stopped_at = SimTime::from_units(outcome.virtual_time);

@@ -26,6 +26,7 @@ use crate::fl::server::{Arrival, Server};
 use crate::nn::train::TrainOutcome;
 use crate::params::Weights;
 pub use crate::record::rows::{EvalRecord, Progress, Sink, UpdateRecord, VecSink};
+pub use crate::saved::{RunSnapshot, TrainedTask};
 use crate::sched::{Plan, PlanEnd, Step, TrainTask, UpdateInput};
 use cohorts::CohortBuilder;
 pub use trainer::{Evaluator, Job, Trainer};
@@ -141,17 +142,26 @@ struct Slot<W> {
     state: TaskState<W>,
 }
 
-/// Runs `plan` from `initial` (version 0) to its end or to a model-dependent stop. Versions
-/// and aggregation stay where the weights live (on a GPU, the device).
+/// Runs `plan` from `initial` (version 0), or from a checkpoint's snapshot (`resume`; the
+/// plan then starts from its beginning and is replayed up to the snapshot's position), to its
+/// end or to a model-dependent stop. Versions and aggregation stay where the weights live (on
+/// a GPU, the device); `initial` shows where.
+///
+/// Where the sink asks for it, a checkpoint is taken between two steps of the plan, after a
+/// version's evaluation if one follows, and when the user interrupts the run.
 pub fn execute<W: Weights>(
     plan: &mut dyn Plan,
     initial: W,
+    resume: Option<RunSnapshot>,
     settings: &ExecSettings,
     engines: Engines<W>,
 ) -> anyhow::Result<RunOutcome> {
     let Engines { workers, evaluator, server, sink } = engines;
     let started = Instant::now();
-    let mut window: VecDeque<Step> = VecDeque::new();
+    // Plan steps read so far, and those carried out (the position a checkpoint records).
+    let mut steps_read = 0u64;
+    let mut position = 0u64;
+    let mut window: VecDeque<(u64, Step)> = VecDeque::new();
     let mut slots: BTreeMap<u64, Slot<W>> = BTreeMap::new();
     let mut builder = CohortBuilder::new(settings.cohort_size);
     let mut next_cohort = 0u64;
@@ -186,42 +196,144 @@ pub fn execute<W: Weights>(
         max_versions_held: 0,
         cohorts_trained: 0,
     };
-    let mut close = |cohort: Vec<u64>, waiting: &mut BTreeMap<u64, Vec<u64>>| {
-        waiting.insert(next_cohort, cohort);
+    // A closed cohort waits for its bases, unless a checkpoint already holds all its results.
+    let mut close = |cohort: Vec<u64>, waiting: &mut BTreeMap<u64, Vec<u64>>, slots: &BTreeMap<u64, Slot<W>>| {
+        if !cohort.iter().all(|t| matches!(slots.get(t), Some(Slot { state: TaskState::Done { .. }, .. }))) {
+            waiting.insert(next_cohort, cohort);
+        }
         next_cohort += 1;
     };
+    // Tasks a checkpoint holds trained (they do not train again), by task.
+    let mut restored: HashMap<u64, TaskState<W>> = HashMap::new();
+    // The version at which the sink was last asked whether a checkpoint is due.
+    let mut checkpoint_asked = 0u64;
+    if let Some(snapshot) = resume {
+        // Version 0 shows where weights live; the snapshot's versions replace it.
+        let initial = current.clone();
+        versions.clear();
+        for (version, host) in &snapshot.versions {
+            versions.insert(*version, Arc::new(initial.like(host)));
+        }
+        current_version = snapshot.version;
+        current = versions.get(&current_version).cloned().ok_or_else(|| {
+            anyhow::anyhow!("the checkpoint lacks its own current model (version {current_version})")
+        })?;
+        for trained in snapshot.trained {
+            let outcome = TrainOutcome {
+                delta: initial.like(&trained.delta),
+                model: trained.model.as_deref().map(|m| initial.like(m)),
+                first_loss: trained.first_loss,
+                last_loss: trained.last_loss,
+                samples: trained.samples,
+                wall: Duration::ZERO,
+            };
+            restored.insert(trained.task, TaskState::Done { outcome, worker: trained.worker });
+        }
+        virtual_time = snapshot.virtual_time;
+        (last_accuracy, best_accuracy) = (snapshot.last_accuracy, snapshot.best_accuracy);
+        early_stop_due = snapshot.early_stop_due;
+        outcome.tasks_trained = snapshot.tasks_trained;
+        outcome.updates_applied = snapshot.updates_applied;
+        outcome.cohorts_trained = snapshot.cohorts_trained;
+        checkpoint_asked = current_version;
+        server.restore(snapshot.server, &*initial)?;
+        // Replay the plan up to the checkpoint: what was applied is dropped, what was trained
+        // waits done, the cohorts form as they did.
+        let mut last_made = 0u64;
+        while steps_read < snapshot.position {
+            let step = plan.next().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the plan ends after {steps_read} steps, before the checkpoint's position {}: the checkpoint is not of this config",
+                    snapshot.position
+                )
+            })?;
+            steps_read += 1;
+            match step {
+                Step::Train(task) => {
+                    let state = restored.remove(&task.task).unwrap_or_else(|| {
+                        *references.entry(task.base_version).or_default() += 1;
+                        TaskState::Waiting
+                    });
+                    let closed = builder.train(&task);
+                    slots.insert(task.task, Slot { task, state });
+                    for cohort in closed {
+                        close(cohort, &mut waiting, &slots);
+                    }
+                }
+                Step::Aggregate { version, inputs, .. } => {
+                    builder.aggregate(version, &inputs);
+                    for input in &inputs {
+                        let slot = slots.remove(&input.task).ok_or_else(|| {
+                            anyhow::anyhow!("the plan aggregates task {} before training it", input.task)
+                        })?;
+                        if matches!(slot.state, TaskState::Waiting) {
+                            release(&mut references, &mut versions, slot.task.base_version, current_version);
+                        }
+                    }
+                    last_made = version;
+                }
+                Step::Evaluate { .. } => {}
+            }
+        }
+        anyhow::ensure!(
+            last_made == snapshot.version,
+            "replaying the plan to the checkpoint's position makes version {last_made}, the checkpoint holds version {}: the checkpoint is not of this config",
+            snapshot.version
+        );
+        // Cohorts whose tasks were all applied or trained before the checkpoint do not train.
+        let mut mixed = None;
+        waiting.retain(|id, cohort| {
+            let pending = cohort.iter().filter(|t| matches!(slots.get(t), Some(Slot { state: TaskState::Waiting, .. }))).count();
+            if pending != 0 && pending != cohort.len() {
+                mixed = Some(*id);
+            }
+            pending != 0
+        });
+        anyhow::ensure!(mixed.is_none(), "the checkpoint holds part of a cohort's results: it is not of this config");
+        let missing = slots.values().find(|s| matches!(s.state, TaskState::Waiting) && !versions.contains_key(&s.task.base_version));
+        if let Some(slot) = missing {
+            anyhow::bail!("the checkpoint lacks version {}, the base of task {}", slot.task.base_version, slot.task.task);
+        }
+        position = steps_read;
+    }
 
     let stop = loop {
         // 1. Read the plan ahead, at least up to the next aggregation or evaluation, and on
         //    while that aggregation needs a task of the open cohort (it closes as the plan goes).
-        let head_needs_open = |window: &VecDeque<Step>, builder: &CohortBuilder| matches!(window.front(), Some(Step::Aggregate { inputs, .. }) if inputs.iter().any(|i| builder.holds(i.task)));
+        let head_needs_open = |window: &VecDeque<(u64, Step)>, builder: &CohortBuilder| matches!(window.front(), Some((_, Step::Aggregate { inputs, .. })) if inputs.iter().any(|i| builder.holds(i.task)));
         while !plan_done
             && (slots.len() < settings.lookahead || window.is_empty() || head_needs_open(&window, &builder))
         {
-            match plan.next() {
+            let step = plan.next();
+            steps_read += step.is_some() as u64;
+            match step {
                 Some(Step::Train(task)) => {
-                    *references.entry(task.base_version).or_default() += 1;
-                    for cohort in builder.train(&task) {
-                        close(cohort, &mut waiting);
+                    let state = restored.remove(&task.task).unwrap_or_else(|| {
+                        *references.entry(task.base_version).or_default() += 1;
+                        TaskState::Waiting
+                    });
+                    let closed = builder.train(&task);
+                    slots.insert(task.task, Slot { task, state });
+                    for cohort in closed {
+                        close(cohort, &mut waiting, &slots);
                     }
-                    slots.insert(task.task, Slot { task, state: TaskState::Waiting });
                 }
                 Some(step) => {
                     if let Step::Aggregate { version, inputs, .. } = &step {
                         builder.aggregate(*version, inputs);
                     }
-                    window.push_back(step)
+                    window.push_back((steps_read - 1, step))
                 }
                 None => {
                     plan_done = true;
                     if let Some(cohort) = builder.close() {
-                        close(cohort, &mut waiting);
+                        close(cohort, &mut waiting, &slots);
                     }
                     // Cohorts that no remaining aggregation takes from need not train. A cohort
                     // that is needed at all trains whole: its composition is the plan's.
                     let needed: HashSet<u64> = window
                         .iter()
-                        .flat_map(|s| match s {
+                        .flat_map(|(_, s)| match s {
                             Step::Aggregate { inputs, .. } => inputs.iter().map(|i| i.task).collect(),
                             _ => Vec::new(),
                         })
@@ -282,18 +394,55 @@ pub fn execute<W: Weights>(
             running.insert(id, cohort);
         }
 
-        // 3. Apply the head of the plan, or wait for a worker.
-        if interrupt::requested() {
+        // 3. Apply the head of the plan, or wait for a worker; take a checkpoint first where due
+        //    (after the version's evaluation, where one follows) or when the user interrupts.
+        let evaluation_follows =
+            matches!(window.front(), Some((_, Step::Evaluate { version, .. })) if *version == current_version);
+        let interrupted = interrupt::requested();
+        let ask = !evaluation_follows && checkpoint_asked != current_version;
+        if interrupted || (ask && sink.checkpoint_due(current_version)) {
+            let snapshot = RunSnapshot {
+                position,
+                version: current_version,
+                virtual_time,
+                versions: versions.iter().map(|(v, w)| (*v, w.to_host().into_owned())).collect(),
+                trained: slots
+                    .values()
+                    .filter_map(|slot| match &slot.state {
+                        TaskState::Done { outcome, worker } => Some(TrainedTask {
+                            task: slot.task.task,
+                            worker: *worker,
+                            first_loss: outcome.first_loss,
+                            last_loss: outcome.last_loss,
+                            samples: outcome.samples,
+                            delta: outcome.delta.to_host().into_owned(),
+                            model: outcome.model.as_ref().map(|m| m.to_host().into_owned()),
+                        }),
+                        _ => None,
+                    })
+                    .collect(),
+                last_accuracy,
+                best_accuracy,
+                early_stop_due,
+                tasks_trained: outcome.tasks_trained,
+                updates_applied: outcome.updates_applied,
+                cohorts_trained: outcome.cohorts_trained,
+                server: server.save()?,
+            };
+            sink.checkpoint(&snapshot)?;
+        }
+        if ask {
+            checkpoint_asked = current_version;
+        }
+        if interrupted {
             break Some(StopReason::Interrupted);
         }
-        let evaluation_follows =
-            matches!(window.front(), Some(Step::Evaluate { version, .. }) if *version == current_version);
         if !evaluation_follows && std::mem::take(&mut early_stop_due) {
             if let Some(stop) = early_stop(&settings.early_stop, current_version, best_accuracy) {
                 break Some(stop);
             }
         }
-        match window.front() {
+        match window.front().map(|(_, step)| step) {
             None if plan_done => break None,
             None => continue,
             Some(Step::Aggregate { inputs, .. }) => {
@@ -319,9 +468,10 @@ pub fn execute<W: Weights>(
                     }
                     continue;
                 }
-                let Some(Step::Aggregate { version, at, inputs }) = window.pop_front() else {
+                let Some((index, Step::Aggregate { version, at, inputs })) = window.pop_front() else {
                     unreachable!()
                 };
+                position = index + 1;
                 let server_started = Instant::now();
                 let taken: Vec<(Slot<W>, UpdateInput)> =
                     inputs.iter().map(|i| (slots.remove(&i.task).expect("checked above"), *i)).collect();
@@ -390,7 +540,8 @@ pub fn execute<W: Weights>(
                 early_stop_due = true;
             }
             Some(Step::Evaluate { .. }) => {
-                let Some(Step::Evaluate { version, at }) = window.pop_front() else { unreachable!() };
+                let Some((index, Step::Evaluate { version, at })) = window.pop_front() else { unreachable!() };
+                position = index + 1;
                 debug_assert_eq!(version, current_version, "evaluations follow their aggregation");
                 let eval_started = Instant::now();
                 let result = evaluator.evaluate(&*current);

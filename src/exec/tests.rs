@@ -179,7 +179,7 @@ fn execute_fake(
         server: &mut server,
         sink: &mut sink,
     };
-    let outcome = execute(&mut plan(policy), initial, &settings, engines).unwrap();
+    let outcome = execute(&mut plan(policy), initial, None, &settings, engines).unwrap();
     (outcome, sink)
 }
 

@@ -49,6 +49,11 @@ impl<W> TeacherBuffer<W> {
     pub fn is_empty(&self) -> bool {
         self.teachers.is_empty()
     }
+
+    /// Empties the buffer (a resumed run refills it from its checkpoint).
+    pub fn clear(&mut self) {
+        self.teachers.clear();
+    }
 }
 
 /// Produces delta_KD = theta_student - theta_current from the current global model and the
@@ -61,6 +66,17 @@ pub trait Distiller<W = Vec<f32>> {
     /// Work that runs between the freeze and warm-up gates, before distillation trains
     /// (FedRevive warms its generator up here). Nothing by default.
     fn warm_up(&mut self, _current: &W, _teachers: &[&Teacher<W>], _arrival: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// What the distiller carries from one arrival to the next (FedRevive's generator, its
+    /// optimizer, the image pool, the stabilisers), for a checkpoint. Nothing by default.
+    fn save(&self) -> anyhow::Result<crate::saved::SavedState> {
+        Ok(crate::saved::SavedState::default())
+    }
+
+    /// Puts back what [`Distiller::save`] gave, into a distiller built from the same config.
+    fn restore(&mut self, _state: crate::saved::SavedState) -> anyhow::Result<()> {
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::aggregate::{ServerRule, Update};
 use super::revive::{blend, Distiller, ReviveAction, ReviveSchedule, Teacher, TeacherBuffer};
 use crate::params::Weights;
+use crate::saved::{Array, SavedState};
 
 /// One update as it reaches the server.
 pub struct Arrival<'a, W = Vec<f32>> {
@@ -78,6 +79,44 @@ impl<W: Weights> Server<W> {
             next.fill(range.clone(), *value);
         }
         Ok(next)
+    }
+}
+
+impl<W: Weights> Server<W> {
+    /// What of the server decides the future: FedRevive's teachers and its distiller's state
+    /// (plain rules keep none).
+    pub fn save(&self) -> anyhow::Result<SavedState> {
+        let mut state = SavedState::default();
+        if let Some(revive) = &self.revive {
+            let teachers = revive.teachers.teachers();
+            state.put_value("teachers", teachers.len())?;
+            for (i, teacher) in teachers.iter().enumerate() {
+                state.put_array(format!("teacher.{i}.weights"), Array::vector(teacher.weights.to_host().into_owned()));
+                let proportions = teacher.class_proportions.clone();
+                state.put_array(
+                    format!("teacher.{i}.class_proportions"),
+                    Array::F64 { shape: vec![proportions.len()], data: proportions },
+                );
+            }
+            state.nest("distiller", revive.distiller.save()?);
+        }
+        Ok(state)
+    }
+
+    /// Puts back what [`Server::save`] gave; `like` places the teachers' weights where the
+    /// run keeps its weights.
+    pub fn restore(&mut self, mut state: SavedState, like: &W) -> anyhow::Result<()> {
+        let Some(revive) = &mut self.revive else { return Ok(()) };
+        let count: usize = state.value("teachers")?;
+        revive.teachers.clear();
+        for i in 0..count {
+            let weights = state.take_f32(&format!("teacher.{i}.weights"), like.len())?;
+            revive.teachers.push(Teacher {
+                weights: Arc::new(like.like(&weights)),
+                class_proportions: state.take_f64(&format!("teacher.{i}.class_proportions"))?,
+            });
+        }
+        revive.distiller.restore(state.unnest("distiller"))
     }
 }
 

@@ -63,6 +63,26 @@ impl LossStabilizer {
     pub fn history(&self, term: usize) -> &VecDeque<f64> {
         &self.history[term]
     }
+
+    /// Each term's window (what decides future judgements), for a checkpoint.
+    pub fn save(&self) -> crate::saved::SavedState {
+        let mut state = crate::saved::SavedState::default();
+        for (term, history) in self.history.iter().enumerate() {
+            let data: Vec<f64> = history.iter().copied().collect();
+            state.put_array(term.to_string(), crate::saved::Array::F64 { shape: vec![data.len()], data });
+        }
+        state
+    }
+
+    /// Puts back the windows [`LossStabilizer::save`] gave.
+    pub fn restore(&mut self, mut state: crate::saved::SavedState) -> anyhow::Result<()> {
+        for (term, history) in self.history.iter_mut().enumerate() {
+            let values = state.take_f64(&term.to_string())?;
+            anyhow::ensure!(values.len() <= self.window, "a stabiliser window holds more than {} values", self.window);
+            *history = values.into();
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +127,19 @@ mod tests {
             assert!(zeros.admit(0, 0.0));
         }
         assert!(zeros.admit(0, 1.0), "a zero mean drops nothing");
+    }
+
+    #[test]
+    fn a_restored_stabiliser_judges_as_the_saved_one() {
+        let mut s = LossStabilizer::reference(2);
+        for v in [1.0, 2.0, 0.1 + 0.2, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0] {
+            assert!(s.admit(1, v));
+        }
+        let mut restored = LossStabilizer::reference(2);
+        restored.restore(s.save()).unwrap();
+        assert_eq!(restored.history(1), s.history(1));
+        assert_eq!(restored.admit(1, 17.0), s.admit(1, 17.0));
+        assert_eq!(restored.admit(1, 16.0), s.admit(1, 16.0));
     }
 
     #[test]

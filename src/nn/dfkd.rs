@@ -19,6 +19,7 @@ use rand::Rng as _;
 use rand_distr::StandardNormal;
 use tch::{nn, nn::ModuleT, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
 
+use super::adam::{host_array, SavableAdam};
 use super::device_weights::TorchWeights;
 use super::generator::Generator;
 use super::kd::{draw_by_class, draw_labels, KdCore, KdSettings};
@@ -27,6 +28,7 @@ use crate::data::augment::{Augment, Normalize};
 use crate::data::DatasetKind;
 use crate::fl::revive::{Distiller, Teacher};
 use crate::fl::stabilizer::LossStabilizer;
+use crate::saved::{Array, SavedState};
 use crate::sim::rng::{self, Purpose, Rng};
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -108,7 +110,7 @@ pub struct DataFreeDistiller {
     augment_normalize: Normalize,
     /// The persistent generator's weights (each synthesis call builds its fast copy).
     generator_vs: nn::VarStore,
-    meta_optimizer: nn::Optimizer,
+    meta_optimizer: SavableAdam,
     stabilizer: LossStabilizer,
     pool: ImagePool,
     synthesis_calls: u64,
@@ -128,8 +130,7 @@ impl DataFreeDistiller {
     ) -> anyhow::Result<Self> {
         let (mean, std) = dataset.normalization();
         let (generator_vs, _) = Generator::build(settings.nz, settings.ngf, input, seed, device);
-        let meta_optimizer = nn::Adam { beta1: 0.5, beta2: 0.999, ..Default::default() }
-            .build(&generator_vs, settings.lr_g)?;
+        let meta_optimizer = SavableAdam::new(&generator_vs, settings.lr_g, 0.5, 0.999)?;
         Ok(DataFreeDistiller {
             core: KdCore::new(
                 kd,
@@ -293,7 +294,7 @@ impl DataFreeDistiller {
                 pull += (&p - fast_variables[&name].detach()).square().sum(Kind::Float) * 0.5;
             }
         }
-        self.meta_optimizer.backward_step(&pull);
+        self.meta_optimizer.backward_step(&pull)?;
         self.synthesis_calls += 1;
         if let Some((_, images)) = best {
             let pixels = (images * 255.0).round().clamp(0.0, 255.0).to_kind(Kind::Uint8);
@@ -317,5 +318,54 @@ impl<W: TorchWeights> Distiller<W> for DataFreeDistiller {
             let index = Tensor::from_slice(&draw_by_class(&by_class, q, count, rng)).to_device(device);
             images.index_select(0, &index)
         })
+    }
+
+    fn save(&self) -> anyhow::Result<SavedState> {
+        let mut state = SavedState::default();
+        for (name, variable) in self.generator_vs.variables() {
+            state.put_array(format!("generator.{name}"), host_array(&variable)?);
+        }
+        state.nest("meta_optimizer", self.meta_optimizer.save()?);
+        state.nest("stabilizer", self.stabilizer.save());
+        state.nest("kd", self.core.save());
+        let pool = &self.pool;
+        let shape: Vec<usize> = pool.images.size().iter().map(|&d| d as usize).collect();
+        let pixels = pool.images.to_device(Device::Cpu).contiguous().view(-1);
+        state.put_array("pool.images", Array::U8 { shape, data: Vec::<u8>::try_from(&pixels)? });
+        state.put_array("pool.labels", Array::U8 { shape: vec![pool.labels.len()], data: pool.labels.clone() });
+        state.put_value("pool.next", pool.next)?;
+        state.put_value("pool.filled", pool.filled)?;
+        state.put_value("synthesis_calls", self.synthesis_calls)?;
+        Ok(state)
+    }
+
+    fn restore(&mut self, mut state: SavedState) -> anyhow::Result<()> {
+        tch::no_grad(|| -> anyhow::Result<()> {
+            for (name, mut variable) in self.generator_vs.variables() {
+                let values = state.take_f32(&format!("generator.{name}"), variable.numel())?;
+                let restored = Tensor::from_slice(&values).view(variable.size().as_slice());
+                variable.copy_(&restored.to_device(variable.device()));
+            }
+            Ok(())
+        })?;
+        self.meta_optimizer.restore(state.unnest("meta_optimizer"))?;
+        self.stabilizer.restore(state.unnest("stabilizer"))?;
+        self.core.restore(state.unnest("kd"))?;
+        let capacity = self.pool.labels.len();
+        let (next, filled): (usize, usize) = (state.value("pool.next")?, state.value("pool.filled")?);
+        anyhow::ensure!(next < capacity.max(1) && filled <= capacity, "the checkpoint's image pool does not fit dfkd.pool_size = {capacity}");
+        match (state.take_array("pool.images")?, state.take_array("pool.labels")?) {
+            (Array::U8 { shape, data }, Array::U8 { data: labels, .. })
+                if labels.len() == capacity && shape.iter().map(|&d| d as i64).collect::<Vec<_>>() == self.pool.images.size() =>
+            {
+                let images = Tensor::from_slice(&data).view(self.pool.images.size().as_slice());
+                self.pool.images.copy_(&images.to_device(self.core.device));
+                self.pool.labels = labels;
+            }
+            _ => anyhow::bail!("the checkpoint's image pool does not fit dfkd.pool_size = {capacity} and the dataset's image size"),
+        }
+        (self.pool.next, self.pool.filled) = (next, filled);
+        self.synthesis_calls = state.value("synthesis_calls")?;
+        Ok(())
     }
 }

@@ -77,6 +77,18 @@ impl KdCore {
         }
     }
 
+    /// The KD loss stabiliser's windows (empty without one), for a checkpoint.
+    pub fn save(&self) -> crate::saved::SavedState {
+        self.stabilizer.as_ref().map(LossStabilizer::save).unwrap_or_default()
+    }
+
+    pub fn restore(&mut self, state: crate::saved::SavedState) -> anyhow::Result<()> {
+        match &mut self.stabilizer {
+            Some(stabilizer) => stabilizer.restore(state),
+            None => Ok(()),
+        }
+    }
+
     /// Loads the teachers' weights into (frozen) teacher models. On CPU the caller's libtorch
     /// thread count applies (the executor sets the coordinating thread's to run.server_threads).
     pub fn load_teachers<W: TorchWeights>(&mut self, teachers: &[&Teacher<W>]) {
@@ -290,6 +302,14 @@ impl<W: TorchWeights> Distiller<W> for RealDataDistiller {
             let index = Tensor::from_slice(&draw_by_class(by_class, q, count, rng)).to_device(device);
             images.index_select(0, &index)
         })
+    }
+
+    fn save(&self) -> anyhow::Result<crate::saved::SavedState> {
+        Ok(self.core.save())
+    }
+
+    fn restore(&mut self, state: crate::saved::SavedState) -> anyhow::Result<()> {
+        self.core.restore(state)
     }
 }
 

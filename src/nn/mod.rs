@@ -2,6 +2,7 @@
 //! threads as plain `Vec<f32>` in a fixed layout (variables sorted by name); each job builds
 //! its own `VarStore`, since a tensor must not be shared across threads.
 
+pub mod adam;
 pub mod cohort;
 pub mod convnet;
 pub mod device_weights;

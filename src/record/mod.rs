@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::Serialize;
 
+pub mod checkpoint;
 pub mod rows;
 pub mod stream;
 
@@ -76,6 +77,15 @@ pub struct RunInfo {
     pub train_seconds: f64,
     pub server_seconds: f64,
     pub eval_seconds: f64,
+    /// Checkpoints this process wrote and the wall time they took (None before the fields).
+    #[serde(default)]
+    pub checkpoints_written: Option<u64>,
+    #[serde(default)]
+    pub checkpoint_seconds: Option<f64>,
+    /// The checkpoint's version this process resumed from (None: it ran from the start; the
+    /// wall-clock figures are then of the whole run, else of the resumed part).
+    #[serde(default)]
+    pub resumed_from_version: Option<u64>,
 }
 
 fn first_log_format() -> u32 {

@@ -51,6 +51,16 @@ pub trait Sink {
     fn check(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
+    /// Whether a checkpoint is due now that `version` exists (never, by default); asked once
+    /// per version, at a point where one can be taken.
+    fn checkpoint_due(&mut self, _version: u64) -> bool {
+        false
+    }
+    /// Stores a checkpoint (and first the rows so far, so that logs and checkpoint agree).
+    /// Also called when the user interrupts the run; a sink without checkpoints ignores it.
+    fn checkpoint(&mut self, _snapshot: &crate::saved::RunSnapshot) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Collects everything in memory.

@@ -2,15 +2,21 @@
 //! yet on disk: at an evaluation, once [`FLUSH_EVERY`] has passed since the last flush, it
 //! writes them as the next segment of each table (`segments/updates-000001.parquet`, ...),
 //! each a complete Parquet file renamed into place, so a killed process leaves every row up to
-//! its last flush readable. [`StreamingRecorder::finish`] flushes the rest and joins the
-//! segments into `updates.parquet`, `evals.parquet` and `jobs.parquet`.
+//! its last flush readable. A checkpoint (where the run asks for them: every
+//! `run.checkpoint_every` versions and `run.checkpoint_minutes` of wall time) flushes first and
+//! records how many segments it covers, so a resumed run drops the later ones and appends.
+//! [`StreamingRecorder::finish`] flushes the rest and joins the segments into
+//! `updates.parquet`, `evals.parquet` and `jobs.parquet`; the segments stay while a checkpoint
+//! does (the run can still be resumed), until [`tidy`] removes both from a complete run.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use polars::prelude::*;
 
+use super::checkpoint::{self, Provenance};
 use super::rows::{EvalRecord, Sink, UpdateRecord, VecSink};
+use crate::saved::RunSnapshot;
 use crate::sched::JobRecord;
 
 /// The longest a row waits in memory, measured at evaluations.
@@ -22,8 +28,22 @@ pub const SEGMENTS: &str = "segments";
 /// The tables, by file stem.
 const TABLES: [&str; 3] = ["updates", "evals", "jobs"];
 
+/// When a run takes checkpoints, and what they must match to be resumed.
+pub struct CheckpointSettings {
+    /// Every this many versions (0: never by versions).
+    pub every: u64,
+    /// Every this much wall time (zero: never by time).
+    pub period: Duration,
+    pub provenance: Provenance,
+}
+
 pub struct StreamingRecorder {
     dir: PathBuf,
+    checkpoints: Option<CheckpointSettings>,
+    last_checkpoint: Instant,
+    pub checkpoints_written: u64,
+    /// Wall time spent writing checkpoints (flushes included).
+    pub checkpoint_time: Duration,
     pending: VecSink,
     segments: usize,
     last_flush: Instant,
@@ -38,6 +58,10 @@ impl StreamingRecorder {
     pub fn new(run_dir: &Path) -> Self {
         StreamingRecorder {
             dir: run_dir.to_owned(),
+            checkpoints: None,
+            last_checkpoint: Instant::now(),
+            checkpoints_written: 0,
+            checkpoint_time: Duration::ZERO,
             pending: VecSink::default(),
             segments: 0,
             last_flush: Instant::now(),
@@ -46,6 +70,34 @@ impl StreamingRecorder {
             evals: 0,
             last_eval: None,
         }
+    }
+
+    /// Takes checkpoints as `settings` say.
+    pub fn with_checkpoints(mut self, settings: CheckpointSettings) -> Self {
+        self.checkpoints = Some(settings);
+        self
+    }
+
+    /// Continues the logs of `run_dir` from a checkpoint taken when `segments` segments were
+    /// on disk: later segments (rows of the run after that checkpoint) are removed.
+    pub fn resume(run_dir: &Path, segments: usize) -> PolarsResult<Self> {
+        let mut recorder = StreamingRecorder::new(run_dir);
+        recorder.segments = segments;
+        let folder = run_dir.join(SEGMENTS);
+        if folder.exists() {
+            for entry in std::fs::read_dir(&folder)? {
+                let path = entry?.path();
+                if segment_index(&path).is_none_or(|index| index > segments) {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+        if let Some(evals) = read_segments(&folder, "evals")? {
+            recorder.evals = evals.height() as u64;
+            recorder.last_eval = last_eval(&evals)?;
+        }
+        recorder.updates = read_segments(&folder, "updates")?.map_or(0, |u| u.height() as u64);
+        Ok(recorder)
     }
 
     /// Writes the pending rows as the next segment of each table that has any.
@@ -72,7 +124,8 @@ impl StreamingRecorder {
         Ok(())
     }
 
-    /// Flushes what is pending and joins each table's segments into its file; the segments go.
+    /// Flushes what is pending and joins each table's segments into its file. The segments go,
+    /// unless a checkpoint is there to resume from (they are its logs).
     pub fn finish(mut self) -> PolarsResult<()> {
         if let Some(error) = self.error.take() {
             return Err(error);
@@ -91,7 +144,7 @@ impl StreamingRecorder {
             };
             super::write_parquet(&self.dir.join(format!("{table}.parquet")), &mut frame)?;
         }
-        if folder.exists() {
+        if folder.exists() && !checkpoint::path(&self.dir).exists() {
             std::fs::remove_dir_all(&folder)?;
         }
         Ok(())
@@ -102,6 +155,42 @@ impl StreamingRecorder {
             self.error = Some(error);
         }
     }
+}
+
+/// Removes the checkpoint and the log segments of a run that is complete (its tables, weights
+/// and run.json written): nothing is left to resume.
+pub fn tidy(run_dir: &Path) -> std::io::Result<()> {
+    let file = checkpoint::path(run_dir);
+    if file.exists() {
+        std::fs::remove_file(file)?;
+    }
+    let folder = run_dir.join(SEGMENTS);
+    if folder.exists() {
+        std::fs::remove_dir_all(folder)?;
+    }
+    Ok(())
+}
+
+/// A segment file's number (`updates-000003.parquet`: 3).
+fn segment_index(path: &Path) -> Option<usize> {
+    let name = path.file_name()?.to_str()?.strip_suffix(".parquet")?;
+    name.rsplit_once('-')?.1.parse().ok()
+}
+
+/// The last row of an evals table (per-class accuracies left out: only the summary reads it).
+fn last_eval(evals: &DataFrame) -> PolarsResult<Option<EvalRecord>> {
+    let Some(row) = evals.height().checked_sub(1) else { return Ok(None) };
+    let float = |name: &str| -> PolarsResult<f64> {
+        Ok(evals.column(name)?.f64()?.get(row).unwrap_or(f64::NAN))
+    };
+    Ok(Some(EvalRecord {
+        version: evals.column("version")?.u64()?.get(row).unwrap_or(0),
+        virtual_time: float("virtual_time")?,
+        accuracy: float("accuracy")?,
+        loss: float("loss")?,
+        per_class_accuracy: Vec::new(),
+        wall_s: float("wall_s")?,
+    }))
 }
 
 /// A table's segments, in order, as one frame (None when it has none).
@@ -148,6 +237,28 @@ impl Sink for StreamingRecorder {
 
     fn job(&mut self, record: JobRecord) {
         self.pending.jobs.push(record);
+    }
+
+    fn checkpoint_due(&mut self, version: u64) -> bool {
+        self.checkpoints.as_ref().is_some_and(|c| {
+            (c.every > 0 && version % c.every == 0)
+                || (!c.period.is_zero() && self.last_checkpoint.elapsed() >= c.period)
+        })
+    }
+
+    fn checkpoint(&mut self, snapshot: &RunSnapshot) -> anyhow::Result<()> {
+        let Some(settings) = &self.checkpoints else { return Ok(()) };
+        let provenance = settings.provenance.clone();
+        let started = Instant::now();
+        self.check()?;
+        self.flush().map_err(anyhow::Error::new).map_err(|e| {
+            e.context(format!("writing the run's log segments in {}", self.dir.join(SEGMENTS).display()))
+        })?;
+        checkpoint::write(&self.dir, &provenance, self.segments, snapshot)?;
+        self.checkpoints_written += 1;
+        self.checkpoint_time += started.elapsed();
+        self.last_checkpoint = Instant::now();
+        Ok(())
     }
 
     fn check(&mut self) -> anyhow::Result<()> {
@@ -198,6 +309,7 @@ mod tests {
             recorder.update(update(task));
         }
         recorder.finish().unwrap();
+        tidy(&dir).unwrap();
         let updates = super::super::read_parquet(&dir.join("updates.parquet")).unwrap();
         let tasks: Vec<u64> = updates.column("task").unwrap().u64().unwrap().into_no_null_iter().collect();
         assert_eq!(tasks, [0, 1, 2, 3, 4]);

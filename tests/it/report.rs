@@ -124,6 +124,9 @@ fn write_run(root: &Path, run: &HandRun) -> PathBuf {
         train_seconds: run.train,
         server_seconds: 2.0,
         eval_seconds: 3.0,
+        checkpoints_written: None,
+        checkpoint_seconds: None,
+        resumed_from_version: None,
     })
     .unwrap();
     dir.write_tables(&VecSink {

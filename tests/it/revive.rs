@@ -20,7 +20,7 @@ use crate::{applied_updates, dirs, max_abs, max_abs_difference, relative_differe
 fn run(text: &str, workers: usize) -> (String, VecSink) {
     let config = Config::from_toml(text, "test", "test", &[format!("run.workers={workers}")]).unwrap();
     let mut sink = VecSink::default();
-    let outcome = Simulation::build(&config, &dirs(), Device::Cpu).unwrap().run(&mut sink).unwrap();
+    let outcome = Simulation::build(&config, &dirs(), Device::Cpu).unwrap().run(&mut sink, None).unwrap();
     (weights_hash(&outcome.final_weights), sink)
 }
 
@@ -86,7 +86,7 @@ fn fedrevive_with_device_resident_versions_is_identical_for_one_and_two_workers(
         let mut sink = VecSink::default();
         let outcome = Simulation::build(&config, &dirs(), Device::Cpu)
             .unwrap()
-            .run_with::<DeviceWeights>(&mut sink)
+            .run_with::<DeviceWeights>(&mut sink, None)
             .unwrap();
         (outcome.final_weights, sink)
     };
@@ -96,7 +96,7 @@ fn fedrevive_with_device_resident_versions_is_identical_for_one_and_two_workers(
     assert_eq!(accuracies(&sink_1), accuracies(&sink_2));
     let config = Config::from_toml(&text, "test", "test", &["run.workers=2".to_owned()]).unwrap();
     let mut host_sink = VecSink::default();
-    let host = Simulation::build(&config, &dirs(), Device::Cpu).unwrap().run(&mut host_sink).unwrap();
+    let host = Simulation::build(&config, &dirs(), Device::Cpu).unwrap().run(&mut host_sink, None).unwrap();
     assert_eq!(applied_updates(&sink_1), applied_updates(&host_sink));
     let difference = relative_difference(&weights_1, &host.final_weights);
     assert!(difference <= 1e-3, "{difference:e} of the weights' scale");
@@ -138,7 +138,7 @@ fn dd_fedrevive_without_beta_equals_fedbuff_with_buffer_one() {
     let hash = |config: &Config| {
         let mut sink = VecSink::default();
         weights_hash(
-            &Simulation::build(config, &dirs(), Device::Cpu).unwrap().run(&mut sink).unwrap().final_weights,
+            &Simulation::build(config, &dirs(), Device::Cpu).unwrap().run(&mut sink, None).unwrap().final_weights,
         )
     };
     assert_eq!(hash(&config("dd_fedrevive", SMALL_SIMPLE_KD)), hash(&config("async_fl", "")));

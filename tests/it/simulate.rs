@@ -50,7 +50,7 @@ fn assert_same_run(
 
 fn run(config: &Config) -> (String, VecSink) {
     let mut sink = VecSink::default();
-    let outcome = Simulation::build(config, &dirs(), Device::Cpu).unwrap().run(&mut sink).unwrap();
+    let outcome = Simulation::build(config, &dirs(), Device::Cpu).unwrap().run(&mut sink, None).unwrap();
     (weights_hash(&outcome.final_weights), sink)
 }
 
@@ -148,7 +148,7 @@ fn over_commitment_and_maximum_staleness_train_only_what_is_applied_for_any_work
         let text = small(algorithm, extra);
         let one = config(&text, 1);
         let mut sink_1 = VecSink::default();
-        let outcome_1 = Simulation::build(&one, &dirs(), Device::Cpu).unwrap().run(&mut sink_1).unwrap();
+        let outcome_1 = Simulation::build(&one, &dirs(), Device::Cpu).unwrap().run(&mut sink_1, None).unwrap();
         let (hash_2, sink_2) = run(&config(&text, 2));
         let hash_1 = weights_hash(&outcome_1.final_weights);
         assert_same_run(algorithm, 2, (&hash_2, &sink_2), (&hash_1, &sink_1));
@@ -184,7 +184,7 @@ fn run_resident(config: &Config) -> (String, Vec<f32>, VecSink) {
     let mut sink = VecSink::default();
     let outcome = Simulation::build(config, &dirs(), Device::Cpu)
         .unwrap()
-        .run_with::<DeviceWeights>(&mut sink)
+        .run_with::<DeviceWeights>(&mut sink, None)
         .unwrap();
     (weights_hash(&outcome.final_weights), outcome.final_weights, sink)
 }
@@ -213,7 +213,7 @@ fn device_resident_versions_give_one_result_for_any_worker_count_and_match_host_
             let mut host_sink = VecSink::default();
             let host = Simulation::build(&cohort_config(&text, 2, cohort), &dirs(), Device::Cpu)
                 .unwrap()
-                .run(&mut host_sink)
+                .run(&mut host_sink, None)
                 .unwrap();
             assert_eq!(
                 applied_updates(&sink_1),
@@ -350,7 +350,7 @@ fn zero_delay_sync_fedavg_is_textbook_fedavg() {
     }
     let mut sink = VecSink::default();
     let simulated =
-        Simulation::build(&config, &dirs(), Device::Cpu).unwrap().run(&mut sink).unwrap().final_weights;
+        Simulation::build(&config, &dirs(), Device::Cpu).unwrap().run(&mut sink, None).unwrap().final_weights;
     assert_eq!(weights_hash(&simulated), hash);
     let worst =
         simulated.iter().zip(&theta).map(|(s, t)| (s - t).abs() / (1.0 + t.abs())).fold(0f32, f32::max);
@@ -477,7 +477,7 @@ fn memory_stays_flat_over_thousands_of_versions() {
                 [eval]\ninterval = 100000\n[stop]\nmax_versions = 3000\n[run]\nlookahead = 8\n";
     let config = config(text, 2);
     let mut sink = VecSink::default();
-    let outcome = Simulation::build(&config, &dirs(), Device::Cpu).unwrap().run(&mut sink).unwrap();
+    let outcome = Simulation::build(&config, &dirs(), Device::Cpu).unwrap().run(&mut sink, None).unwrap();
     assert_eq!(outcome.version, 3000);
     assert_eq!(sink.updates.len(), 3000);
     // K + lookahead planned tasks, plus at most K more to reach the next aggregation.

@@ -196,9 +196,11 @@ pub fn execute<W: Weights>(
         max_versions_held: 0,
         cohorts_trained: 0,
     };
-    // A closed cohort waits for its bases, unless a checkpoint already holds all its results.
+    // A closed cohort waits for its bases, unless a resumed run's checkpoint came after it
+    // trained: its members are then applied (gone) or held trained.
     let mut close = |cohort: Vec<u64>, waiting: &mut BTreeMap<u64, Vec<u64>>, slots: &BTreeMap<u64, Slot<W>>| {
-        if !cohort.iter().all(|t| matches!(slots.get(t), Some(Slot { state: TaskState::Done { .. }, .. }))) {
+        let trained = |t: &u64| slots.get(t).is_none_or(|s| matches!(s.state, TaskState::Done { .. }));
+        if !cohort.iter().all(trained) {
             waiting.insert(next_cohort, cohort);
         }
         next_cohort += 1;
@@ -266,8 +268,15 @@ pub fn execute<W: Weights>(
                         let slot = slots.remove(&input.task).ok_or_else(|| {
                             anyhow::anyhow!("the plan aggregates task {} before training it", input.task)
                         })?;
-                        if matches!(slot.state, TaskState::Waiting) {
-                            release(&mut references, &mut versions, slot.task.base_version, current_version);
+                        // Only the count drops: a version may be needed again by a task read
+                        // later in the replay; unneeded versions go once it is done.
+                        if let (TaskState::Waiting, Some(count)) =
+                            (&slot.state, references.get_mut(&slot.task.base_version))
+                        {
+                            *count -= 1;
+                            if *count == 0 {
+                                references.remove(&slot.task.base_version);
+                            }
                         }
                     }
                     last_made = version;
@@ -280,6 +289,7 @@ pub fn execute<W: Weights>(
             "replaying the plan to the checkpoint's position makes version {last_made}, the checkpoint holds version {}: the checkpoint is not of this config",
             snapshot.version
         );
+        versions.retain(|version, _| *version == current_version || references.contains_key(version));
         // Cohorts whose tasks were all applied or trained before the checkpoint do not train.
         let mut mixed = None;
         waiting.retain(|id, cohort| {
@@ -400,7 +410,9 @@ pub fn execute<W: Weights>(
             matches!(window.front(), Some((_, Step::Evaluate { version, .. })) if *version == current_version);
         let interrupted = interrupt::requested();
         let ask = !evaluation_follows && checkpoint_asked != current_version;
-        if interrupted || (ask && sink.checkpoint_due(current_version)) {
+        // Once the plan has ended, tasks no aggregation needs are dropped with their bases;
+        // what is left is the tail (at most the lookahead), and the last checkpoint stands.
+        if !plan_done && (interrupted || (ask && sink.checkpoint_due(current_version))) {
             let snapshot = RunSnapshot {
                 position,
                 version: current_version,

@@ -157,6 +157,22 @@ fn execute_fake(
     picks: Vec<usize>,
     early_stop: Vec<(u64, f64)>,
 ) -> (RunOutcome, VecSink) {
+    let mut sink = VecSink::default();
+    let outcome = execute_fake_into(trainer, policy, cohort_size, capacity, picks, early_stop, None, &mut sink);
+    (outcome, sink)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute_fake_into(
+    trainer: Arc<FakeTrainer>,
+    policy: Policy,
+    cohort_size: usize,
+    capacity: usize,
+    picks: Vec<usize>,
+    early_stop: Vec<(u64, f64)>,
+    resume: Option<RunSnapshot>,
+    sink: &mut dyn Sink,
+) -> RunOutcome {
     let mut workers =
         OrderedWorkers { trainer: trainer.clone(), capacity, started: Vec::new(), picks, next_pick: 0 };
     let partition = Partition {
@@ -172,15 +188,41 @@ fn execute_fake(
         early_stop,
     };
     let mut server = Server { rule: ServerRule::plain(1.0), revive: None, tracker_reset: Vec::new() };
-    let mut sink = VecSink::default();
-    let engines = Engines {
-        workers: &mut workers,
-        evaluator: &mut FakeEvaluator,
-        server: &mut server,
-        sink: &mut sink,
-    };
-    let outcome = execute(&mut plan(policy), initial, None, &settings, engines).unwrap();
-    (outcome, sink)
+    let engines = Engines { workers: &mut workers, evaluator: &mut FakeEvaluator, server: &mut server, sink };
+    execute(&mut plan(policy), initial, resume, &settings, engines).unwrap()
+}
+
+/// Records like a VecSink and keeps a snapshot every `every` versions, with how many update
+/// and evaluation rows were recorded when it was taken.
+struct SnapshotSink {
+    rows: VecSink,
+    every: u64,
+    snapshots: Vec<(RunSnapshot, usize, usize)>,
+}
+
+impl Sink for SnapshotSink {
+    fn update(&mut self, record: UpdateRecord) {
+        self.rows.update(record);
+    }
+    fn eval(&mut self, record: EvalRecord) {
+        self.rows.eval(record);
+    }
+    fn checkpoint_due(&mut self, version: u64) -> bool {
+        version % self.every == 0
+    }
+    fn checkpoint(&mut self, snapshot: &RunSnapshot) -> anyhow::Result<()> {
+        self.snapshots.push((snapshot.clone(), self.rows.updates.len(), self.rows.evals.len()));
+        Ok(())
+    }
+}
+
+/// (task, applied version, base version, first loss bits) per update; (version, accuracy bits)
+/// per evaluation: everything but the wall-clock columns.
+fn rows(sink: &VecSink) -> (Vec<(u64, u64, u64, u32)>, Vec<(u64, u64)>) {
+    (
+        sink.updates.iter().map(|u| (u.task, u.applied_version, u.base_version, u.last_loss.to_bits())).collect(),
+        sink.evals.iter().map(|e| (e.version, e.accuracy.to_bits())).collect(),
+    )
 }
 
 #[test]
@@ -291,6 +333,92 @@ proptest! {
         let trace = run(policy, size, capacity, picks, Vec::new());
         prop_assert_eq!(trace, reference);
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A run resumed from any of its checkpoints, with any worker count and finishing order,
+    /// applies the rest of the updates, evaluates and ends exactly as the uninterrupted run.
+    #[test]
+    fn a_run_resumed_from_any_checkpoint_ends_as_the_uninterrupted_run(
+        picks in proptest::collection::vec(0usize..16, 1..20),
+        capacity in 1usize..6,
+        resumed_capacity in 1usize..6,
+        size in 1usize..6,
+        buffered in any::<bool>(),
+        every in 1u64..6,
+    ) {
+        let policy = if buffered { Policy::buffered(2) } else { Policy::SYNC };
+        let mut full = SnapshotSink { rows: VecSink::default(), every, snapshots: Vec::new() };
+        let trainer = Arc::new(FakeTrainer::default());
+        let outcome = execute_fake_into(trainer, policy, size, capacity, picks.clone(), Vec::new(), None, &mut full);
+        prop_assert!(!full.snapshots.is_empty());
+        let (updates, evals) = rows(&full.rows);
+        for (snapshot, updates_before, evals_before) in &full.snapshots {
+            let mut rest = VecSink::default();
+            let trainer = Arc::new(FakeTrainer::default());
+            let resumed = execute_fake_into(
+                trainer.clone(),
+                policy,
+                size,
+                resumed_capacity,
+                picks.iter().rev().copied().collect(),
+                Vec::new(),
+                Some(snapshot.clone()),
+                &mut rest,
+            );
+            let (rest_updates, rest_evals) = rows(&rest);
+            prop_assert_eq!(&rest_updates[..], &updates[*updates_before..], "updates after version {}", snapshot.version);
+            prop_assert_eq!(&rest_evals[..], &evals[*evals_before..], "evaluations after version {}", snapshot.version);
+            prop_assert_eq!(weights_hash(&resumed.final_weights), weights_hash(&outcome.final_weights));
+            prop_assert_eq!((resumed.version, resumed.updates_applied), (outcome.version, outcome.updates_applied));
+            // Nothing the checkpoint held trained is trained again.
+            let retrained: Vec<u64> = trainer.cohorts.lock().unwrap().concat();
+            for task in &snapshot.trained {
+                prop_assert!(!retrained.contains(&task.task), "task {} trained again", task.task);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_snapshot_of_another_plan_is_refused() {
+    let mut full = SnapshotSink { rows: VecSink::default(), every: 5, snapshots: Vec::new() };
+    execute_fake_into(Arc::new(FakeTrainer::default()), Policy::buffered(2), 1, 2, vec![0], Vec::new(), None, &mut full);
+    let (snapshot, _, _) = full.snapshots[1].clone();
+    let changes: [(fn(&mut RunSnapshot), &str); 3] = [
+        (|s| s.version += 1, "lacks its own current model"),
+        (|s| s.position = 1_000_000, "not of this config"),
+        (|s| s.versions.retain(|(v, _)| *v == s.version), "the checkpoint lacks version"),
+    ];
+    for (change, expected) in changes {
+        let mut snapshot = snapshot.clone();
+        change(&mut snapshot);
+        let error = resume_fake(snapshot);
+        assert!(error.contains(expected), "{error}");
+    }
+}
+
+fn resume_fake(snapshot: RunSnapshot) -> String {
+    let settings = ExecSettings {
+        partition: Arc::new(Partition {
+            shards: (0..CLIENTS).map(|_| vec![0]).collect(),
+            histograms: (0..CLIENTS).map(|_| vec![1]).collect(),
+        }),
+        lookahead: 12,
+        cohort_size: 1,
+        target_accuracy: None,
+        early_stop: Vec::new(),
+    };
+    let trainer = Arc::new(FakeTrainer::default());
+    let mut workers = OrderedWorkers { trainer, capacity: 1, started: Vec::new(), picks: vec![0], next_pick: 0 };
+    let mut server = Server { rule: ServerRule::plain(1.0), revive: None, tracker_reset: Vec::new() };
+    let mut sink = VecSink::default();
+    let engines =
+        Engines { workers: &mut workers, evaluator: &mut FakeEvaluator, server: &mut server, sink: &mut sink };
+    let initial = vec![0.0; WEIGHTS];
+    execute(&mut plan(Policy::buffered(2)), initial, Some(snapshot), &settings, engines).unwrap_err().to_string()
 }
 
 #[test]

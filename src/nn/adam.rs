@@ -140,7 +140,7 @@ pub fn host_array(tensor: &Tensor) -> anyhow::Result<Array> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{nn, Device, Kind};
+    use tch::{nn, nn::OptimizerConfig, Device, Kind};
 
     fn store(values: &[f32]) -> (VarStore, Tensor) {
         let vs = VarStore::new(Device::Cpu);

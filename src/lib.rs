@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod exec;
+pub mod faults;
 pub mod fl;
 pub mod import;
 pub mod nn;

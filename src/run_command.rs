@@ -80,7 +80,8 @@ pub fn run(
     let run_dir = RunDir::create(out, &config.name, false)
         .with_context(|| format!("creating a run folder in {}", out.display()))?;
     run_dir.write_config(&config.to_input_toml())?;
-    let recorder = StreamingRecorder::new(&run_dir.path).with_checkpoints(checkpoint_settings(&config, device));
+    let recorder =
+        StreamingRecorder::new(&run_dir.path).with_checkpoints(checkpoint_settings(&config, device));
     carry_out(&config, run_dir, simulation, recorder, None, setup_seconds, device)
 }
 
@@ -94,11 +95,18 @@ pub fn resume(dirs: &DataDirs, run_dir: &Path, workers: Option<usize>) -> Result
         run_dir.display()
     );
     let config_file = run_dir.join("config.toml");
-    anyhow::ensure!(config_file.is_file(), "{} has no config.toml: not a fedsim run directory", run_dir.display());
+    anyhow::ensure!(
+        config_file.is_file(),
+        "{} has no config.toml: not a fedsim run directory",
+        run_dir.display()
+    );
     let checkpoint_file = checkpoint::path(run_dir);
     if !checkpoint_file.exists() {
         if run_dir.join("run.json").exists() {
-            anyhow::bail!("{} holds a finished run (run.json, no checkpoint): nothing to resume", run_dir.display());
+            anyhow::bail!(
+                "{} holds a finished run (run.json, no checkpoint): nothing to resume",
+                run_dir.display()
+            );
         }
         anyhow::bail!(
             "{} has no checkpoint: the run stopped before its first one (run.checkpoint_every, run.checkpoint_minutes); run it again with `fedsim run {}`",
@@ -218,10 +226,12 @@ fn carry_out(
         let mut sink =
             ProgressSink { recorder: &mut recorder, bar: bar.clone(), horizon, last_accuracy: None };
         // A libtorch error on the coordinating thread (server step, evaluation) is a panic too.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| simulation_run(simulation, &mut sink, resume)))
-            .unwrap_or_else(|panic| {
-                Err(crate::exec::workers::panic_error(panic, "in the server step or an evaluation"))
-            })
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            simulation_run(simulation, &mut sink, resume)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(crate::exec::workers::panic_error(panic, "in the server step or an evaluation"))
+        })
     };
     bar.finish_and_clear();
     let outcome = match outcome {
@@ -290,8 +300,9 @@ fn carry_out(
     let interrupted = run.stop == crate::exec::StopReason::Interrupted;
     if !interrupted {
         // Complete: its checkpoint and segments are no longer needed.
-        crate::record::stream::tidy(&run_dir.path)
-            .with_context(|| format!("removing the checkpoint of the finished run {}", run_dir.path.display()))?;
+        crate::record::stream::tidy(&run_dir.path).with_context(|| {
+            format!("removing the checkpoint of the finished run {}", run_dir.path.display())
+        })?;
     }
     let rounds = run.updates_applied as f64 / config.active_jobs as f64;
     let last = last.as_ref();

@@ -9,10 +9,19 @@ use std::collections::BTreeMap;
 /// A host array of one element type, with its shape.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Array {
-    F32 { shape: Vec<usize>, data: Vec<f32> },
+    F32 {
+        shape: Vec<usize>,
+        data: Vec<f32>,
+    },
     /// Floats that must come back bit for bit (JSON's would not, through serde_json's parser).
-    F64 { shape: Vec<usize>, data: Vec<f64> },
-    U8 { shape: Vec<usize>, data: Vec<u8> },
+    F64 {
+        shape: Vec<usize>,
+        data: Vec<f64>,
+    },
+    U8 {
+        shape: Vec<usize>,
+        data: Vec<u8>,
+    },
 }
 
 impl Array {
@@ -71,8 +80,12 @@ impl SavedState {
 
     /// A value, read as `T`; a missing or mistyped one is an error naming it.
     pub fn value<T: serde::de::DeserializeOwned>(&self, name: &str) -> anyhow::Result<T> {
-        let value = self.values.get(name).ok_or_else(|| anyhow::anyhow!("the checkpoint lacks the value {name:?}"))?;
-        serde_json::from_value(value.clone()).map_err(|e| anyhow::anyhow!("the checkpoint's value {name:?}: {e}"))
+        let value = self
+            .values
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("the checkpoint lacks the value {name:?}"))?;
+        serde_json::from_value(value.clone())
+            .map_err(|e| anyhow::anyhow!("the checkpoint's value {name:?}: {e}"))
     }
 
     /// Moves every array and value of `other` in under `prefix.`.
@@ -153,7 +166,6 @@ mod tests {
         assert!(outer.arrays.contains_key("distiller.w"));
         assert_eq!(outer.unnest("distiller"), inner);
         assert!(outer.arrays.is_empty() && outer.values.is_empty());
-        let mut inner = inner;
         assert!(inner.take_f32("w", 3).unwrap_err().to_string().contains("2 values where 3"));
         assert!(inner.take_f32("w", 2).unwrap_err().to_string().contains("lacks the array \"w\""));
         assert_eq!(inner.value::<u64>("calls").unwrap(), 7);

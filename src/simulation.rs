@@ -257,7 +257,11 @@ impl Simulation {
     }
 
     /// Runs with versions, aggregation and updates kept as `W` (tests use device weights on CPU).
-    pub fn run_with<W: TorchWeights>(self, sink: &mut dyn Sink, resume: Option<RunSnapshot>) -> Result<RunOutcome> {
+    pub fn run_with<W: TorchWeights>(
+        self,
+        sink: &mut dyn Sink,
+        resume: Option<RunSnapshot>,
+    ) -> Result<RunOutcome> {
         let mut server = self.server.server::<W>();
         let Experiment { initial_weights, trainer, settings, cohorts, server_threads } = self.experiment;
         let device = trainer.device;

@@ -198,13 +198,14 @@ pub fn execute<W: Weights>(
     };
     // A closed cohort waits for its bases, unless a resumed run's checkpoint came after it
     // trained: its members are then applied (gone) or held trained.
-    let mut close = |cohort: Vec<u64>, waiting: &mut BTreeMap<u64, Vec<u64>>, slots: &BTreeMap<u64, Slot<W>>| {
-        let trained = |t: &u64| slots.get(t).is_none_or(|s| matches!(s.state, TaskState::Done { .. }));
-        if !cohort.iter().all(trained) {
-            waiting.insert(next_cohort, cohort);
-        }
-        next_cohort += 1;
-    };
+    let mut close =
+        |cohort: Vec<u64>, waiting: &mut BTreeMap<u64, Vec<u64>>, slots: &BTreeMap<u64, Slot<W>>| {
+            let trained = |t: &u64| slots.get(t).is_none_or(|s| matches!(s.state, TaskState::Done { .. }));
+            if !cohort.iter().all(trained) {
+                waiting.insert(next_cohort, cohort);
+            }
+            next_cohort += 1;
+        };
     // Tasks a checkpoint holds trained (they do not train again), by task.
     let mut restored: HashMap<u64, TaskState<W>> = HashMap::new();
     // The version at which the sink was last asked whether a checkpoint is due.
@@ -293,16 +294,28 @@ pub fn execute<W: Weights>(
         // Cohorts whose tasks were all applied or trained before the checkpoint do not train.
         let mut mixed = None;
         waiting.retain(|id, cohort| {
-            let pending = cohort.iter().filter(|t| matches!(slots.get(t), Some(Slot { state: TaskState::Waiting, .. }))).count();
+            let pending = cohort
+                .iter()
+                .filter(|t| matches!(slots.get(t), Some(Slot { state: TaskState::Waiting, .. })))
+                .count();
             if pending != 0 && pending != cohort.len() {
                 mixed = Some(*id);
             }
             pending != 0
         });
-        anyhow::ensure!(mixed.is_none(), "the checkpoint holds part of a cohort's results: it is not of this config");
-        let missing = slots.values().find(|s| matches!(s.state, TaskState::Waiting) && !versions.contains_key(&s.task.base_version));
+        anyhow::ensure!(
+            mixed.is_none(),
+            "the checkpoint holds part of a cohort's results: it is not of this config"
+        );
+        let missing = slots
+            .values()
+            .find(|s| matches!(s.state, TaskState::Waiting) && !versions.contains_key(&s.task.base_version));
         if let Some(slot) = missing {
-            anyhow::bail!("the checkpoint lacks version {}, the base of task {}", slot.task.base_version, slot.task.task);
+            anyhow::bail!(
+                "the checkpoint lacks version {}, the base of task {}",
+                slot.task.base_version,
+                slot.task.task
+            );
         }
         position = steps_read;
     }
@@ -406,8 +419,7 @@ pub fn execute<W: Weights>(
 
         // 3. Apply the head of the plan, or wait for a worker; take a checkpoint first where due
         //    (after the version's evaluation, where one follows) or when the user interrupts.
-        let evaluation_follows =
-            matches!(window.front(), Some((_, Step::Evaluate { version, .. })) if *version == current_version);
+        let evaluation_follows = matches!(window.front(), Some((_, Step::Evaluate { version, .. })) if *version == current_version);
         let interrupted = interrupt::requested();
         let ask = !evaluation_follows && checkpoint_asked != current_version;
         // Once the plan has ended, tasks no aggregation needs are dropped with their bases;
@@ -552,7 +564,9 @@ pub fn execute<W: Weights>(
                 early_stop_due = true;
             }
             Some(Step::Evaluate { .. }) => {
-                let Some((index, Step::Evaluate { version, at })) = window.pop_front() else { unreachable!() };
+                let Some((index, Step::Evaluate { version, at })) = window.pop_front() else {
+                    unreachable!()
+                };
                 position = index + 1;
                 debug_assert_eq!(version, current_version, "evaluations follow their aggregation");
                 let eval_started = Instant::now();

@@ -158,7 +158,8 @@ fn execute_fake(
     early_stop: Vec<(u64, f64)>,
 ) -> (RunOutcome, VecSink) {
     let mut sink = VecSink::default();
-    let outcome = execute_fake_into(trainer, policy, cohort_size, capacity, picks, early_stop, None, &mut sink);
+    let outcome =
+        execute_fake_into(trainer, policy, cohort_size, capacity, picks, early_stop, None, &mut sink);
     (outcome, sink)
 }
 
@@ -218,9 +219,14 @@ impl Sink for SnapshotSink {
 
 /// (task, applied version, base version, first loss bits) per update; (version, accuracy bits)
 /// per evaluation: everything but the wall-clock columns.
-fn rows(sink: &VecSink) -> (Vec<(u64, u64, u64, u32)>, Vec<(u64, u64)>) {
+type Rows = (Vec<(u64, u64, u64, u32)>, Vec<(u64, u64)>);
+
+fn rows(sink: &VecSink) -> Rows {
     (
-        sink.updates.iter().map(|u| (u.task, u.applied_version, u.base_version, u.last_loss.to_bits())).collect(),
+        sink.updates
+            .iter()
+            .map(|u| (u.task, u.applied_version, u.base_version, u.last_loss.to_bits()))
+            .collect(),
         sink.evals.iter().map(|e| (e.version, e.accuracy.to_bits())).collect(),
     )
 }
@@ -385,9 +391,19 @@ proptest! {
 #[test]
 fn a_snapshot_of_another_plan_is_refused() {
     let mut full = SnapshotSink { rows: VecSink::default(), every: 5, snapshots: Vec::new() };
-    execute_fake_into(Arc::new(FakeTrainer::default()), Policy::buffered(2), 1, 2, vec![0], Vec::new(), None, &mut full);
+    execute_fake_into(
+        Arc::new(FakeTrainer::default()),
+        Policy::buffered(2),
+        1,
+        2,
+        vec![0],
+        Vec::new(),
+        None,
+        &mut full,
+    );
     let (snapshot, _, _) = full.snapshots[1].clone();
-    let changes: [(fn(&mut RunSnapshot), &str); 3] = [
+    type Change = fn(&mut RunSnapshot);
+    let changes: [(Change, &str); 3] = [
         (|s| s.version += 1, "lacks its own current model"),
         (|s| s.position = 1_000_000, "not of this config"),
         (|s| s.versions.retain(|(v, _)| *v == s.version), "the checkpoint lacks version"),
@@ -412,13 +428,20 @@ fn resume_fake(snapshot: RunSnapshot) -> String {
         early_stop: Vec::new(),
     };
     let trainer = Arc::new(FakeTrainer::default());
-    let mut workers = OrderedWorkers { trainer, capacity: 1, started: Vec::new(), picks: vec![0], next_pick: 0 };
+    let mut workers =
+        OrderedWorkers { trainer, capacity: 1, started: Vec::new(), picks: vec![0], next_pick: 0 };
     let mut server = Server { rule: ServerRule::plain(1.0), revive: None, tracker_reset: Vec::new() };
     let mut sink = VecSink::default();
-    let engines =
-        Engines { workers: &mut workers, evaluator: &mut FakeEvaluator, server: &mut server, sink: &mut sink };
+    let engines = Engines {
+        workers: &mut workers,
+        evaluator: &mut FakeEvaluator,
+        server: &mut server,
+        sink: &mut sink,
+    };
     let initial = vec![0.0; WEIGHTS];
-    execute(&mut plan(Policy::buffered(2)), initial, Some(snapshot), &settings, engines).unwrap_err().to_string()
+    execute(&mut plan(Policy::buffered(2)), initial, Some(snapshot), &settings, engines)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]

@@ -91,7 +91,10 @@ impl<W: Weights> Server<W> {
             let teachers = revive.teachers.teachers();
             state.put_value("teachers", teachers.len())?;
             for (i, teacher) in teachers.iter().enumerate() {
-                state.put_array(format!("teacher.{i}.weights"), Array::vector(teacher.weights.to_host().into_owned()));
+                state.put_array(
+                    format!("teacher.{i}.weights"),
+                    Array::vector(teacher.weights.to_host().into_owned()),
+                );
                 let proportions = teacher.class_proportions.clone();
                 state.put_array(
                     format!("teacher.{i}.class_proportions"),

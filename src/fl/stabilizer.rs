@@ -78,7 +78,11 @@ impl LossStabilizer {
     pub fn restore(&mut self, mut state: crate::saved::SavedState) -> anyhow::Result<()> {
         for (term, history) in self.history.iter_mut().enumerate() {
             let values = state.take_f64(&term.to_string())?;
-            anyhow::ensure!(values.len() <= self.window, "a stabiliser window holds more than {} values", self.window);
+            anyhow::ensure!(
+                values.len() <= self.window,
+                "a stabiliser window holds more than {} values",
+                self.window
+            );
             *history = values.into();
         }
         Ok(())

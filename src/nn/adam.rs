@@ -82,7 +82,8 @@ impl SavableAdam {
         let mut steps = Vec::with_capacity(count as usize);
         for index in 0..count {
             let (mut step, mut exp_avg, mut exp_avg_sq) = (0i64, std::ptr::null_mut(), std::ptr::null_mut());
-            let found = unsafe { fedsim_adam_get(self.optimizer, index, &mut step, &mut exp_avg, &mut exp_avg_sq) };
+            let found =
+                unsafe { fedsim_adam_get(self.optimizer, index, &mut step, &mut exp_avg, &mut exp_avg_sq) };
             anyhow::ensure!(found >= 0, "reading the state of Adam's parameter {index}");
             if found == 0 {
                 steps.push(None);
@@ -157,7 +158,8 @@ mod tests {
         let start = [0.5f32, -1.0, 2.0];
         // tch's own Adam, five steps.
         let (vs, w) = store(&start);
-        let mut reference = nn::Adam { beta1: 0.5, beta2: 0.999, ..Default::default() }.build(&vs, 0.1).unwrap();
+        let mut reference =
+            nn::Adam { beta1: 0.5, beta2: 0.999, ..Default::default() }.build(&vs, 0.1).unwrap();
         for _ in 0..5 {
             reference.backward_step(&loss(&w));
         }

@@ -311,6 +311,7 @@ impl<W: TorchWeights> Distiller<W> for DataFreeDistiller {
 
     fn distill(&mut self, current: &W, teachers: &[&Teacher<W>], arrival: u64) -> anyhow::Result<W> {
         self.synthesize(current, teachers, arrival)?;
+        crate::faults::reached("distill");
         let by_class = self.pool.by_class(self.input.classes as usize);
         let mut rng = rng::stream(self.seed, Purpose::Distill, arrival);
         let (images, device) = (&self.pool.images, self.core.device);
@@ -332,7 +333,10 @@ impl<W: TorchWeights> Distiller<W> for DataFreeDistiller {
         let shape: Vec<usize> = pool.images.size().iter().map(|&d| d as usize).collect();
         let pixels = pool.images.to_device(Device::Cpu).contiguous().view(-1);
         state.put_array("pool.images", Array::U8 { shape, data: Vec::<u8>::try_from(&pixels)? });
-        state.put_array("pool.labels", Array::U8 { shape: vec![pool.labels.len()], data: pool.labels.clone() });
+        state.put_array(
+            "pool.labels",
+            Array::U8 { shape: vec![pool.labels.len()], data: pool.labels.clone() },
+        );
         state.put_value("pool.next", pool.next)?;
         state.put_value("pool.filled", pool.filled)?;
         state.put_value("synthesis_calls", self.synthesis_calls)?;
@@ -353,7 +357,10 @@ impl<W: TorchWeights> Distiller<W> for DataFreeDistiller {
         self.core.restore(state.unnest("kd"))?;
         let capacity = self.pool.labels.len();
         let (next, filled): (usize, usize) = (state.value("pool.next")?, state.value("pool.filled")?);
-        anyhow::ensure!(next < capacity.max(1) && filled <= capacity, "the checkpoint's image pool does not fit dfkd.pool_size = {capacity}");
+        anyhow::ensure!(
+            next < capacity.max(1) && filled <= capacity,
+            "the checkpoint's image pool does not fit dfkd.pool_size = {capacity}"
+        );
         match (state.take_array("pool.images")?, state.take_array("pool.labels")?) {
             (Array::U8 { shape, data }, Array::U8 { data: labels, .. })
                 if labels.len() == capacity && shape.iter().map(|&d| d as i64).collect::<Vec<_>>() == self.pool.images.size() =>

@@ -96,7 +96,9 @@ impl View for &Bytes<'_> {
 }
 
 #[cfg(not(target_endian = "little"))]
-compile_error!("checkpoints store arrays as this machine's bytes, which safetensors requires to be little-endian");
+compile_error!(
+    "checkpoints store arrays as this machine's bytes, which safetensors requires to be little-endian"
+);
 
 fn bytes_of<T>(values: &[T]) -> &[u8] {
     // f32, f64 and u8 have no padding and any byte pattern is valid; the target is little-endian.
@@ -117,7 +119,12 @@ fn floats(data: &[f32]) -> Bytes<'_> {
 
 /// Writes `snapshot` as the checkpoint of `run_dir`, replacing the previous one only once the
 /// new one is complete and synced.
-pub fn write(run_dir: &Path, provenance: &Provenance, segments: usize, snapshot: &RunSnapshot) -> anyhow::Result<()> {
+pub fn write(
+    run_dir: &Path,
+    provenance: &Provenance,
+    segments: usize,
+    snapshot: &RunSnapshot,
+) -> anyhow::Result<()> {
     let mut views: Vec<(String, Bytes)> = Vec::new();
     for (version, weights) in &snapshot.versions {
         views.push((format!("version.{version}"), floats(weights)));
@@ -160,10 +167,14 @@ pub fn write(run_dir: &Path, provenance: &Provenance, segments: usize, snapshot:
     let metadata = HashMap::from([("fedsim".to_owned(), serde_json::to_string(&header)?)]);
     let path = run_dir.join(CHECKPOINT);
     let staging = path.with_extension("partial");
-    let written = safetensors::tensor::serialize_to_file(views.iter().map(|(n, b)| (n.as_str(), b)), &Some(metadata), &staging)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .and_then(|()| Ok(std::fs::File::open(&staging)?.sync_all()?))
-        .and_then(|()| Ok(std::fs::rename(&staging, &path)?));
+    let written = safetensors::tensor::serialize_to_file(
+        views.iter().map(|(n, b)| (n.as_str(), b)),
+        &Some(metadata),
+        &staging,
+    )
+    .map_err(|e| anyhow::anyhow!("{e:?}"))
+    .and_then(|()| Ok(std::fs::File::open(&staging)?.sync_all()?))
+    .and_then(|()| Ok(std::fs::rename(&staging, &path)?));
     if let Err(error) = written {
         // Nothing half-written stays; the previous checkpoint is untouched.
         let _ = std::fs::remove_file(&staging);
@@ -187,12 +198,14 @@ pub fn read(file: &Path) -> anyhow::Result<Checkpoint> {
     std::fs::File::open(file)
         .and_then(|mut f| f.read_to_end(&mut buffer))
         .with_context(|| format!("reading the checkpoint {}", file.display()))?;
-    parse(&buffer).with_context(|| format!("{} is not a fedsim checkpoint this version can read", file.display()))
+    parse(&buffer)
+        .with_context(|| format!("{} is not a fedsim checkpoint this version can read", file.display()))
 }
 
 /// A checkpoint from its bytes.
 pub fn parse(buffer: &[u8]) -> anyhow::Result<Checkpoint> {
-    let (_, metadata) = SafeTensors::read_metadata(buffer).map_err(|e| anyhow::anyhow!("not a safetensors file ({e:?})"))?;
+    let (_, metadata) =
+        SafeTensors::read_metadata(buffer).map_err(|e| anyhow::anyhow!("not a safetensors file ({e:?})"))?;
     let text = metadata
         .metadata()
         .as_ref()
@@ -205,7 +218,8 @@ pub fn parse(buffer: &[u8]) -> anyhow::Result<Checkpoint> {
         "checkpoint format {found:?}; this fedsim reads format {CHECKPOINT_FORMAT}"
     );
     let header: Header = serde_json::from_str(text)?;
-    let tensors = SafeTensors::deserialize(buffer).map_err(|e| anyhow::anyhow!("a damaged safetensors file ({e:?})"))?;
+    let tensors = SafeTensors::deserialize(buffer)
+        .map_err(|e| anyhow::anyhow!("a damaged safetensors file ({e:?})"))?;
     let mut arrays: HashMap<String, Array> = HashMap::new();
     for (name, tensor) in tensors.tensors() {
         let shape = tensor.shape().to_vec();
@@ -213,11 +227,17 @@ pub fn parse(buffer: &[u8]) -> anyhow::Result<Checkpoint> {
         let array = match tensor.dtype() {
             Dtype::F32 => Array::F32 {
                 shape,
-                data: data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
+                data: data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect(),
             },
             Dtype::F64 => Array::F64 {
                 shape,
-                data: data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+                data: data
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect(),
             },
             Dtype::U8 => Array::U8 { shape, data: data.to_vec() },
             other => anyhow::bail!("the array {name:?} is of type {other:?}, which fedsim never writes"),
@@ -278,11 +298,17 @@ pub fn parse(buffer: &[u8]) -> anyhow::Result<Checkpoint> {
 
 /// Why `found` cannot continue a run made as `expected`, if it cannot.
 pub fn mismatch(expected: &Provenance, found: &Provenance) -> Option<String> {
-    let differs = |what: &str, a: &str, b: &str| (a != b).then(|| format!("{what}: the checkpoint's is {b}, this run's {a}"));
+    let differs = |what: &str, a: &str, b: &str| {
+        (a != b).then(|| format!("{what}: the checkpoint's is {b}, this run's {a}"))
+    };
     differs("fedsim version", &expected.fedsim_version, &found.fedsim_version)
         .or_else(|| differs("git commit", &expected.git_commit, &found.git_commit))
         .or_else(|| {
-            differs("config (hash of the settings that decide results)", &expected.config_sha256, &found.config_sha256)
+            differs(
+                "config (hash of the settings that decide results)",
+                &expected.config_sha256,
+                &found.config_sha256,
+            )
         })
         .or_else(|| differs("device", &expected.device, &found.device))
         .or_else(|| differs("CPU kernels", &expected.cpu_capability, &found.cpu_capability))
@@ -370,7 +396,8 @@ mod tests {
             assert!(error.contains("checkpoint.safetensors"), "{what}: {error}");
         }
         // A safetensors file of someone else's.
-        std::fs::write(&file, safetensors::tensor::serialize(Vec::<(&str, &Bytes)>::new(), &None).unwrap()).unwrap();
+        std::fs::write(&file, safetensors::tensor::serialize(Vec::<(&str, &Bytes)>::new(), &None).unwrap())
+            .unwrap();
         assert!(format!("{:#}", read(&file).err().unwrap()).contains("without fedsim's checkpoint header"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -180,9 +180,8 @@ fn segment_index(path: &Path) -> Option<usize> {
 /// The last row of an evals table (per-class accuracies left out: only the summary reads it).
 fn last_eval(evals: &DataFrame) -> PolarsResult<Option<EvalRecord>> {
     let Some(row) = evals.height().checked_sub(1) else { return Ok(None) };
-    let float = |name: &str| -> PolarsResult<f64> {
-        Ok(evals.column(name)?.f64()?.get(row).unwrap_or(f64::NAN))
-    };
+    let float =
+        |name: &str| -> PolarsResult<f64> { Ok(evals.column(name)?.f64()?.get(row).unwrap_or(f64::NAN)) };
     Ok(Some(EvalRecord {
         version: evals.column("version")?.u64()?.get(row).unwrap_or(0),
         virtual_time: float("virtual_time")?,
@@ -255,6 +254,7 @@ impl Sink for StreamingRecorder {
             e.context(format!("writing the run's log segments in {}", self.dir.join(SEGMENTS).display()))
         })?;
         checkpoint::write(&self.dir, &provenance, self.segments, snapshot)?;
+        crate::faults::reached("checkpoint");
         self.checkpoints_written += 1;
         self.checkpoint_time += started.elapsed();
         self.last_checkpoint = Instant::now();

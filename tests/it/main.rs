@@ -7,6 +7,7 @@ mod configs;
 mod data;
 mod determinism;
 mod report;
+mod resume;
 mod revive;
 mod simulate;
 mod training;

@@ -138,7 +138,11 @@ fn dd_fedrevive_without_beta_equals_fedbuff_with_buffer_one() {
     let hash = |config: &Config| {
         let mut sink = VecSink::default();
         weights_hash(
-            &Simulation::build(config, &dirs(), Device::Cpu).unwrap().run(&mut sink, None).unwrap().final_weights,
+            &Simulation::build(config, &dirs(), Device::Cpu)
+                .unwrap()
+                .run(&mut sink, None)
+                .unwrap()
+                .final_weights,
         )
     };
     assert_eq!(hash(&config("dd_fedrevive", SMALL_SIMPLE_KD)), hash(&config("async_fl", "")));

@@ -1,0 +1,160 @@
+//! Kill and resume: a run SIGKILLed after its first checkpoint, in the middle of a FedRevive
+//! distillation, or in the middle of an evaluation, then continued with `fedsim resume` (with
+//! another worker count), ends with the uninterrupted run's final weights and tables
+//! (wall-clock columns aside). The kills are aimed with FEDSIM_KILL_AT (src/faults.rs).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use polars::prelude::*;
+
+use crate::scratch;
+
+/// A FedBuff world that runs in a few seconds: 40 versions, evaluations every 5, a
+/// checkpoint every 10.
+const FEDBUFF: &str = "name = \"resumable\"\nseed = 3\n\
+    [data]\nnum_clients = 30\nclient_data_size = 64\n\
+    [train]\nlocal_iters = 4\nbatch_size = 16\nlr = 1e-3\n\
+    [algorithm]\nkind = \"async_fl\"\nactive_jobs = 6\nbuffer_size = 2\nserver_lr = 0.5\n\
+    [eval]\ninterval = 5\n[stop]\nmax_versions = 40\n[run]\ncheckpoint_every = 10\n";
+
+/// FedRevive with a tiny generator: distillation from version 6 on, a checkpoint every 3.
+const FEDREVIVE: &str = "name = \"resumable-revive\"\nseed = 5\n\
+    [data]\nnum_clients = 30\nclient_data_size = 64\n\
+    [train]\nlocal_iters = 4\nbatch_size = 16\nlr = 1e-3\n\
+    [algorithm]\nkind = \"fedrevive\"\nactive_jobs = 6\nbuffer_size = 1\nserver_lr = 0.5\n\
+    [kd]\nbuffer_size = 3\niters = 2\nbatch_per_teacher = 8\nfreeze_rounds = 3\nwarmup_rounds = 5\n\
+    [dfkd]\nnz = 16\nngf = 8\nsynthetic_batch = 16\npool_size = 64\nadv_after = 2\n\
+    [eval]\ninterval = 5\n[stop]\nmax_versions = 18\n[run]\ncheckpoint_every = 3\n";
+
+/// Runs `fedsim ARGS` with FEDSIM_KILL_AT set (or not); whether it was killed by SIGKILL.
+fn fedsim_killed_at(args: &[&str], kill_at: Option<&str>) -> bool {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fedsim"));
+    command.args(args).current_dir(crate::repo());
+    match kill_at {
+        Some(point) => command.env("FEDSIM_KILL_AT", point),
+        None => command.env_remove("FEDSIM_KILL_AT"),
+    };
+    let output = command.output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    let killed = output.status.signal() == Some(9);
+    assert!(
+        killed || output.status.success(),
+        "fedsim {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    killed
+}
+
+/// The one run directory in `out`.
+fn run_dir(out: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(out).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
+}
+
+/// A run's final-weights hash and its tables without the wall-clock columns.
+fn results(dir: &Path) -> (String, Vec<DataFrame>) {
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+    let hash = info["final_weights_sha256"].as_str().unwrap().to_owned();
+    let tables = ["updates", "evals", "jobs"]
+        .iter()
+        .map(|table| {
+            let frame = fedsim::record::read_parquet(&dir.join(format!("{table}.parquet"))).unwrap();
+            frame.drop_many(["train_ms", "worker", "server_ms", "wall_s"])
+        })
+        .collect();
+    (hash, tables)
+}
+
+/// Runs `config` uninterrupted with 2 workers, and again killed at `kill_at` and resumed with
+/// `resume_workers`; the two must agree exactly.
+fn kill_and_resume(name: &str, config: &str, kill_at: &str, resume_workers: &str) {
+    let dir = scratch(name);
+    let config_file = dir.join("config.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let config_arg = config_file.to_str().unwrap();
+    let whole = dir.join("whole");
+    assert!(!fedsim_killed_at(
+        &["run", config_arg, "--workers", "2", "--out", whole.to_str().unwrap()],
+        None
+    ));
+    let expected = results(&run_dir(&whole));
+
+    let killed = dir.join("killed");
+    let was_killed = fedsim_killed_at(
+        &["run", config_arg, "--workers", "2", "--out", killed.to_str().unwrap()],
+        Some(kill_at),
+    );
+    assert!(was_killed, "{kill_at} was never reached");
+    let killed = run_dir(&killed);
+    assert!(killed.join("checkpoint.safetensors").exists(), "{kill_at}: killed before the first checkpoint");
+    assert!(!killed.join("run.json").exists());
+    assert!(!fedsim_killed_at(&["resume", killed.to_str().unwrap(), "--workers", resume_workers], None));
+    let (hash, tables) = results(&killed);
+    assert_eq!(hash, expected.0, "{kill_at}: final weights differ after the resume");
+    for (table, (got, want)) in ["updates", "evals", "jobs"].iter().zip(tables.iter().zip(&expected.1)) {
+        assert!(got.equals_missing(want), "{kill_at}: {table} differ after the resume:\n{got}\n{want}");
+    }
+    assert!(!killed.join("checkpoint.safetensors").exists(), "a finished run keeps no checkpoint");
+    assert!(!killed.join("segments").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_run_killed_after_its_first_checkpoint_resumes_to_the_same_results() {
+    kill_and_resume("resume-checkpoint", FEDBUFF, "checkpoint:1", "1");
+}
+
+#[test]
+fn a_run_killed_during_an_evaluation_resumes_to_the_same_results() {
+    // Evaluations at versions 0, 5, 10, 15...: the fourth runs after the checkpoint at 10.
+    kill_and_resume("resume-eval", FEDBUFF, "eval:4", "4");
+}
+
+#[test]
+fn a_fedrevive_run_killed_mid_distillation_resumes_to_the_same_results() {
+    // Distillation starts after version 5; by the fourth one a checkpoint holds the teachers,
+    // the generator and its optimizer, the pool and the stabilisers.
+    kill_and_resume("resume-distill", FEDREVIVE, "distill:4", "1");
+}
+
+#[test]
+fn resume_refuses_what_it_cannot_continue_and_changes_nothing() {
+    let dir = scratch("resume-refusals");
+    let config_file = dir.join("config.toml");
+    std::fs::write(&config_file, FEDBUFF).unwrap();
+    let out = dir.join("runs");
+    assert!(!fedsim_killed_at(&["run", config_file.to_str().unwrap(), "--out", out.to_str().unwrap()], None));
+    let finished = run_dir(&out);
+    let (code, _, stderr) = crate::fedsim(&["resume", finished.to_str().unwrap()]);
+    assert!(code != 0 && stderr.contains("finished run"), "{stderr}");
+    let (code, _, stderr) = crate::fedsim(&["resume", dir.join("nowhere").to_str().unwrap()]);
+    assert!(code != 0 && stderr.contains("is not a run directory"), "{stderr}");
+    // A checkpoint made under another config.
+    let killed = dir.join("killed");
+    assert!(fedsim_killed_at(
+        &["run", config_file.to_str().unwrap(), "--out", killed.to_str().unwrap()],
+        Some("checkpoint:1")
+    ));
+    let killed = run_dir(&killed);
+    let original = std::fs::read_to_string(killed.join("config.toml")).unwrap();
+    std::fs::write(killed.join("config.toml"), original.replace("server_lr = 0.5", "server_lr = 0.25"))
+        .unwrap();
+    let before = std::fs::read(killed.join("checkpoint.safetensors")).unwrap();
+    let (code, _, stderr) = crate::fedsim(&["resume", killed.to_str().unwrap()]);
+    assert!(code != 0 && stderr.contains("cannot continue this run exactly: config"), "{stderr}");
+    assert_eq!(
+        std::fs::read(killed.join("checkpoint.safetensors")).unwrap(),
+        before,
+        "the checkpoint is kept"
+    );
+    // A damaged checkpoint.
+    std::fs::write(killed.join("config.toml"), original).unwrap();
+    std::fs::write(killed.join("checkpoint.safetensors"), &before[..before.len() / 3]).unwrap();
+    let (code, _, stderr) = crate::fedsim(&["resume", killed.to_str().unwrap()]);
+    assert!(code != 0 && stderr.contains("not a fedsim checkpoint"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

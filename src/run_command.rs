@@ -254,8 +254,8 @@ fn carry_out(
     let device_peak = runtime::device_memory(device).map(|m| m.peak_allocated);
     let wall = started.elapsed().as_secs_f64();
     let (last, evals) = (recorder.last_eval.clone(), recorder.evals);
-    let (checkpoints_written, checkpoint_seconds) =
-        (recorder.checkpoints_written, recorder.checkpoint_time.as_secs_f64());
+    let (checkpoints_written, checkpoint_seconds, checkpoint_bytes) =
+        (recorder.checkpoints_written, recorder.checkpoint_time.as_secs_f64(), recorder.checkpoint_bytes);
     recorder.finish().context("writing the run's Parquet tables")?;
     let mut model = crate::nn::Model::new(config.model, outcome.input, tch::Device::Cpu);
     model
@@ -344,7 +344,11 @@ fn carry_out(
         );
     }
     if checkpoints_written > 0 {
-        println!("checkpoints: {checkpoints_written}, {checkpoint_seconds:.2} s writing them (logs flushed with each)");
+        println!(
+            "checkpoints: {checkpoints_written} of {:.1} MB (the last), {:.3} s each to write (logs flushed with each)",
+            checkpoint_bytes as f64 / 1e6,
+            checkpoint_seconds / checkpoints_written as f64
+        );
     }
     println!("final weights sha256 {hash}");
     println!("results in {}", run_dir.path.display());

@@ -44,6 +44,8 @@ pub struct StreamingRecorder {
     pub checkpoints_written: u64,
     /// Wall time spent writing checkpoints (flushes included).
     pub checkpoint_time: Duration,
+    /// The size of the last checkpoint written, in bytes.
+    pub checkpoint_bytes: u64,
     pending: VecSink,
     segments: usize,
     last_flush: Instant,
@@ -62,6 +64,7 @@ impl StreamingRecorder {
             last_checkpoint: Instant::now(),
             checkpoints_written: 0,
             checkpoint_time: Duration::ZERO,
+            checkpoint_bytes: 0,
             pending: VecSink::default(),
             segments: 0,
             last_flush: Instant::now(),
@@ -254,6 +257,7 @@ impl Sink for StreamingRecorder {
             e.context(format!("writing the run's log segments in {}", self.dir.join(SEGMENTS).display()))
         })?;
         checkpoint::write(&self.dir, &provenance, self.segments, snapshot)?;
+        self.checkpoint_bytes = std::fs::metadata(checkpoint::path(&self.dir)).map_or(0, |m| m.len());
         crate::faults::reached("checkpoint");
         self.checkpoints_written += 1;
         self.checkpoint_time += started.elapsed();

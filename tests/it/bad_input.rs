@@ -154,6 +154,15 @@ fn bad_inputs_are_refused_by_name_before_anything_is_written() {
         (&["run", "{cfg}", "--out", "{out}"], Some("[dfkd]\npool_size = 10\n[stop]\nmax_versions = 1"), "dfkd.pool_size = 10: must hold at least one synthetic batch (64)"),
         (&["run", "{binary}", "--out", "{out}"], None, "binary.toml"),
         (&["report", "{dir}", "--out", "{out}"], None, "run.json"),
+        (&["run", "{cfg}", "--out", "{out}", "--set", "run.checkpoint_minutes=nan"], Some(OK), "run.checkpoint_minutes = NaN: must be a finite number of minutes >= 0"),
+        (&["run", "{cfg}", "--out", "{out}", "--set", "run.checkpoint_every=-10"], Some(OK), "invalid value: integer `-10`"),
+        (&["resume", "{file}"], None, "plain-file.txt is not a run directory"),
+        (&["resume", "{dir}"], None, "a-folder has no config.toml: not a fedsim run directory"),
+        (&["resume", "{nockpt}"], None, "has no checkpoint: the run stopped before its first one"),
+        (&["resume", "{badckpt}"], None, "checkpoint.safetensors is not a fedsim checkpoint this version can read"),
+        (&["resume", "{foreign}"], None, "a safetensors file without fedsim's checkpoint header"),
+        (&["resume", "{badckpt}", "--workers", "0"], None, "run.workers = 0: must be between 1 and 1024"),
+        (&["resume", "{badconfig}"], None, "config.toml: TOML parse error"),
     ];
     let root = scratch("bad-input-corpus");
     let file = root.join("plain-file.txt");
@@ -164,6 +173,22 @@ fn bad_inputs_are_refused_by_name_before_anything_is_written() {
     std::fs::create_dir_all(&folder).unwrap();
     let binary = root.join("binary.toml");
     std::fs::write(&binary, [0xffu8, 0xfe, 0x00, 0x80, 0x81]).unwrap();
+    // Run directories for resume: no checkpoint, a damaged one, someone else's safetensors file,
+    // a damaged config.toml.
+    let run_dir = |name: &str, config: &str, checkpoint: Option<&[u8]>| {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        if let Some(bytes) = checkpoint {
+            std::fs::write(dir.join("checkpoint.safetensors"), bytes).unwrap();
+        }
+        dir
+    };
+    let foreign_safetensors = [&2u64.to_le_bytes()[..], b"{}"].concat();
+    let nockpt = run_dir("no-checkpoint", OK, None);
+    let badckpt = run_dir("bad-checkpoint", OK, Some(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"fedsim\": tru"));
+    let foreign = run_dir("foreign-checkpoint", OK, Some(&foreign_safetensors));
+    let badconfig = run_dir("bad-config", "[stop\nmax_versions = 1", Some(&foreign_safetensors));
     for (i, (args, config, expected)) in cases.iter().enumerate() {
         let cfg = root.join(format!("case-{i}.toml"));
         std::fs::write(&cfg, config.unwrap_or("")).unwrap();
@@ -177,6 +202,10 @@ fn bad_inputs_are_refused_by_name_before_anything_is_written() {
                     .replace("{dir}", folder.to_str().unwrap())
                     .replace("{sweep}", sweep.to_str().unwrap())
                     .replace("{binary}", binary.to_str().unwrap())
+                    .replace("{nockpt}", nockpt.to_str().unwrap())
+                    .replace("{badckpt}", badckpt.to_str().unwrap())
+                    .replace("{foreign}", foreign.to_str().unwrap())
+                    .replace("{badconfig}", badconfig.to_str().unwrap())
             })
             .collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -189,6 +218,16 @@ fn bad_inputs_are_refused_by_name_before_anything_is_written() {
     assert!(
         std::fs::read_to_string(&file).unwrap().starts_with("not a config"),
         "the plain file is untouched"
+    );
+    assert_eq!(
+        std::fs::read(foreign.join("checkpoint.safetensors")).unwrap(),
+        foreign_safetensors,
+        "refused checkpoints stay"
+    );
+    assert_eq!(
+        std::fs::read_dir(&nockpt).unwrap().count(),
+        1,
+        "nothing written into a refused run directory"
     );
 }
 

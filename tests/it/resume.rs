@@ -158,3 +158,66 @@ fn resume_refuses_what_it_cannot_continue_and_changes_nothing() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+extern "C" {
+    fn prlimit(pid: i32, resource: i32, new_limit: *const [u64; 2], old_limit: *mut [u64; 2]) -> i32;
+}
+
+/// A disk that fills while a run goes (here: a file-size limit of 100 kB set on the running
+/// process after its first checkpoint, so log segments still fit and the next checkpoint does
+/// not) stops the run with an error naming the checkpoint; the previous checkpoint stays whole,
+/// and once there is room `fedsim resume` ends where the uninterrupted run ends.
+#[test]
+fn a_run_stopped_by_a_full_disk_resumes_once_there_is_room() {
+    const RLIMIT_FSIZE: i32 = 1;
+    let dir = scratch("resume-full-disk");
+    let config_file = dir.join("config.toml");
+    std::fs::write(&config_file, FEDBUFF.replace("max_versions = 40", "max_versions = 120")).unwrap();
+    let config_arg = config_file.to_str().unwrap();
+    let whole = dir.join("whole");
+    assert!(!fedsim_killed_at(&["run", config_arg, "--out", whole.to_str().unwrap()], None));
+    let expected = results(&run_dir(&whole));
+
+    let out = dir.join("full");
+    let child = Command::new(env!("CARGO_BIN_EXE_fedsim"))
+        .args(["run", config_arg, "--out", out.to_str().unwrap()])
+        .current_dir(crate::repo())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let checkpoint = loop {
+        let found = std::fs::read_dir(&out)
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path().join("checkpoint.safetensors"))
+            .filter(|p| p.exists());
+        if let Some(path) = found {
+            break path;
+        }
+        assert!(started.elapsed().as_secs() < 120, "no checkpoint within 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let limit = [100_000u64, 100_000u64];
+    assert_eq!(unsafe { prlimit(child.id() as i32, RLIMIT_FSIZE, &limit, std::ptr::null_mut()) }, 0);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("writing the checkpoint") && stderr.contains("File too large"), "{stderr}");
+    assert!(stderr.contains("`fedsim resume` continues it"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let run = checkpoint.parent().unwrap().to_owned();
+    let kept = fedsim::record::checkpoint::read(&checkpoint).unwrap();
+    assert_eq!(kept.snapshot.version, 10, "the last complete checkpoint is kept");
+    assert!(!run.join("checkpoint.partial").exists(), "no half-written checkpoint");
+    assert!(fedsim::record::read_parquet(&run.join("updates.parquet")).unwrap().height() >= 20);
+    // Room again: the resume ends as the uninterrupted run.
+    assert!(!fedsim_killed_at(&["resume", run.to_str().unwrap()], None));
+    let (hash, tables) = results(&run);
+    assert_eq!(hash, expected.0);
+    for (got, want) in tables.iter().zip(&expected.1) {
+        assert!(got.equals_missing(want));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -618,8 +618,8 @@ fn cpu_kernels_pinned_to_avx2_are_used_and_recorded() {
     assert_eq!(run("1", "one"), run("2", "two"));
 }
 
-/// Ctrl-C (SIGINT) ends a run at its next step: its tables and run.json are written, the stop
-/// reason says so, and the command fails so that a sweep does not go on.
+/// Ctrl-C (SIGINT) ends a run at its next step: its tables, run.json and a checkpoint are
+/// written, the stop reason says so, and the command fails so that a sweep does not go on.
 #[test]
 fn ctrl_c_ends_a_run_cleanly_with_its_logs_written() {
     use std::io::BufRead;
@@ -642,7 +642,13 @@ fn ctrl_c_ends_a_run_cleanly_with_its_logs_written() {
     assert_eq!(info["stop_reason"], "interrupted");
     let updates = fedsim::record::read_parquet(&run.join("updates.parquet")).unwrap();
     assert_eq!(updates.height() as u64, info["updates_applied"].as_u64().unwrap());
-    assert!(run.join("final.safetensors").exists() && !run.join("segments").exists());
+    assert!(run.join("final.safetensors").exists());
+    // A checkpoint at the point of interruption, with the segments it covers: resumable.
+    assert!(stderr.contains("`fedsim resume"), "{stderr}");
+    let checkpoint = fedsim::record::checkpoint::read(&run.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(checkpoint.snapshot.version, info["versions"].as_u64().unwrap());
+    assert_eq!(checkpoint.snapshot.updates_applied, info["updates_applied"].as_u64().unwrap());
+    assert!(run.join("segments").exists());
 }
 
 /// A write that fails (here a file over the process's size limit, as a full disk would fail

@@ -57,6 +57,12 @@ plan config horizon="200": setup
 central epochs="10" model="convnet": setup
     {{fedsim}} train-central --model {{model}} --epochs {{epochs}}
 
+# Mutation-fuzz every reader of outside bytes (configs, CIFAR-10 and IDX files, run
+# directories, checkpoints) for `seconds` each (tests/it/fuzz.rs; corpora in tests/fuzz-corpus/).
+[group('checks')]
+fuzz seconds="600": setup
+    FEDSIM_FUZZ_SECONDS={{seconds}} cargo nextest run --release --no-capture -E 'binary(it) & test(fuzz_)'
+
 # Everything CI checks: formatting, clippy with warnings denied, all tests.
 [group('checks')]
 test: setup

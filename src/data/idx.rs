@@ -71,7 +71,7 @@ fn read(path: &Path) -> Result<Vec<u8>, DataError> {
 }
 
 /// Splits an IDX file into its dimensions and its payload, checking magic and length.
-fn parse<'a>(path: &Path, bytes: &'a [u8], magic: u32) -> Result<(Vec<usize>, &'a [u8]), DataError> {
+pub fn parse<'a>(path: &Path, bytes: &'a [u8], magic: u32) -> Result<(Vec<usize>, &'a [u8]), DataError> {
     let word = |i: usize| bytes.get(4 * i..4 * i + 4).map(|b| u32::from_be_bytes(b.try_into().unwrap()));
     let found = word(0).ok_or_else(|| DataError::corrupt(path, "shorter than an IDX header"))?;
     if found != magic {

@@ -228,9 +228,50 @@ pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> PolarsResult<()> {
     Ok(())
 }
 
+/// Reads a Parquet file. polars panics on some damaged files (fuzzing found one: a validity
+/// bitmap longer than its column); such a panic becomes an error saying the file is damaged,
+/// and its message stays off stderr.
 pub fn read_parquet(path: &Path) -> PolarsResult<DataFrame> {
     let file = std::fs::File::open(path)?;
-    ParquetReader::new(file).finish()
+    let _quiet = QuietPanics::enter();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ParquetReader::new(file).finish())).unwrap_or_else(
+        |panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(PolarsError::ComputeError(format!("the file is damaged (the Parquet reader failed: {message})").into()))
+        },
+    )
+}
+
+/// While one is alive, panics are not printed (they are caught and reported as errors); the
+/// hook that does this wraps the previous one, installed the first time.
+struct QuietPanics;
+
+static QUIET_SECTIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl QuietPanics {
+    fn enter() -> QuietPanics {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if QUIET_SECTIONS.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    previous(info);
+                }
+            }));
+        });
+        QUIET_SECTIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        QuietPanics
+    }
+}
+
+impl Drop for QuietPanics {
+    fn drop(&mut self) {
+        QUIET_SECTIONS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Writes a file under a temporary name in the same folder, then renames it into place.

@@ -5,6 +5,7 @@ mod bad_input;
 mod cohort;
 mod configs;
 mod data;
+mod fuzz;
 mod determinism;
 mod report;
 mod resume;

@@ -145,6 +145,8 @@ pub struct RunSnapshot {
     pub last_accuracy: Option<f64>,
     pub best_accuracy: Option<f64>,
     pub early_stop_due: bool,
+    /// Jobs settled before this virtual time are already in the jobs table.
+    pub jobs_recorded_before: f64,
     pub tasks_trained: u64,
     pub updates_applied: u64,
     pub cohorts_trained: u64,

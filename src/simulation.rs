@@ -281,8 +281,8 @@ impl Simulation {
         };
         let mut scheduler = self.scheduler;
         let outcome = execute(&mut scheduler, initial, resume, &settings, engines)?;
-        // The jobs table: what the plan made of every job, as far as the run got.
-        // A run that stopped early (a stop rule) leaves out what the plan decided after its end.
+        // The rest of the jobs table (the executor streamed the jobs settled before its last
+        // aggregation): what the plan made of every job, as far as the run got. A run that stopped early (a stop rule) leaves out what the plan decided after its end.
         let stopped_at = SimTime::from_units(outcome.virtual_time);
         let stopped_early = scheduler.end().is_none();
         for mut job in scheduler.take_jobs(true) {

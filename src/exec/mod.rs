@@ -28,6 +28,7 @@ use crate::params::Weights;
 pub use crate::record::rows::{EvalRecord, Progress, Sink, UpdateRecord, VecSink};
 pub use crate::saved::{RunSnapshot, TrainedTask};
 use crate::sched::{Plan, PlanEnd, Step, TrainTask, UpdateInput};
+use crate::sim::time::SimTime;
 use cohorts::CohortBuilder;
 pub use trainer::{Evaluator, Job, Trainer};
 pub use workers::{Finished, ThreadWorkers, Workers};
@@ -210,6 +211,8 @@ pub fn execute<W: Weights>(
     let mut restored: HashMap<u64, TaskState<W>> = HashMap::new();
     // The version at which the sink was last asked whether a checkpoint is due.
     let mut checkpoint_asked = 0u64;
+    // Jobs settled before this time are in the jobs table (streamed at each aggregation).
+    let mut jobs_recorded_before = SimTime::ZERO;
     if let Some(snapshot) = resume {
         // Version 0 shows where weights live; the snapshot's versions replace it.
         let initial = current.clone();
@@ -318,6 +321,9 @@ pub fn execute<W: Weights>(
             );
         }
         position = steps_read;
+        // Jobs the checkpointed run had recorded are in its log segments already.
+        jobs_recorded_before = SimTime::from_units(snapshot.jobs_recorded_before);
+        drop(plan.take_jobs_before(jobs_recorded_before));
     }
 
     let stop = loop {
@@ -448,6 +454,7 @@ pub fn execute<W: Weights>(
                 last_accuracy,
                 best_accuracy,
                 early_stop_due,
+                jobs_recorded_before: jobs_recorded_before.units(),
                 tasks_trained: outcome.tasks_trained,
                 updates_applied: outcome.updates_applied,
                 cohorts_trained: outcome.cohorts_trained,
@@ -553,6 +560,11 @@ pub fn execute<W: Weights>(
                     });
                     outcome.updates_applied += 1;
                 }
+                // Jobs whose fate was known before this aggregation cannot change: stream them.
+                for job in plan.take_jobs_before(at) {
+                    sink.job(job);
+                }
+                jobs_recorded_before = at;
                 sink.progress(&Progress {
                     version,
                     virtual_time,

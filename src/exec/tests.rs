@@ -193,12 +193,12 @@ fn execute_fake_into(
     execute(&mut plan(policy), initial, resume, &settings, engines).unwrap()
 }
 
-/// Records like a VecSink and keeps a snapshot every `every` versions, with how many update
-/// and evaluation rows were recorded when it was taken.
+/// Records like a VecSink and keeps a snapshot every `every` versions, with how many update,
+/// evaluation and job rows were recorded when it was taken.
 struct SnapshotSink {
     rows: VecSink,
     every: u64,
-    snapshots: Vec<(RunSnapshot, usize, usize)>,
+    snapshots: Vec<(RunSnapshot, [usize; 3])>,
 }
 
 impl Sink for SnapshotSink {
@@ -208,18 +208,22 @@ impl Sink for SnapshotSink {
     fn eval(&mut self, record: EvalRecord) {
         self.rows.eval(record);
     }
+    fn job(&mut self, record: crate::sched::JobRecord) {
+        self.rows.job(record);
+    }
     fn checkpoint_due(&mut self, version: u64) -> bool {
         version % self.every == 0
     }
     fn checkpoint(&mut self, snapshot: &RunSnapshot) -> anyhow::Result<()> {
-        self.snapshots.push((snapshot.clone(), self.rows.updates.len(), self.rows.evals.len()));
+        let rows = [self.rows.updates.len(), self.rows.evals.len(), self.rows.jobs.len()];
+        self.snapshots.push((snapshot.clone(), rows));
         Ok(())
     }
 }
 
 /// (task, applied version, base version, first loss bits) per update; (version, accuracy bits)
 /// per evaluation: everything but the wall-clock columns.
-type Rows = (Vec<(u64, u64, u64, u32)>, Vec<(u64, u64)>);
+type Rows = (Vec<(u64, u64, u64, u32)>, Vec<(u64, u64)>, Vec<crate::sched::JobRecord>);
 
 fn rows(sink: &VecSink) -> Rows {
     (
@@ -228,6 +232,7 @@ fn rows(sink: &VecSink) -> Rows {
             .map(|u| (u.task, u.applied_version, u.base_version, u.last_loss.to_bits()))
             .collect(),
         sink.evals.iter().map(|e| (e.version, e.accuracy.to_bits())).collect(),
+        sink.jobs.clone(),
     )
 }
 
@@ -360,8 +365,9 @@ proptest! {
         let trainer = Arc::new(FakeTrainer::default());
         let outcome = execute_fake_into(trainer, policy, size, capacity, picks.clone(), Vec::new(), None, &mut full);
         prop_assert!(!full.snapshots.is_empty());
-        let (updates, evals) = rows(&full.rows);
-        for (snapshot, updates_before, evals_before) in &full.snapshots {
+        let (updates, evals, jobs) = rows(&full.rows);
+        prop_assert!(!jobs.is_empty(), "jobs are streamed as the run goes");
+        for (snapshot, [updates_before, evals_before, jobs_before]) in &full.snapshots {
             let mut rest = VecSink::default();
             let trainer = Arc::new(FakeTrainer::default());
             let resumed = execute_fake_into(
@@ -374,7 +380,8 @@ proptest! {
                 Some(snapshot.clone()),
                 &mut rest,
             );
-            let (rest_updates, rest_evals) = rows(&rest);
+            let (rest_updates, rest_evals, rest_jobs) = rows(&rest);
+            prop_assert_eq!(&rest_jobs[..], &jobs[*jobs_before..], "jobs after version {}", snapshot.version);
             prop_assert_eq!(&rest_updates[..], &updates[*updates_before..], "updates after version {}", snapshot.version);
             prop_assert_eq!(&rest_evals[..], &evals[*evals_before..], "evaluations after version {}", snapshot.version);
             prop_assert_eq!(weights_hash(&resumed.final_weights), weights_hash(&outcome.final_weights));
@@ -401,7 +408,7 @@ fn a_snapshot_of_another_plan_is_refused() {
         None,
         &mut full,
     );
-    let (snapshot, _, _) = full.snapshots[1].clone();
+    let (snapshot, _) = full.snapshots[1].clone();
     type Change = fn(&mut RunSnapshot);
     let changes: [(Change, &str); 3] = [
         (|s| s.version += 1, "lacks its own current model"),

@@ -19,7 +19,7 @@ use crate::saved::{Array, RunSnapshot, SavedState, TrainedTask};
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 
 /// Raise when the layout below changes: a resume refuses checkpoints of another format.
-pub const CHECKPOINT_FORMAT: u32 = 1;
+pub const CHECKPOINT_FORMAT: u32 = 2;
 
 /// What must match for a checkpoint to continue this run exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,6 +48,7 @@ struct Header {
     last_accuracy: Option<u64>,
     best_accuracy: Option<u64>,
     early_stop_due: bool,
+    jobs_recorded_before: u64,
     tasks_trained: u64,
     updates_applied: u64,
     cohorts_trained: u64,
@@ -157,6 +158,7 @@ pub fn write(
         last_accuracy: snapshot.last_accuracy.map(f64::to_bits),
         best_accuracy: snapshot.best_accuracy.map(f64::to_bits),
         early_stop_due: snapshot.early_stop_due,
+        jobs_recorded_before: snapshot.jobs_recorded_before.to_bits(),
         tasks_trained: snapshot.tasks_trained,
         updates_applied: snapshot.updates_applied,
         cohorts_trained: snapshot.cohorts_trained,
@@ -288,6 +290,7 @@ pub fn parse(buffer: &[u8]) -> anyhow::Result<Checkpoint> {
             last_accuracy: header.last_accuracy.map(f64::from_bits),
             best_accuracy: header.best_accuracy.map(f64::from_bits),
             early_stop_due: header.early_stop_due,
+            jobs_recorded_before: f64::from_bits(header.jobs_recorded_before),
             tasks_trained: header.tasks_trained,
             updates_applied: header.updates_applied,
             cohorts_trained: header.cohorts_trained,
@@ -351,6 +354,7 @@ mod tests {
             last_accuracy: Some(0.1 + 0.7),
             best_accuracy: None,
             early_stop_due: true,
+            jobs_recorded_before: 0.5,
             tasks_trained: 40,
             updates_applied: 18,
             cohorts_trained: 40,

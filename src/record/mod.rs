@@ -234,16 +234,17 @@ pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> PolarsResult<()> {
 pub fn read_parquet(path: &Path) -> PolarsResult<DataFrame> {
     let file = std::fs::File::open(path)?;
     let _quiet = QuietPanics::enter();
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ParquetReader::new(file).finish())).unwrap_or_else(
-        |panic| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ParquetReader::new(file).finish()))
+        .unwrap_or_else(|panic| {
             let message = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            Err(PolarsError::ComputeError(format!("the file is damaged (the Parquet reader failed: {message})").into()))
-        },
-    )
+            Err(PolarsError::ComputeError(
+                format!("the file is damaged (the Parquet reader failed: {message})").into(),
+            ))
+        })
 }
 
 /// While one is alive, panics are not printed (they are caught and reported as errors); the

@@ -19,7 +19,9 @@
 //! With leaf aggregators ([`leaves`]) a finished job's update goes to its leaf, which forwards
 //! it (alone or with others) over a hop to the server; the server handles it when the message
 //! arrives. The client is free again once its upload ends. Every job's story is kept in a
-//! [`jobs::JobRecord`] until its fate is known, then handed out by [`Scheduler::take_jobs`].
+//! [`jobs::JobRecord`] until its fate is known, then handed out: to the executor, which streams
+//! the jobs settled before its own position ([`Plan::take_jobs_before`]), and at the end
+//! ([`Scheduler::take_jobs`]).
 
 pub mod buffered;
 pub mod jobs;
@@ -495,11 +497,24 @@ impl Scheduler {
 /// A stream of steps that can say why it ended.
 pub trait Plan: Iterator<Item = Step> {
     fn end(&self) -> Option<PlanEnd>;
+
+    /// The records of jobs whose fate was settled before `before`, in the order they were
+    /// settled, not handed out yet: the executor streams them to the jobs table as it goes.
+    fn take_jobs_before(&mut self, _before: SimTime) -> Vec<JobRecord> {
+        Vec::new()
+    }
 }
 
 impl Plan for Scheduler {
     fn end(&self) -> Option<PlanEnd> {
         self.end
+    }
+
+    fn take_jobs_before(&mut self, before: SimTime) -> Vec<JobRecord> {
+        // Settled in time order: the ones before `before` are a prefix.
+        let count =
+            self.settled_jobs.iter().take_while(|j| j.settled_at.is_some_and(|at| at < before)).count();
+        self.settled_jobs.drain(..count).collect()
     }
 }
 

@@ -39,8 +39,18 @@ fn files_in(folder: &Path) -> Vec<Vec<u8>> {
 }
 
 const INTERESTING: [u8; 8] = [0x00, 0xff, 0x7f, 0x80, b'"', b'[', b'=', b'\n'];
-const NUMBERS: [&str; 10] =
-    ["0", "-1", "1e309", "nan", "inf", "-0.0", "18446744073709551616", "9223372036854775807", "1e-320", "\"x\""];
+const NUMBERS: [&str; 10] = [
+    "0",
+    "-1",
+    "1e309",
+    "nan",
+    "inf",
+    "-0.0",
+    "18446744073709551616",
+    "9223372036854775807",
+    "1e-320",
+    "\"x\"",
+];
 
 /// One to four random edits of `input` (`other` for splicing).
 fn mutate(input: &[u8], other: &[u8], text: bool, rng: &mut ChaCha8Rng) -> Vec<u8> {
@@ -91,7 +101,8 @@ fn mutate(input: &[u8], other: &[u8], text: bool, rng: &mut ChaCha8Rng) -> Vec<u
             9 => {
                 // A number replaced by an extreme one.
                 if let Some(start) = (at..len).find(|&i| bytes[i].is_ascii_digit()) {
-                    let end = (start..len).find(|&i| !bytes[i].is_ascii_digit() && bytes[i] != b'.').unwrap_or(len);
+                    let end =
+                        (start..len).find(|&i| !bytes[i].is_ascii_digit() && bytes[i] != b'.').unwrap_or(len);
                     let number = NUMBERS[rng.random_range(0..NUMBERS.len())].as_bytes().to_vec();
                     bytes.splice(start..end, number);
                 }
@@ -124,7 +135,11 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], text: bool, mut target: impl FnMut(&[u8])
             std::fs::create_dir_all(&folder).unwrap();
             let file = folder.join(format!("{name}-{cases}"));
             std::fs::write(&file, &input).unwrap();
-            panic!("{name}: case {cases} {} (input in {})", if slow { "took over 10 s" } else { "panicked" }, file.display());
+            panic!(
+                "{name}: case {cases} {} (input in {})",
+                if slow { "took over 10 s" } else { "panicked" },
+                file.display()
+            );
         }
         cases += 1;
     }
@@ -179,11 +194,15 @@ fn fuzz_idx_reader() {
     let mut seeds = Vec::new();
     for name in ["t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"] {
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&std::fs::read(folder.join(name)).unwrap()[..]).read_to_end(&mut raw).unwrap();
+        flate2::read::GzDecoder::new(&std::fs::read(folder.join(name)).unwrap()[..])
+            .read_to_end(&mut raw)
+            .unwrap();
         seeds.push(raw);
     }
     fuzz("idx", &seeds, false, |bytes| {
-        [0x0000_0801, 0x0000_0803].iter().any(|&magic| fedsim::data::idx::parse(Path::new("fuzz-idx"), bytes, magic).is_ok())
+        [0x0000_0801, 0x0000_0803]
+            .iter()
+            .any(|&magic| fedsim::data::idx::parse(Path::new("fuzz-idx"), bytes, magic).is_ok())
     });
 }
 
@@ -221,7 +240,10 @@ fn a_parquet_file_that_made_polars_panic_is_an_error() {
             std::fs::copy(corpus("run").join(name), work.join(name)).unwrap();
         }
         std::fs::write(work.join(format!("{table}.parquet")), &finding).unwrap();
-        let error = fedsim::report::logs::RunLogs::load(&work).err().expect("a damaged table is refused").to_string();
+        let Err(error) = fedsim::report::logs::RunLogs::load(&work) else {
+            panic!("a damaged {table} table is read")
+        };
+        let error = error.to_string();
         assert!(error.contains(&format!("{table}.parquet")), "{error}");
     }
     let direct = fedsim::record::read_parquet(&corpus("run-findings").join("bitmap-past-its-column.parquet"));

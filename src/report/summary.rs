@@ -40,14 +40,14 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
          the 1-worker run of the same config.\n"
     );
     md.push_str(
-        "| run | algorithm | workers | wall s | versions | virtual time | ms / version | s / round | updates / s | speed-up | efficiency | final accuracy | stop | folder |\n",
+        "| run | algorithm | workers | wall s | versions | virtual time | ms / version | s / round | updates / s | speed-up | efficiency | final accuracy | stop | CPU kernels | final weights | folder |\n",
     );
-    md.push_str(&"| --- ".repeat(14));
+    md.push_str(&"| --- ".repeat(16));
     md.push_str("|\n");
     for (s, run) in report.runs.iter().zip(runs) {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.1} | {} | {:.2} | {:.1} | {:.2} | {:.2} | {} | {} | {:.4} (v{}) | {} | {} |",
+            "| {} | {} | {} | {:.1} | {} | {:.2} | {:.1} | {:.2} | {:.2} | {} | {} | {:.4} (v{}) | {} | {} | {} | {} |",
             s.label,
             s.algorithm,
             s.workers,
@@ -62,6 +62,13 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
             s.final_accuracy,
             s.final_version,
             s.stop_reason,
+            // The kernels the run used and whether they were pinned (reproducible mode).
+            match (&run.info.cpu_capability, &run.info.cpu_kernels) {
+                (Some(capability), Some(mode)) => format!("{capability} ({mode})"),
+                (Some(capability), None) => capability.clone(),
+                _ => "-".to_owned(),
+            },
+            run.short_hash(),
             run.dir.file_name().map_or("".into(), |n| n.to_string_lossy()),
         );
     }

@@ -5,7 +5,10 @@
 # cohort sizes 1, 10, 25, 50 and 100; the distillation benchmark (ngf 128, 8 teachers, one by
 # one and stacked);
 # fedbuff-resnet18 for 200 versions at 1 and 4 workers, whose hashes must agree; then one
-# summary table. Without CUDA it says so, runs a small CPU round instead, and exits 0.
+# summary table. First, on the machine's CPU, the reproducible mode across machines (issue
+# 12): the quickstart for 200 versions with the CPU kernels pinned to AVX2 must end at the hash
+# the development machine (AMD EPYC, AVX-512) gave. Without CUDA it says so, runs a small CPU
+# round instead, and exits 0.
 # Logs go to $OUT (the device tool's folder) or /tmp/gpu-check.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,6 +34,15 @@ source_tar=""
 "$fedsim" data prepare $source_tar > "$out/prepare.log" 2>&1 || { cat "$out/prepare.log"; exit 1; }
 
 "$fedsim" info | tee "$out/info.log"
+
+# The reproducible mode on another machine's CPU: the hash of the development machine.
+expected_pinned=04d1fe5d406b7f7a0eff4eacb10fd017c0c87f383a766be0a751eead4753c7ab
+"$fedsim" run sim-configs/quickstart.toml --set 'run.cpu_kernels="avx2"' --set run.device='"cpu"' \
+    --set stop.max_versions=200 --workers 8 --out "$out/runs" > "$out/pinned-cpu.log" 2>&1
+pinned=$(sed -n 's/^final weights sha256 //p' "$out/pinned-cpu.log")
+pinned_same="no"; [ "$pinned" = "$expected_pinned" ] && pinned_same="yes"
+echo "gpu-check: quickstart pinned to AVX2 on this CPU ($(grep -m1 '^CPU kernels' "$out/info.log" || echo '?')): ${pinned:-failed}; same as the development machine: $pinned_same"
+
 if ! grep -q "^CUDA *available" "$out/info.log"; then
     echo "gpu-check: CUDA is absent here; no GPU figures. A small CPU round instead:"
     "$fedsim" bench round --model convnet --clients 8 --cohort 4 --rounds 1 --device cpu | tee "$out/cpu-round.log"
@@ -39,6 +51,7 @@ fi
 
 rows=()
 row() { rows+=("$(printf '| %-44s | %s |' "$1" "$2")"); }
+row "quickstart pinned to AVX2, this CPU" "hash ${pinned:0:16}; same as the development machine: $pinned_same"
 for cohort in 1 10 25 50 100; do
     # Cohorts of one are slow: 20 clients show their rate; the rest train full 100-client rounds.
     clients=100; [ "$cohort" = 1 ] && clients=20

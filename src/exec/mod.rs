@@ -256,13 +256,7 @@ pub fn execute<W: Weights>(
             steps_read += 1;
             match step {
                 Step::Train(task) => {
-                    let state = restored.remove(&task.task).unwrap_or_else(|| {
-                        *references.entry(task.base_version).or_default() += 1;
-                        TaskState::Waiting
-                    });
-                    let closed = builder.train(&task);
-                    slots.insert(task.task, Slot { task, state });
-                    for cohort in closed {
+                    for cohort in admit(task, &mut restored, &mut references, &mut builder, &mut slots) {
                         close(cohort, &mut waiting, &slots);
                     }
                 }
@@ -337,13 +331,7 @@ pub fn execute<W: Weights>(
             steps_read += step.is_some() as u64;
             match step {
                 Some(Step::Train(task)) => {
-                    let state = restored.remove(&task.task).unwrap_or_else(|| {
-                        *references.entry(task.base_version).or_default() += 1;
-                        TaskState::Waiting
-                    });
-                    let closed = builder.train(&task);
-                    slots.insert(task.task, Slot { task, state });
-                    for cohort in closed {
+                    for cohort in admit(task, &mut restored, &mut references, &mut builder, &mut slots) {
                         close(cohort, &mut waiting, &slots);
                     }
                 }
@@ -642,6 +630,24 @@ fn non_finite<W: Weights>(slot: &Slot<W>) -> Option<&'static str> {
         TaskState::Done { .. } => None,
         _ => Some("result (the task did not finish)"),
     }
+}
+
+/// A planned task joins the task table: trained already where a resumed run's checkpoint
+/// holds its result, else waiting for its base version. Returns the cohorts it closes.
+fn admit<W>(
+    task: TrainTask,
+    restored: &mut HashMap<u64, TaskState<W>>,
+    references: &mut HashMap<u64, usize>,
+    builder: &mut CohortBuilder,
+    slots: &mut BTreeMap<u64, Slot<W>>,
+) -> Vec<Vec<u64>> {
+    let state = restored.remove(&task.task).unwrap_or_else(|| {
+        *references.entry(task.base_version).or_default() += 1;
+        TaskState::Waiting
+    });
+    let closed = builder.train(&task);
+    slots.insert(task.task, Slot { task, state });
+    closed
 }
 
 /// One fewer task needs `version`; forget it when nobody does and it is not the current one.

@@ -1,4 +1,5 @@
-//! Crash points for the kill-and-resume tests: with `FEDSIM_KILL_AT=POINT:N` in the
+//! Faults: the message a caught panic carries ([`panic_message`]), and crash points for the
+//! kill-and-resume tests: with `FEDSIM_KILL_AT=POINT:N` in the
 //! environment, the process sends itself SIGKILL the N-th time it reaches POINT ("checkpoint":
 //! just after a checkpoint is written; "distill": in the middle of a FedRevive distillation,
 //! after synthesis and before the student trains; "eval": in the middle of an evaluation).
@@ -34,4 +35,9 @@ pub fn reached(point: &str) {
         // SAFETY: signals this very process, as `kill -9` from outside would.
         unsafe { kill(std::process::id() as i32, SIGKILL) };
     }
+}
+
+/// The text a panic was raised with, if it carried one (a `&str` or a `String`).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> Option<String> {
+    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned())
 }

@@ -159,7 +159,8 @@ fn execute_fake(
 ) -> (RunOutcome, VecSink) {
     let mut sink = VecSink::default();
     let outcome =
-        execute_fake_into(trainer, policy, cohort_size, capacity, picks, early_stop, None, &mut sink);
+        execute_fake_into(trainer, policy, cohort_size, capacity, picks, early_stop, None, &mut sink)
+            .unwrap();
     (outcome, sink)
 }
 
@@ -173,7 +174,7 @@ fn execute_fake_into(
     early_stop: Vec<(u64, f64)>,
     resume: Option<RunSnapshot>,
     sink: &mut dyn Sink,
-) -> RunOutcome {
+) -> anyhow::Result<RunOutcome> {
     let mut workers =
         OrderedWorkers { trainer: trainer.clone(), capacity, started: Vec::new(), picks, next_pick: 0 };
     let partition = Partition {
@@ -190,7 +191,7 @@ fn execute_fake_into(
     };
     let mut server = Server { rule: ServerRule::plain(1.0), revive: None, tracker_reset: Vec::new() };
     let engines = Engines { workers: &mut workers, evaluator: &mut FakeEvaluator, server: &mut server, sink };
-    execute(&mut plan(policy), initial, resume, &settings, engines).unwrap()
+    execute(&mut plan(policy), initial, resume, &settings, engines)
 }
 
 /// Records like a VecSink and keeps a snapshot every `every` versions, with how many update,
@@ -363,7 +364,8 @@ proptest! {
         let policy = if buffered { Policy::buffered(2) } else { Policy::SYNC };
         let mut full = SnapshotSink { rows: VecSink::default(), every, snapshots: Vec::new() };
         let trainer = Arc::new(FakeTrainer::default());
-        let outcome = execute_fake_into(trainer, policy, size, capacity, picks.clone(), Vec::new(), None, &mut full);
+        let outcome =
+            execute_fake_into(trainer, policy, size, capacity, picks.clone(), Vec::new(), None, &mut full).unwrap();
         prop_assert!(!full.snapshots.is_empty());
         let (updates, evals, jobs) = rows(&full.rows);
         prop_assert!(!jobs.is_empty(), "jobs are streamed as the run goes");
@@ -379,7 +381,8 @@ proptest! {
                 Vec::new(),
                 Some(snapshot.clone()),
                 &mut rest,
-            );
+            )
+            .unwrap();
             let (rest_updates, rest_evals, rest_jobs) = rows(&rest);
             prop_assert_eq!(&rest_jobs[..], &jobs[*jobs_before..], "jobs after version {}", snapshot.version);
             prop_assert_eq!(&rest_updates[..], &updates[*updates_before..], "updates after version {}", snapshot.version);
@@ -407,7 +410,8 @@ fn a_snapshot_of_another_plan_is_refused() {
         Vec::new(),
         None,
         &mut full,
-    );
+    )
+    .unwrap();
     let (snapshot, _) = full.snapshots[1].clone();
     type Change = fn(&mut RunSnapshot);
     let changes: [(Change, &str); 3] = [
@@ -424,31 +428,11 @@ fn a_snapshot_of_another_plan_is_refused() {
 }
 
 fn resume_fake(snapshot: RunSnapshot) -> String {
-    let settings = ExecSettings {
-        partition: Arc::new(Partition {
-            shards: (0..CLIENTS).map(|_| vec![0]).collect(),
-            histograms: (0..CLIENTS).map(|_| vec![1]).collect(),
-        }),
-        lookahead: 12,
-        cohort_size: 1,
-        target_accuracy: None,
-        early_stop: Vec::new(),
-    };
     let trainer = Arc::new(FakeTrainer::default());
-    let mut workers =
-        OrderedWorkers { trainer, capacity: 1, started: Vec::new(), picks: vec![0], next_pick: 0 };
-    let mut server = Server { rule: ServerRule::plain(1.0), revive: None, tracker_reset: Vec::new() };
     let mut sink = VecSink::default();
-    let engines = Engines {
-        workers: &mut workers,
-        evaluator: &mut FakeEvaluator,
-        server: &mut server,
-        sink: &mut sink,
-    };
-    let initial = vec![0.0; WEIGHTS];
-    execute(&mut plan(Policy::buffered(2)), initial, Some(snapshot), &settings, engines)
-        .unwrap_err()
-        .to_string()
+    let resumed =
+        execute_fake_into(trainer, Policy::buffered(2), 1, 1, vec![0], Vec::new(), Some(snapshot), &mut sink);
+    resumed.map(|_| ()).unwrap_err().to_string()
 }
 
 #[test]

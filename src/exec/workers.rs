@@ -76,11 +76,7 @@ impl<W: Weights> Workers<W> for ThreadWorkers<W> {
 
 /// A panic while doing `what` as an error; out-of-memory names the settings that lower memory use.
 pub fn panic_error(panic: Box<dyn std::any::Any + Send>, what: &str) -> anyhow::Error {
-    let message = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".to_owned());
+    let message = crate::faults::panic_message(&*panic).unwrap_or_else(|| "unknown panic".to_owned());
     if message.contains("out of memory") {
         anyhow::anyhow!(
             "the device ran out of memory {what}; lower run.cohort_size (clients per cohort) or \

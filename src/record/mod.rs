@@ -236,11 +236,7 @@ pub fn read_parquet(path: &Path) -> PolarsResult<DataFrame> {
     let _quiet = QuietPanics::enter();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ParquetReader::new(file).finish()))
         .unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let message = crate::faults::panic_message(&*panic).unwrap_or_default();
             Err(PolarsError::ComputeError(
                 format!("the file is damaged (the Parquet reader failed: {message})").into(),
             ))

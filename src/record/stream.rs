@@ -153,6 +153,12 @@ impl StreamingRecorder {
         Ok(())
     }
 
+    /// A failed write of the log segments, naming their folder.
+    fn segments_error(&self, error: PolarsError) -> anyhow::Error {
+        anyhow::Error::new(error)
+            .context(format!("writing the run's log segments in {}", self.dir.join(SEGMENTS).display()))
+    }
+
     fn note(&mut self, result: PolarsResult<()>) {
         if let (Err(error), None) = (result, &self.error) {
             self.error = Some(error);
@@ -253,9 +259,7 @@ impl Sink for StreamingRecorder {
         let provenance = settings.provenance.clone();
         let started = Instant::now();
         self.check()?;
-        self.flush().map_err(anyhow::Error::new).map_err(|e| {
-            e.context(format!("writing the run's log segments in {}", self.dir.join(SEGMENTS).display()))
-        })?;
+        self.flush().map_err(|e| self.segments_error(e))?;
         checkpoint::write(&self.dir, &provenance, self.segments, snapshot)?;
         self.checkpoint_bytes = std::fs::metadata(checkpoint::path(&self.dir)).map_or(0, |m| m.len());
         crate::faults::reached("checkpoint");
@@ -267,8 +271,7 @@ impl Sink for StreamingRecorder {
 
     fn check(&mut self) -> anyhow::Result<()> {
         match self.error.take() {
-            Some(error) => Err(anyhow::Error::new(error)
-                .context(format!("writing the run's log segments in {}", self.dir.join(SEGMENTS).display()))),
+            Some(error) => Err(self.segments_error(error)),
             None => Ok(()),
         }
     }

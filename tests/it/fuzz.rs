@@ -206,13 +206,16 @@ fn fuzz_idx_reader() {
     });
 }
 
+/// The files of a run directory that reports read.
+const RUN_FILES: [&str; 5] = ["run.json", "config.toml", "updates.parquet", "evals.parquet", "jobs.parquet"];
+
 #[test]
 fn fuzz_run_directory_reader() {
     // A small run's files; each case puts its bytes in place of each file in turn, the others
     // intact. Seeds: the files and past findings (run-findings/).
     let seed_dir = corpus("run");
-    let names = ["run.json", "config.toml", "updates.parquet", "evals.parquet", "jobs.parquet"];
-    let originals: Vec<Vec<u8>> = names.iter().map(|n| std::fs::read(seed_dir.join(n)).unwrap()).collect();
+    let originals: Vec<Vec<u8>> =
+        RUN_FILES.iter().map(|n| std::fs::read(seed_dir.join(n)).unwrap()).collect();
     let mut seeds = originals.clone();
     seeds.extend(files_in(&corpus("run-findings")));
     let work = scratch("fuzz-run-dir");
@@ -224,8 +227,8 @@ fn fuzz_run_directory_reader() {
     fuzz("run-dir", &seeds, false, |bytes| {
         std::fs::write(&current, bytes).unwrap();
         let mut any = false;
-        for name in names {
-            for (other, original) in names.iter().zip(&originals) {
+        for name in RUN_FILES {
+            for (other, original) in RUN_FILES.iter().zip(&originals) {
                 std::fs::write(work.join(other), if *other == name { bytes } else { original }).unwrap();
             }
             any |= fedsim::report::logs::RunLogs::load(&work).is_ok();
@@ -241,7 +244,7 @@ fn a_parquet_file_that_made_polars_panic_is_an_error() {
     let finding = std::fs::read(corpus("run-findings").join("bitmap-past-its-column.parquet")).unwrap();
     let work = scratch("fuzz-finding");
     for table in ["updates", "evals", "jobs"] {
-        for name in ["run.json", "config.toml", "updates.parquet", "evals.parquet", "jobs.parquet"] {
+        for name in RUN_FILES {
             std::fs::copy(corpus("run").join(name), work.join(name)).unwrap();
         }
         std::fs::write(work.join(format!("{table}.parquet")), &finding).unwrap();

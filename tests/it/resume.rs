@@ -62,7 +62,7 @@ fn results(dir: &Path) -> (String, Vec<DataFrame>) {
         .iter()
         .map(|table| {
             let frame = fedsim::record::read_parquet(&dir.join(format!("{table}.parquet"))).unwrap();
-            frame.drop_many(["train_ms", "worker", "server_ms", "wall_s"])
+            frame.drop_many(fedsim::report::logs::WALL_CLOCK_COLUMNS)
         })
         .collect();
     (hash, tables)

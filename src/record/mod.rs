@@ -9,6 +9,7 @@ use polars::prelude::*;
 use serde::Serialize;
 
 pub mod checkpoint;
+mod parquet_check;
 pub mod rows;
 pub mod stream;
 
@@ -228,19 +229,24 @@ pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> PolarsResult<()> {
     Ok(())
 }
 
-/// Reads a Parquet file. polars panics on some damaged files (fuzzing found one: a validity
-/// bitmap longer than its column); such a panic becomes an error saying the file is damaged,
-/// and its message stays off stderr.
+/// Reads a Parquet file. Its page headers are checked first ([`parquet_check`]): on some
+/// damaged counts polars would abort the process. polars also panics on some damaged files
+/// (fuzzing found one: a validity bitmap longer than its column); such a panic becomes an
+/// error saying the file is damaged, and its message stays off stderr.
 pub fn read_parquet(path: &Path) -> PolarsResult<DataFrame> {
-    let file = std::fs::File::open(path)?;
+    let bytes = polars_buffer::Buffer::from(std::fs::read(path)?);
+    parquet_check::check_structure(&bytes)
+        .map_err(|fault| PolarsError::ComputeError(format!("the file is damaged ({fault})").into()))?;
     let _quiet = QuietPanics::enter();
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ParquetReader::new(file).finish()))
-        .unwrap_or_else(|panic| {
-            let message = crate::faults::panic_message(&*panic).unwrap_or_default();
-            Err(PolarsError::ComputeError(
-                format!("the file is damaged (the Parquet reader failed: {message})").into(),
-            ))
-        })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ParquetReader::new(std::io::Cursor::new(bytes)).finish()
+    }))
+    .unwrap_or_else(|panic| {
+        let message = crate::faults::panic_message(&*panic).unwrap_or_default();
+        Err(PolarsError::ComputeError(
+            format!("the file is damaged (the Parquet reader failed: {message})").into(),
+        ))
+    })
 }
 
 /// While one is alive, panics are not printed (they are caught and reported as errors); the

@@ -9,6 +9,17 @@ extern "C" void fedsim_set_deterministic(int on) {
   at::globalContext().setBenchmarkCuDNN(false);
 }
 
+// oneDNN (mkldnn) convolutions: their blocking follows the CPU's cache sizes, so two CPUs with
+// the same instruction set can round differently. Off, libtorch convolves with its own
+// kernels (im2col and a BLAS matrix product).
+extern "C" void fedsim_set_mkldnn(int on) {
+  at::globalContext().setUserEnabledMkldnn(on != 0);
+}
+
+extern "C" int fedsim_mkldnn_enabled() {
+  return at::globalContext().userEnabledMkldnn() ? 1 : 0;
+}
+
 extern "C" int fedsim_deterministic_algorithms() {
   return at::globalContext().deterministicAlgorithms() ? 1 : 0;
 }

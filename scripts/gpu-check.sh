@@ -35,8 +35,9 @@ source_tar=""
 
 "$fedsim" info | tee "$out/info.log"
 
-# The reproducible mode on another machine's CPU: the hash of the development machine.
-expected_pinned=04d1fe5d406b7f7a0eff4eacb10fd017c0c87f383a766be0a751eead4753c7ab
+# The reproducible mode on another machine's CPU: the hash of the development machine (an
+# Intel Xeon with AVX-512).
+expected_pinned=9cb9fa297921b0cfdf079bf76161cc7d6eea59f3ba178187b438a0b70fe31925
 "$fedsim" run sim-configs/quickstart.toml --set 'run.cpu_kernels="avx2"' --set run.device='"cpu"' \
     --set stop.max_versions=200 --workers 8 --out "$out/runs" > "$out/pinned-cpu.log" 2>&1
 pinned=$(sed -n 's/^final weights sha256 //p' "$out/pinned-cpu.log")

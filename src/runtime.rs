@@ -61,6 +61,10 @@ impl DeviceChoice {
         if device.is_cuda() {
             use_deterministic_algorithms();
         }
+        if avx2_pinned() {
+            // The reproducible mode's last pin, which is a switch rather than a variable.
+            use_mkldnn(false);
+        }
         Ok(device)
     }
 }
@@ -68,6 +72,8 @@ impl DeviceChoice {
 extern "C" {
     fn fedsim_set_deterministic(on: std::ffi::c_int);
     fn fedsim_deterministic_algorithms() -> std::ffi::c_int;
+    fn fedsim_set_mkldnn(on: std::ffi::c_int);
+    fn fedsim_mkldnn_enabled() -> std::ffi::c_int;
     fn fedsim_cpu_capability(out: *mut std::ffi::c_char, len: std::ffi::c_int);
     fn fedsim_cuda_memory(
         device: std::ffi::c_int,
@@ -161,6 +167,18 @@ pub fn use_deterministic_algorithms() {
     unsafe { fedsim_set_deterministic(1) }
 }
 
+/// Whether libtorch may use oneDNN (mkldnn) kernels; off in the reproducible mode, as their
+/// blocking, and so their rounding, follows the CPU's cache sizes.
+pub fn use_mkldnn(on: bool) {
+    // SAFETY: sets a global flag of libtorch.
+    unsafe { fedsim_set_mkldnn(on as std::ffi::c_int) }
+}
+
+pub fn mkldnn_enabled() -> bool {
+    // SAFETY: reads a global flag.
+    unsafe { fedsim_mkldnn_enabled() != 0 }
+}
+
 /// Whether libtorch currently insists on deterministic algorithms.
 pub fn deterministic_algorithms() -> bool {
     // SAFETY: reads a global flag.
@@ -191,12 +209,16 @@ pub fn cpu_vector_extensions() -> &'static str {
     "baseline"
 }
 
-/// Environment variables that pin CPU kernels to AVX2 in every library libtorch uses: ATen's
-/// own kernels, MKL (conditional numerical reproducibility) and oneDNN. They are read when the
-/// libraries start, so they must be set before the process touches libtorch.
+/// Environment variables that pin the CPU kernels of every library libtorch uses to code that
+/// rounds alike on any x86-64 CPU with AVX2, Intel or AMD: ATen's own kernels to AVX2; MKL's
+/// matrix products to its COMPATIBLE branch (MKL keeps a named branch such as AVX2 only on
+/// Intel CPUs and falls back to its CPU-dependent AUTO dispatch elsewhere; measured: the AVX2
+/// branch gave different hashes on an AMD EPYC and an Intel Xeon); oneDNN to AVX2, and its
+/// convolutions off ([`use_mkldnn`]). They are read when the libraries start, so they must be
+/// set before the process touches libtorch.
 pub const AVX2_PINS: [(&str, &str); 4] = [
     ("ATEN_CPU_CAPABILITY", "avx2"),
-    ("MKL_CBWR", "AVX2,STRICT"),
+    ("MKL_CBWR", "COMPATIBLE"),
     ("ONEDNN_MAX_CPU_ISA", "AVX2"),
     ("DNNL_MAX_CPU_ISA", "AVX2"),
 ];
@@ -299,6 +321,13 @@ impl TorchInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_onednn_switch_reaches_libtorch() {
+        assert!(mkldnn_enabled(), "libtorch's default");
+        use_mkldnn(false);
+        assert!(!mkldnn_enabled());
+    }
 
     #[test]
     fn the_determinism_switch_reaches_libtorch() {

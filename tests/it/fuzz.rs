@@ -220,8 +220,9 @@ fn fuzz_run_directory_reader() {
     seeds.extend(files_in(&corpus("run-findings")));
     let work = scratch("fuzz-run-dir");
     assert!(fedsim::report::logs::RunLogs::load(&seed_dir).is_ok(), "the seed run reads");
-    // polars can abort the process on some inputs (an allocation failure cannot be caught), so
-    // each case's input is on disk before it runs: after an abort it is in `current`.
+    // polars aborted the process on one input (an allocation failure cannot be caught; such
+    // inputs are now refused before polars decodes them), so each case's input is on disk
+    // before it runs: after an abort it is in `current`.
     let current = repo().join("target/fuzz-failures/run-dir-current");
     std::fs::create_dir_all(current.parent().unwrap()).unwrap();
     fuzz("run-dir", &seeds, false, |bytes| {

@@ -230,22 +230,21 @@ pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> PolarsResult<()> {
 }
 
 /// Reads a Parquet file. Its page headers are checked first ([`parquet_check`]): on some
-/// damaged counts polars would abort the process. polars also panics on some damaged files
-/// (fuzzing found one: a validity bitmap longer than its column); such a panic becomes an
-/// error saying the file is damaged, and its message stays off stderr.
+/// damaged counts polars would abort the process. The check's parser and polars' reader also
+/// panic on some damaged files (fuzzing found a validity bitmap longer than its column and a
+/// footer's malformed boolean); such a panic becomes an error saying the file is damaged, and
+/// its message stays off stderr.
 pub fn read_parquet(path: &Path) -> PolarsResult<DataFrame> {
     let bytes = polars_buffer::Buffer::from(std::fs::read(path)?);
-    parquet_check::check_structure(&bytes)
-        .map_err(|fault| PolarsError::ComputeError(format!("the file is damaged ({fault})").into()))?;
+    let damaged = |fault: String| PolarsError::ComputeError(format!("the file is damaged ({fault})").into());
     let _quiet = QuietPanics::enter();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ParquetReader::new(std::io::Cursor::new(bytes)).finish()
+        parquet_check::check_structure(&bytes).map_err(damaged)?;
+        ParquetReader::new(std::io::Cursor::new(bytes.clone())).finish()
     }))
     .unwrap_or_else(|panic| {
         let message = crate::faults::panic_message(&*panic).unwrap_or_default();
-        Err(PolarsError::ComputeError(
-            format!("the file is damaged (the Parquet reader failed: {message})").into(),
-        ))
+        Err(damaged(format!("the Parquet reader failed: {message}")))
     })
 }
 

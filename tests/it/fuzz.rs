@@ -238,13 +238,16 @@ fn fuzz_run_directory_reader() {
     });
 }
 
-/// Fuzzing found two Parquet files polars cannot read safely: on the first its reader panics
+/// Fuzzing found three Parquet files polars cannot read safely: on the first its reader panics
 /// (a validity bitmap longer than its column), on the second it reserves 2^61 bytes and the
-/// allocation failure aborts the process (a page header's negative value count). Reading
-/// either is an error naming the table, in every table's place.
+/// allocation failure aborts the process (a page header's negative value count), on the third
+/// its footer parser panics (a malformed boolean). Reading any is an error naming the table,
+/// in every table's place.
 #[test]
 fn parquet_files_that_broke_polars_are_errors() {
-    for finding in ["bitmap-past-its-column.parquet", "updates-negative-count.parquet"] {
+    for finding in
+        ["bitmap-past-its-column.parquet", "updates-negative-count.parquet", "footer-bad-bool.parquet"]
+    {
         let bytes = std::fs::read(corpus("run-findings").join(finding)).unwrap();
         let work = scratch("fuzz-finding");
         for table in ["updates", "evals", "jobs"] {

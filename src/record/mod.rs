@@ -239,8 +239,10 @@ pub fn read_parquet(path: &Path) -> PolarsResult<DataFrame> {
     let damaged = |fault: String| PolarsError::ComputeError(format!("the file is damaged ({fault})").into());
     let _quiet = QuietPanics::enter();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        parquet_check::check_structure(&bytes).map_err(damaged)?;
-        ParquetReader::new(std::io::Cursor::new(bytes.clone())).finish()
+        let metadata = parquet_check::check_structure(&bytes).map_err(damaged)?;
+        let mut reader = ParquetReader::new(std::io::Cursor::new(bytes.clone()));
+        reader.set_metadata(Arc::new(metadata));
+        reader.finish()
     }))
     .unwrap_or_else(|panic| {
         let message = crate::faults::panic_message(&*panic).unwrap_or_default();

@@ -7,6 +7,7 @@
 use std::io::Cursor;
 
 use polars_buffer::Buffer;
+use polars_parquet::parquet::metadata::FileMetadata;
 use polars_parquet::parquet::page::{CompressedPage, DataPageHeader};
 use polars_parquet::parquet::read::{get_page_iterator, read_metadata};
 
@@ -18,8 +19,9 @@ const MAX_PAGE_BYTES: usize = 256 << 20;
 /// allocated instead of aborting the process.
 const MAX_ROWS: usize = 1 << 28;
 
-/// Ok when every count in the file is one a decoder can trust; otherwise what is wrong.
-pub fn check_structure(bytes: &Buffer<u8>) -> Result<(), String> {
+/// The file's footer when every count in the file is one a decoder can trust (polars then
+/// decodes with it rather than parsing the footer again); otherwise what is wrong.
+pub fn check_structure(bytes: &Buffer<u8>) -> Result<FileMetadata, String> {
     let metadata = read_metadata(&mut Cursor::new(bytes.clone())).map_err(|e| format!("footer: {e}"))?;
     let rows_in_groups = metadata.row_groups.iter().try_fold(0usize, |sum, g| sum.checked_add(g.num_rows()));
     let Some(rows_in_groups) = rows_in_groups.filter(|&rows| rows <= MAX_ROWS) else {
@@ -68,5 +70,5 @@ pub fn check_structure(bytes: &Buffer<u8>) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    Ok(metadata)
 }

@@ -63,17 +63,19 @@ central epochs="10" model="convnet": setup
 fuzz seconds="600": setup
     FEDSIM_FUZZ_SECONDS={{seconds}} cargo nextest run --release --no-capture -E 'binary(it) & test(fuzz_)'
 
-# Everything CI checks: formatting, clippy with warnings denied, all tests.
+# Everything CI checks: formatting, clippy with warnings denied, all tests. Built once, with
+# the `mpi` feature on, so that the MPI tests run too (OpenMPI installed by setup-mpi.sh).
 [group('checks')]
 test: setup
+    scripts/setup-mpi.sh
     cargo fmt --check
-    cargo clippy --release --all-targets --quiet -- -D warnings
+    cargo clippy --release --all-targets --features mpi --quiet -- -D warnings
     {{just_executable()}} test-only
 
-# Run the tests alone (release build; they train real models).
+# Run the tests alone (release build, with the `mpi` feature; they train real models).
 [group('checks')]
 test-only:
-    if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --release --no-fail-fast; else cargo test --release --no-fail-fast; fi
+    if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --release --features mpi --no-fail-fast; else cargo test --release --features mpi --no-fail-fast; fi
 
 # The last step is the quickstart at 1, 2 and 4 workers: same results, and the speed-up.
 # Benchmarks: criterion suites, local updates, FedAvg rounds alone and in cohorts of 8, the worker sweep.

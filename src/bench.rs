@@ -286,7 +286,12 @@ fn round_with<W: TorchWeights>(dirs: &DataDirs, o: &RoundOptions, device: tch::D
         let before = runtime::device_memory(device).map(|m| m.allocated);
         let started = Instant::now();
         let tasks: Vec<Job<W>> = (0..o.clients as u64)
-            .map(|i| Job { task: round as u64 * o.clients as u64 + i, client: i as u32, base: base.clone() })
+            .map(|i| Job {
+                task: round as u64 * o.clients as u64 + i,
+                client: i as u32,
+                version: round as u64,
+                base: base.clone(),
+            })
             .collect();
         let mut cohorts = tasks.chunks(o.cohort).enumerate();
         let mut outcomes: Vec<Option<Vec<TrainOutcome<W>>>> =

@@ -222,9 +222,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run { config, workers, seed, mut overrides, out } => {
             overrides.extend(workers.map(|w| format!("run.workers={w}")));
             overrides.extend(seed.map(|s| format!("seed={s}")));
+            #[cfg(feature = "mpi")]
+            if crate::cluster::launched_by_mpi() {
+                return crate::run_command::run_in_job(&dirs, &config, &overrides, &out);
+            }
             crate::run_command::run(&dirs, &config, &overrides, &out).map(|_| ())
         }
         Command::Resume { run_dir, workers } => {
+            #[cfg(feature = "mpi")]
+            if crate::cluster::launched_by_mpi() {
+                return crate::run_command::resume_in_job(&dirs, &run_dir, workers);
+            }
             crate::run_command::resume(&dirs, &run_dir, workers).map(|_| ())
         }
         Command::Sweep { sweep, out, report } => crate::sweep::run(&dirs, &sweep, out, report),

@@ -11,6 +11,8 @@
 pub mod bench;
 pub mod central;
 pub mod cli;
+#[cfg(feature = "mpi")]
+pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod exec;

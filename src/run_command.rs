@@ -73,22 +73,150 @@ pub fn run(
 ) -> Result<std::path::PathBuf> {
     let config = Config::load(config_path, overrides)?;
     let device = start_runtime(&config)?;
+    run_loaded(dirs, &config, out, device, &|simulation, sink, resume| simulation.run(sink, resume))
+}
+
+/// Runs the simulation built from a run's config, on this process's workers or, in an MPI
+/// job, on the other ranks.
+type Runner<'a> = dyn Fn(Simulation, &mut dyn Sink, Option<crate::saved::RunSnapshot>) -> Result<crate::exec::RunOutcome>
+    + 'a;
+
+/// Builds a loaded config's simulation and runs it into a new run directory.
+fn run_loaded(
+    dirs: &DataDirs,
+    config: &Config,
+    out: &Path,
+    device: tch::Device,
+    runner: &Runner,
+) -> Result<std::path::PathBuf> {
     // Everything that can fail on input fails here, before the run directory exists.
     let setup_started = Instant::now();
-    let simulation = Simulation::build(&config, dirs, device)?;
+    let simulation = Simulation::build(config, dirs, device)?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
     let run_dir = RunDir::create(out, &config.name, false)
         .with_context(|| format!("creating a run folder in {}", out.display()))?;
     run_dir.write_config(&config.to_input_toml())?;
     let recorder =
-        StreamingRecorder::new(&run_dir.path).with_checkpoints(checkpoint_settings(&config, device));
-    carry_out(&config, run_dir, simulation, recorder, None, setup_seconds, device)
+        StreamingRecorder::new(&run_dir.path).with_checkpoints(checkpoint_settings(config, device));
+    carry_out(config, run_dir, simulation, recorder, None, setup_seconds, runner)
+}
+
+/// `fedsim run` in an MPI job (feature `mpi`): rank 0 runs the experiment into its run
+/// directory while the other ranks train ([`crate::cluster`]); one rank is a plain run.
+#[cfg(feature = "mpi")]
+pub fn run_in_job(dirs: &DataDirs, config_path: &Path, overrides: &[String], out: &Path) -> Result<()> {
+    let config = Config::load(config_path, overrides)?;
+    let device = start_runtime(&config)?;
+    let Some(cluster) = crate::cluster::join()? else {
+        return run_loaded(dirs, &config, out, device, &|s, sink, resume| s.run(sink, resume)).map(|_| ());
+    };
+    let result =
+        in_job(&cluster, &config, dirs, device, |runner| run_loaded(dirs, &config, out, device, runner));
+    finish_job(&cluster, result)
+}
+
+/// `fedsim resume` in an MPI job: as [`run_in_job`], from the run directory's checkpoint.
+#[cfg(feature = "mpi")]
+pub fn resume_in_job(dirs: &DataDirs, run_dir: &Path, workers: Option<usize>) -> Result<()> {
+    let (config, found) = load_resumable(run_dir, workers)?;
+    let device = start_runtime(&config)?;
+    let Some(cluster) = crate::cluster::join()? else {
+        return resume_loaded(dirs, run_dir, &config, found, device, &|s, sink, r| s.run(sink, r))
+            .map(|_| ());
+    };
+    let mut found = Some(found);
+    let result = in_job(&cluster, &config, dirs, device, |runner| {
+        resume_loaded(dirs, run_dir, &config, found.take().expect("rank 0 resumes once"), device, runner)
+    });
+    finish_job(&cluster, result)
+}
+
+/// This rank's part of a job: training ranks serve; rank 0 waits until they are ready (before
+/// anything is written) and then runs the experiment with them through `run`.
+#[cfg(feature = "mpi")]
+fn in_job(
+    cluster: &crate::cluster::Cluster,
+    config: &Config,
+    dirs: &DataDirs,
+    device: tch::Device,
+    run: impl FnOnce(&Runner) -> Result<std::path::PathBuf>,
+) -> Result<()> {
+    if cluster.rank > 0 {
+        return serve_rank(cluster, config, dirs, device);
+    }
+    if cluster.size == 1 {
+        return run(&|s, sink, resume| s.run(sink, resume)).map(|_| ());
+    }
+    let ranks = crate::cluster::await_ranks(cluster)?;
+    crate::cluster::last_words::install();
+    let threads: usize = ranks.iter().map(|r| r.workers).sum();
+    println!(
+        "MPI job of {} ranks: rank 0 coordinates, ranks 1-{} train ({threads} worker threads in all)",
+        cluster.size,
+        cluster.size - 1
+    );
+    run(&|s, sink, resume| s.run_on_ranks(cluster, &ranks, sink, resume)).map(|_| ())
+}
+
+/// A training rank: builds the simulation as rank 0 does and trains what rank 0 sends.
+#[cfg(feature = "mpi")]
+fn serve_rank(
+    cluster: &crate::cluster::Cluster,
+    config: &Config,
+    dirs: &DataDirs,
+    device: tch::Device,
+) -> Result<()> {
+    let simulation = match Simulation::build(config, dirs, device) {
+        Ok(simulation) => simulation,
+        Err(error) => {
+            let error = error.context(format!("rank {} could not start", cluster.rank));
+            cluster.report_startup_failure(&error);
+            // Rank 0 ends the job with the error; this rank's own end is the fallback.
+            std::thread::sleep(cluster.silence);
+            return Err(error);
+        }
+    };
+    let threads = simulation.experiment.cohorts.concurrent_cohorts;
+    let trainer = simulation.experiment.trainer;
+    if device.is_cuda() {
+        crate::cluster::serve::<crate::nn::device_weights::DeviceWeights>(cluster, trainer, threads)
+    } else {
+        crate::cluster::serve::<Vec<f32>>(cluster, trainer, threads)
+    }
+    .with_context(|| format!("rank {}", cluster.rank))
+}
+
+/// The end of a rank's part: a failure anywhere ends the whole job (MPI_Abort), once this
+/// rank has written what it has and said why; so does a rank that stopped answering, since
+/// finalising MPI would wait for it.
+#[cfg(feature = "mpi")]
+fn finish_job(cluster: &crate::cluster::Cluster, result: Result<()>) -> Result<()> {
+    let ending = match &result {
+        Err(error) if cluster.size > 1 => Some(format!("error: {error:#}")),
+        _ if cluster.unresponsive.get() => Some("a rank stopped answering".to_owned()),
+        _ => None,
+    };
+    if let Some(why) = ending {
+        eprintln!("{why}");
+        eprintln!("rank {} ends the MPI job", cluster.rank);
+        cluster.abort(2);
+    }
+    result
 }
 
 /// `fedsim resume RUN_DIR`: continues a run from its checkpoint, with the run directory's own
 /// config (and, where given, another worker count), to exactly the results the uninterrupted
 /// run would have had.
 pub fn resume(dirs: &DataDirs, run_dir: &Path, workers: Option<usize>) -> Result<std::path::PathBuf> {
+    let (config, found) = load_resumable(run_dir, workers)?;
+    let device = start_runtime(&config)?;
+    resume_loaded(dirs, run_dir, &config, found, device, &|simulation, sink, resume| {
+        simulation.run(sink, resume)
+    })
+}
+
+/// A run directory's config (with another worker count, where given) and its checkpoint.
+fn load_resumable(run_dir: &Path, workers: Option<usize>) -> Result<(Config, checkpoint::Checkpoint)> {
     anyhow::ensure!(
         run_dir.is_dir(),
         "{} is not a run directory (fedsim run writes them into runs/)",
@@ -116,9 +244,21 @@ pub fn resume(dirs: &DataDirs, run_dir: &Path, workers: Option<usize>) -> Result
     }
     let overrides: Vec<String> = workers.map(|w| format!("run.workers={w}")).into_iter().collect();
     let config = Config::load(&config_file, &overrides)?;
-    let device = start_runtime(&config)?;
     let found = checkpoint::read(&checkpoint_file)?;
-    let settings = checkpoint_settings(&config, device);
+    Ok((config, found))
+}
+
+/// Continues a run from its checkpoint, once the runtime has started.
+fn resume_loaded(
+    dirs: &DataDirs,
+    run_dir: &Path,
+    config: &Config,
+    found: checkpoint::Checkpoint,
+    device: tch::Device,
+    runner: &Runner,
+) -> Result<std::path::PathBuf> {
+    let checkpoint_file = checkpoint::path(run_dir);
+    let settings = checkpoint_settings(config, device);
     if let Some(why) = checkpoint::mismatch(&settings.provenance, &found.provenance) {
         anyhow::bail!(
             "{} cannot continue this run exactly: {why} (resume with the fedsim build, device and CPU kernels that started it)",
@@ -126,7 +266,7 @@ pub fn resume(dirs: &DataDirs, run_dir: &Path, workers: Option<usize>) -> Result
         );
     }
     let setup_started = Instant::now();
-    let simulation = Simulation::build(&config, dirs, device)?;
+    let simulation = Simulation::build(config, dirs, device)?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
     let recorder = StreamingRecorder::resume(run_dir, found.segments)
         .with_context(|| format!("reading the log segments of {}", run_dir.display()))?
@@ -139,7 +279,7 @@ pub fn resume(dirs: &DataDirs, run_dir: &Path, workers: Option<usize>) -> Result
         found.snapshot.updates_applied
     );
     let run_dir = RunDir { path: run_dir.to_owned() };
-    carry_out(&config, run_dir, simulation, recorder, Some(found.snapshot), setup_seconds, device)
+    carry_out(config, run_dir, simulation, recorder, Some(found.snapshot), setup_seconds, runner)
 }
 
 /// What a run's checkpoints are taken on and must match.
@@ -184,9 +324,10 @@ fn carry_out(
     mut recorder: StreamingRecorder,
     resume: Option<crate::saved::RunSnapshot>,
     setup_seconds: f64,
-    device: tch::Device,
+    runner: &Runner,
 ) -> Result<std::path::PathBuf> {
     let cohorts = simulation.experiment.cohorts;
+    let device = simulation.experiment.trainer.device;
     let resumed_from_version = resume.as_ref().map(|s| s.version);
     println!(
         "fedsim run {}: {} on {}, {} worker{}, {} clients in flight (K), buffer {}; {} tasks ready at the start",
@@ -227,7 +368,7 @@ fn carry_out(
             ProgressSink { recorder: &mut recorder, bar: bar.clone(), horizon, last_accuracy: None };
         // A libtorch error on the coordinating thread (server step, evaluation) is a panic too.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            simulation_run(simulation, &mut sink, resume)
+            simulation_run(simulation, &mut sink, resume, runner)
         }))
         .unwrap_or_else(|panic| {
             Err(crate::exec::workers::panic_error(panic, "in the server step or an evaluation"))
@@ -296,6 +437,7 @@ fn carry_out(
         checkpoints_written: Some(checkpoints_written),
         checkpoint_seconds: Some(checkpoint_seconds),
         resumed_from_version,
+        ranks: run.ranks.clone(),
     })?;
     let interrupted = run.stop == crate::exec::StopReason::Interrupted;
     if !interrupted {
@@ -305,6 +447,9 @@ fn carry_out(
         })?;
     }
     let rounds = run.updates_applied as f64 / config.active_jobs as f64;
+    // Over MPI the training threads are the ranks'; rank 0 only coordinates.
+    let training_threads =
+        if run.ranks.is_empty() { config.workers } else { run.ranks.iter().map(|r| r.workers).sum() };
     let last = last.as_ref();
     println!(
         "stopped: {} at version {}, virtual time {:.2}; final accuracy {}",
@@ -322,13 +467,32 @@ fn carry_out(
     );
     println!(
         "workers busy {:.0}% (training {:.1} s over {} tasks; server {:.2} s; evaluation {:.1} s); up to {} tasks ready at once",
-        100.0 * run.busy_share(config.workers),
+        100.0 * run.busy_share(training_threads),
         run.train_time.as_secs_f64(),
         run.tasks_trained,
         run.server_time.as_secs_f64(),
         run.eval_time.as_secs_f64(),
         run.max_ready
     );
+    for rank in &run.ranks {
+        println!(
+            "  rank {} ({}): {} tasks in {} cohorts, its {} workers busy {:.0}%",
+            rank.rank,
+            rank.host,
+            rank.tasks,
+            rank.cohorts,
+            rank.workers,
+            100.0 * rank.train_seconds / (wall * rank.workers as f64).max(1e-9)
+        );
+    }
+    if !run.ranks.is_empty() {
+        println!(
+            "  rank 0 (coordinator): server {:.1} s and evaluation {:.1} s, {:.0}% of the wall time",
+            run.server_time.as_secs_f64(),
+            run.eval_time.as_secs_f64(),
+            100.0 * (run.server_time + run.eval_time).as_secs_f64() / wall.max(1e-9)
+        );
+    }
     let evals = evals.max(1);
     println!(
         "evaluation {:.3} s each on {} test images; peak memory {}",
@@ -377,10 +541,11 @@ fn simulation_run(
     simulation: Simulation,
     sink: &mut dyn Sink,
     resume: Option<crate::saved::RunSnapshot>,
+    runner: &Runner,
 ) -> Result<Finished> {
     let input = simulation.experiment.trainer.spec.input;
     let test_images = simulation.experiment.trainer.dataset.test.len();
-    Ok(Finished { run: simulation.run(sink, resume)?, input, test_images })
+    Ok(Finished { run: runner(simulation, sink, resume)?, input, test_images })
 }
 
 /// "; device memory X GiB in use of Y GiB" on a GPU, nothing on CPU.

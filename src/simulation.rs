@@ -14,7 +14,9 @@ use crate::data::Dataset;
 use crate::data::{partition, split, DataDirs};
 use crate::exec::sizing::{resident_bytes, size_cohorts, CohortPlan};
 use crate::exec::trainer::{TorchEvaluator, TorchTrainer};
-use crate::exec::{execute, Engines, ExecSettings, RunOutcome, RunSnapshot, Sink, ThreadWorkers, Trainer};
+use crate::exec::{
+    execute, Engines, ExecSettings, RunOutcome, RunSnapshot, Sink, ThreadWorkers, Trainer, Workers,
+};
 use crate::fl::revive::{Distiller, ReviveSchedule, TeacherBuffer};
 use crate::fl::server::{Revive, Server};
 use crate::fl::ServerRule;
@@ -262,6 +264,39 @@ impl Simulation {
         sink: &mut dyn Sink,
         resume: Option<RunSnapshot>,
     ) -> Result<RunOutcome> {
+        self.run_on::<W>(sink, resume, |trainer, threads| Ok(Box::new(ThreadWorkers::new(threads, trainer)?)))
+    }
+
+    /// Runs as rank 0 of an MPI job: the other ranks train ([`crate::cluster`]).
+    #[cfg(feature = "mpi")]
+    pub fn run_on_ranks(
+        self,
+        cluster: &crate::cluster::Cluster,
+        ranks: &[crate::exec::workers::RankLoad],
+        sink: &mut dyn Sink,
+        resume: Option<RunSnapshot>,
+    ) -> Result<RunOutcome> {
+        use crate::cluster::RankWorkers;
+        let device = self.experiment.trainer.device;
+        let ranks = ranks.to_vec();
+        if device.is_cuda() {
+            self.run_on::<DeviceWeights>(sink, resume, |_, _| {
+                Ok(Box::new(RankWorkers::new(cluster, ranks, device)))
+            })
+        } else {
+            self.run_on::<Vec<f32>>(sink, resume, |_, _| {
+                Ok(Box::new(RankWorkers::new(cluster, ranks, device)))
+            })
+        }
+    }
+
+    /// Runs on the workers `make_workers` builds from the trainer and the cohorts to run at once.
+    fn run_on<'w, W: TorchWeights>(
+        self,
+        sink: &mut dyn Sink,
+        resume: Option<RunSnapshot>,
+        make_workers: impl FnOnce(Arc<dyn Trainer<W>>, usize) -> Result<Box<dyn Workers<W> + 'w>>,
+    ) -> Result<RunOutcome> {
         let mut server = self.server.server::<W>();
         let Experiment { initial_weights, trainer, settings, cohorts, server_threads } = self.experiment;
         let device = trainer.device;
@@ -272,15 +307,17 @@ impl Simulation {
         let initial = W::from_host(&initial_weights, device);
         let mut evaluator = TorchEvaluator::new(trainer.dataset.clone(), &trainer.spec, device);
         let trainer: Arc<dyn Trainer<W>> = Arc::new(trainer);
-        let mut workers = ThreadWorkers::new(cohorts.concurrent_cohorts, trainer)?;
+        let mut workers = make_workers(trainer, cohorts.concurrent_cohorts)?;
         let engines = Engines {
-            workers: &mut workers,
+            workers: &mut *workers,
             evaluator: &mut evaluator,
             server: &mut server,
             sink: &mut *sink,
         };
         let mut scheduler = self.scheduler;
-        let outcome = execute(&mut scheduler, initial, resume, &settings, engines)?;
+        let mut outcome = execute(&mut scheduler, initial, resume, &settings, engines)?;
+        outcome.ranks = workers.loads();
+        drop(workers);
         // The rest of the jobs table (the executor streamed the jobs settled before its last
         // aggregation): what the plan made of every job, as far as the run got. A run that stopped early (a stop rule) leaves out what the plan decided after its end.
         let stopped_at = SimTime::from_units(outcome.virtual_time);

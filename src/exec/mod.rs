@@ -123,6 +123,8 @@ pub struct RunOutcome {
     pub max_versions_held: usize,
     /// Cohorts trained (equal to tasks_trained at cohort size 1).
     pub cohorts_trained: u64,
+    /// What each training process did, where the workers were other processes (MPI ranks).
+    pub ranks: Vec<workers::RankLoad>,
 }
 
 impl RunOutcome {
@@ -196,6 +198,7 @@ pub fn execute<W: Weights>(
         max_tasks_held: 0,
         max_versions_held: 0,
         cohorts_trained: 0,
+        ranks: Vec::new(),
     };
     // A closed cohort waits for its bases, unless a resumed run's checkpoint came after it
     // trained: its members are then applied (gone) or held trained.
@@ -403,6 +406,7 @@ pub fn execute<W: Weights>(
                     Job {
                         task: slot.task.task,
                         client: slot.task.client,
+                        version: slot.task.base_version,
                         base: versions[&slot.task.base_version].clone(),
                     }
                 })

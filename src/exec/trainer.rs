@@ -23,12 +23,14 @@ use crate::sim::rng::{self, Purpose};
 pub struct Job<W = Vec<f32>> {
     pub task: u64,
     pub client: u32,
+    /// The model version `base` holds (workers in other processes cache bases by it).
+    pub version: u64,
     pub base: Arc<W>,
 }
 
 impl<W> Clone for Job<W> {
     fn clone(&self) -> Self {
-        Job { task: self.task, client: self.client, base: self.base.clone() }
+        Job { task: self.task, client: self.client, version: self.version, base: self.base.clone() }
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::{mpsc, Arc};
 use super::trainer::{Job, Trainer};
 use crate::nn::train::TrainOutcome;
 use crate::params::Weights;
+pub use crate::record::rows::RankLoad;
 
 /// A finished cohort: its outcomes in job order, or why training failed.
 pub struct Finished<W = Vec<f32>> {
@@ -21,6 +22,10 @@ pub trait Workers<W = Vec<f32>> {
     fn start(&mut self, cohort: u64, jobs: Vec<Job<W>>);
     /// Blocks until a started cohort finishes; called only while one is running.
     fn next_finished(&mut self) -> Finished<W>;
+    /// What each process trained, where the workers span several (MPI ranks); empty otherwise.
+    fn loads(&self) -> Vec<RankLoad> {
+        Vec::new()
+    }
 }
 
 /// A rayon pool; twice as many cohorts as threads may be queued, so that a thread never waits
@@ -71,6 +76,21 @@ impl<W: Weights> Workers<W> for ThreadWorkers<W> {
         let finished = self.receiver.recv().expect("the pool holds a sender while cohorts run");
         self.running -= 1;
         finished
+    }
+}
+
+impl<W> ThreadWorkers<W> {
+    /// A finished cohort, if one finishes within `timeout` (for loops that also wait on
+    /// something else, such as messages from other processes).
+    pub fn finished_within(&mut self, timeout: std::time::Duration) -> Option<Finished<W>> {
+        let finished = self.receiver.recv_timeout(timeout).ok()?;
+        self.running -= 1;
+        Some(finished)
+    }
+
+    /// Cohorts started and not yet finished.
+    pub fn running(&self) -> usize {
+        self.running
     }
 }
 

@@ -87,6 +87,10 @@ pub struct RunInfo {
     /// wall-clock figures are then of the whole run, else of the resumed part).
     #[serde(default)]
     pub resumed_from_version: Option<u64>,
+    /// The training ranks of a run over MPI (rank 0 only coordinated), with what each did;
+    /// absent for a single process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranks: Vec<crate::record::rows::RankLoad>,
 }
 
 fn first_log_format() -> u32 {

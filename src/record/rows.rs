@@ -92,3 +92,16 @@ pub struct Progress {
     pub elapsed: Duration,
     pub ready_tasks: usize,
 }
+
+/// What one training process (an MPI rank) of a run did.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct RankLoad {
+    pub rank: u32,
+    pub host: String,
+    /// Its training threads (run.workers).
+    pub workers: usize,
+    pub cohorts: u64,
+    pub tasks: u64,
+    /// The tasks' own training wall times, summed.
+    pub train_seconds: f64,
+}

@@ -7,6 +7,8 @@ mod configs;
 mod data;
 mod determinism;
 mod fuzz;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod report;
 mod resume;
 mod revive;

@@ -127,6 +127,7 @@ fn write_run(root: &Path, run: &HandRun) -> PathBuf {
         checkpoints_written: None,
         checkpoint_seconds: None,
         resumed_from_version: None,
+        ranks: Vec::new(),
     })
     .unwrap();
     dir.write_tables(&VecSink {

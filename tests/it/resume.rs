@@ -12,14 +12,14 @@ use crate::scratch;
 
 /// A FedBuff world that runs in a few seconds: 40 versions, evaluations every 5, a
 /// checkpoint every 10.
-const FEDBUFF: &str = "name = \"resumable\"\nseed = 3\n\
+pub(crate) const FEDBUFF: &str = "name = \"resumable\"\nseed = 3\n\
     [data]\nnum_clients = 30\nclient_data_size = 64\n\
     [train]\nlocal_iters = 4\nbatch_size = 16\nlr = 1e-3\n\
     [algorithm]\nkind = \"async_fl\"\nactive_jobs = 6\nbuffer_size = 2\nserver_lr = 0.5\n\
     [eval]\ninterval = 5\n[stop]\nmax_versions = 40\n[run]\ncheckpoint_every = 10\n";
 
 /// FedRevive with a tiny generator: distillation from version 6 on, a checkpoint every 3.
-const FEDREVIVE: &str = "name = \"resumable-revive\"\nseed = 5\n\
+pub(crate) const FEDREVIVE: &str = "name = \"resumable-revive\"\nseed = 5\n\
     [data]\nnum_clients = 30\nclient_data_size = 64\n\
     [train]\nlocal_iters = 4\nbatch_size = 16\nlr = 1e-3\n\
     [algorithm]\nkind = \"fedrevive\"\nactive_jobs = 6\nbuffer_size = 1\nserver_lr = 0.5\n\
@@ -47,14 +47,14 @@ fn fedsim_killed_at(args: &[&str], kill_at: Option<&str>) -> bool {
 }
 
 /// The one run directory in `out`.
-fn run_dir(out: &Path) -> PathBuf {
+pub(crate) fn run_dir(out: &Path) -> PathBuf {
     let dirs: Vec<PathBuf> = std::fs::read_dir(out).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     dirs[0].clone()
 }
 
 /// A run's final-weights hash and its tables without the wall-clock columns.
-fn results(dir: &Path) -> (String, Vec<DataFrame>) {
+pub(crate) fn results(dir: &Path) -> (String, Vec<DataFrame>) {
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
     let hash = info["final_weights_sha256"].as_str().unwrap().to_owned();

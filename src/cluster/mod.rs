@@ -1,0 +1,91 @@
+//! One run over many processes (feature `mpi`, issue 13). Started by an MPI launcher
+//! (`mpirun -np N fedsim run CONFIG`, or Slurm's `srun`), every rank reads the same config and
+//! builds the same simulation; rank 0 plans, aggregates, distils, evaluates and records, and
+//! ranks 1..N-1 only train ([`serve`]), each on its own worker threads, the cohorts rank 0's
+//! executor starts ([`RankWorkers`]). Only training is distributed and the server applies
+//! updates in plan order, so a run's results are the same for any number of ranks, and the
+//! same as a single process's. One rank (-np 1) is a single process.
+
+mod coordinator;
+pub mod last_words;
+mod serve;
+pub mod wire;
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use mpi::environment::Universe;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::Threading;
+
+pub use coordinator::{await_ranks, RankWorkers};
+pub use serve::serve;
+
+/// This process's place in an MPI job.
+pub struct Cluster {
+    /// Finalises MPI when dropped.
+    _universe: Universe,
+    pub world: SimpleCommunicator,
+    pub rank: usize,
+    pub size: usize,
+    /// How long a training rank holding cohorts may stay silent before rank 0 gives up on it.
+    pub silence: Duration,
+    /// Set when a rank stopped answering: the job is then aborted rather than finalised
+    /// (finalising waits for every rank).
+    pub unresponsive: Cell<bool>,
+}
+
+/// Whether an MPI launcher started this process (mpirun, mpiexec, srun with PMIx).
+pub fn launched_by_mpi() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"].iter().any(|k| std::env::var_os(k).is_some())
+}
+
+/// Joins the MPI job this process was launched in; `None` outside one. Call after the
+/// process has restarted for its CPU pins (MPI must start in the process that stays).
+pub fn join() -> anyhow::Result<Option<Cluster>> {
+    if !launched_by_mpi() {
+        return Ok(None);
+    }
+    // Only the main thread calls MPI; training threads never do.
+    let (universe, _) = mpi::initialize_with_threading(Threading::Funneled)
+        .ok_or_else(|| anyhow::anyhow!("MPI was already started in this process"))?;
+    let world = universe.world();
+    let silence = match std::env::var("FEDSIM_MPI_SILENCE_SECONDS") {
+        Ok(value) => {
+            value.parse::<u64>().ok().filter(|s| *s > 0).map(Duration::from_secs).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "FEDSIM_MPI_SILENCE_SECONDS = {value:?}: give a whole number of seconds, at least 1"
+                )
+            })?
+        }
+        Err(_) => Duration::from_secs(30),
+    };
+    Ok(Some(Cluster {
+        rank: world.rank() as usize,
+        size: world.size() as usize,
+        world,
+        _universe: universe,
+        silence,
+        unresponsive: Cell::new(false),
+    }))
+}
+
+impl Cluster {
+    /// Ends every process of the job at once (after rank 0 has written what it could).
+    pub fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+
+    /// Tells rank 0 that this training rank could not start.
+    pub fn report_startup_failure(&self, error: &anyhow::Error) {
+        use mpi::point_to_point::Destination;
+        use mpi::topology::Communicator;
+        let message = wire::ToCoordinator::Failed { cohort: 0, error: format!("{error:#}") };
+        self.world.process_at_rank(0).send_with_tag(&wire::encode(&message)[..], wire::CONTROL);
+    }
+}
+
+/// The host's name as MPI knows it.
+pub fn host_name() -> String {
+    mpi::environment::processor_name().unwrap_or_else(|_| "unknown host".to_owned())
+}

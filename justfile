@@ -25,6 +25,18 @@ demo: setup
 run config *args: setup
     {{fedsim}} run {{config}} {{args}}
 
+# The MPI build (feature `mpi`): OpenMPI and libclang from Debian, then fedsim with MPI.
+[group('cluster')]
+build-mpi: setup
+    scripts/setup-mpi.sh
+    cargo build --release --features mpi
+
+# One run over `ranks` MPI processes on this machine, e.g. `just mpi-run 3 sim-configs/quickstart.toml --workers 1`:
+# rank 0 coordinates, the others train; the results equal a single process's.
+[group('cluster')]
+mpi-run ranks config *args: build-mpi
+    mpirun --bind-to none --oversubscribe $([ "$(id -u)" = 0 ] && echo --allow-run-as-root) -np {{ranks}} {{fedsim}} run {{config}} {{args}}
+
 # Over 15 time units of virtual time, seeds 10, 11 and 12; about 35 minutes on 2 cores.
 # The algorithm comparison (FedAvg, FedBuff, AFL-DW, FedRevive, DD-FedRevive) into reports/sweep-seeds.
 [group('experiments')]

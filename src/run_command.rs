@@ -145,6 +145,7 @@ fn in_job(
         return serve_rank(cluster, config, dirs, device);
     }
     if cluster.size == 1 {
+        cluster.warn_if_cpus_are_short(config.workers);
         return run(&|s, sink, resume| s.run(sink, resume)).map(|_| ());
     }
     let ranks = crate::cluster::await_ranks(cluster)?;
@@ -177,6 +178,7 @@ fn serve_rank(
         }
     };
     let threads = simulation.experiment.cohorts.concurrent_cohorts;
+    cluster.warn_if_cpus_are_short(threads);
     let trainer = simulation.experiment.trainer;
     if device.is_cuda() {
         crate::cluster::serve::<crate::nn::device_weights::DeviceWeights>(cluster, trainer, threads)

@@ -76,6 +76,21 @@ impl Cluster {
         self.world.abort(code)
     }
 
+    /// Warns when this rank may run on fewer CPUs than the threads it trains with: mpirun
+    /// binds each rank to one core by default (for up to 2 ranks), which would make a rank's
+    /// workers take turns on it. Results do not change; only speed does.
+    pub fn warn_if_cpus_are_short(&self, threads: usize) {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus < threads {
+            eprintln!(
+                "warning: rank {} may run on {cpus} CPU{} but trains with {threads} threads: mpirun binds ranks to \
+                 cores by default; start it with --bind-to none, or give each rank its cores (--map-by slot:PE={threads})",
+                self.rank,
+                if cpus == 1 { "" } else { "s" }
+            );
+        }
+    }
+
     /// Tells rank 0 that this training rank could not start.
     pub fn report_startup_failure(&self, error: &anyhow::Error) {
         use mpi::point_to_point::Destination;

@@ -235,7 +235,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             crate::run_command::resume(&dirs, &run_dir, workers).map(|_| ())
         }
-        Command::Sweep { sweep, out, report } => crate::sweep::run(&dirs, &sweep, out, report),
+        Command::Sweep { sweep, out, report } => {
+            #[cfg(feature = "mpi")]
+            anyhow::ensure!(
+                !crate::cluster::launched_by_mpi(),
+                "fedsim sweep does not spread its points over MPI ranks yet (every rank would run the whole sweep into the same folders); run it as one process, or run each point with `mpirun ... fedsim run`"
+            );
+            crate::sweep::run(&dirs, &sweep, out, report)
+        }
         Command::Report { runs, out, at, targets } => {
             let command = std::iter::once("fedsim".to_owned()).chain(std::env::args().skip(1)).collect();
             let options = ReportOptions { out, times: at, targets, command: shell_words(command) };

@@ -155,3 +155,18 @@ fn a_rank_that_cannot_start_is_named() {
     assert!(said.contains("rank 2 could not start") && said.contains("CIFAR-10 not found"), "{said}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_sweep_under_mpirun_is_refused_before_anything_runs() {
+    let dir = scratch("mpi-sweep");
+    let output = mpirun(
+        2,
+        &["sweep", "sim-configs/sweep-seeds.toml", "--out", dir.join("runs").to_str().unwrap()],
+        None,
+    );
+    let said = text(&output);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("does not spread its points over MPI ranks"), "{said}");
+    assert!(!dir.join("runs").exists(), "nothing was written");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -106,7 +106,7 @@ fn run_loaded(
 #[cfg(feature = "mpi")]
 pub fn run_in_job(dirs: &DataDirs, config_path: &Path, overrides: &[String], out: &Path) -> Result<()> {
     let config = Config::load(config_path, overrides)?;
-    let device = start_runtime(&config)?;
+    let device = crate::cluster::gpu_of_this_rank(start_runtime(&config)?);
     let Some(cluster) = crate::cluster::join()? else {
         return run_loaded(dirs, &config, out, device, &|s, sink, resume| s.run(sink, resume)).map(|_| ());
     };
@@ -119,7 +119,7 @@ pub fn run_in_job(dirs: &DataDirs, config_path: &Path, overrides: &[String], out
 #[cfg(feature = "mpi")]
 pub fn resume_in_job(dirs: &DataDirs, run_dir: &Path, workers: Option<usize>) -> Result<()> {
     let (config, found) = load_resumable(run_dir, workers)?;
-    let device = start_runtime(&config)?;
+    let device = crate::cluster::gpu_of_this_rank(start_runtime(&config)?);
     let Some(cluster) = crate::cluster::join()? else {
         return resume_loaded(dirs, run_dir, &config, found, device, &|s, sink, r| s.run(sink, r))
             .map(|_| ());

@@ -279,6 +279,11 @@ impl<W: TorchWeights> Workers<W> for RankWorkers<'_, W> {
     }
 
     fn start(&mut self, cohort: u64, jobs: Vec<Job<W>>) {
+        if self.failed_start.is_some() {
+            // The run is ending with that failure; sending more would only wait on it again.
+            self.running.insert(cohort, (0, jobs.iter().map(|j| j.task).collect()));
+            return;
+        }
         self.forget_released();
         // The least loaded rank with room (the executor never starts more than the capacity).
         let index = (0..self.ranks.len())

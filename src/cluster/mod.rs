@@ -40,6 +40,21 @@ pub fn launched_by_mpi() -> bool {
     ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"].iter().any(|k| std::env::var_os(k).is_some())
 }
 
+/// The GPU of this process on a node with several: the node-local rank's, modulo the GPUs
+/// (ranks share GPUs where there are fewer). `device` is what the config resolved to.
+pub fn gpu_of_this_rank(device: tch::Device) -> tch::Device {
+    let local_rank = ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.parse::<usize>().ok());
+    match (device, local_rank) {
+        (tch::Device::Cuda(_), Some(local)) => {
+            let gpus = tch::Cuda::device_count().max(1) as usize;
+            tch::Device::Cuda(local % gpus)
+        }
+        _ => device,
+    }
+}
+
 /// Joins the MPI job this process was launched in; `None` outside one. Call after the
 /// process has restarted for its CPU pins (MPI must start in the process that stays).
 pub fn join() -> anyhow::Result<Option<Cluster>> {

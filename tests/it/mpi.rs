@@ -113,6 +113,10 @@ fn a_rank_killed_mid_run_ends_the_job_and_the_run_resumes() {
     assert!(!output.status.success(), "the job went on without rank 2: {said}");
     assert!(said.contains("process rank 2"), "mpirun names the dead rank: {said}");
     assert!(said.contains("rank 2 held task"), "rank 0 names the tasks it held: {said}");
+    assert!(
+        run_dir(&out).join("checkpoint.safetensors").exists(),
+        "killed before the first checkpoint: {said}"
+    );
     resumes_to(&run_dir(&out), &expected);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -122,11 +126,13 @@ fn a_rank_that_stops_answering_is_named_with_its_tasks_and_the_run_resumes() {
     let dir = scratch("mpi-silent-rank");
     let (config, expected) = fedbuff_expected(&dir);
     let out = dir.join("runs");
-    // Rank 1 stops itself (SIGSTOP) when its 20th cohort arrives (after the first checkpoint); rank 0 gives up after 3 s.
+    // Rank 1 stops itself (SIGSTOP) when its 20th cohort arrives (after the first checkpoint);
+    // rank 0 gives up after 10 s (long enough that a loaded machine's ranks are not taken for
+    // stopped ones before that).
     let output = mpirun(
         3,
         &["run", &config, "--workers", "1", "--out", out.to_str().unwrap()],
-        Some("export FEDSIM_MPI_SILENCE_SECONDS=3; [ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && export FEDSIM_STOP_AT=train:20;"),
+        Some("export FEDSIM_MPI_SILENCE_SECONDS=10; [ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && export FEDSIM_STOP_AT=train:20;"),
     );
     let said = text(&output);
     assert!(!output.status.success(), "{said}");
@@ -134,6 +140,7 @@ fn a_rank_that_stops_answering_is_named_with_its_tasks_and_the_run_resumes() {
     assert!(said.contains("while it held cohort"), "the task it held is named: {said}");
     let run = run_dir(&out);
     assert!(run.join("failure.txt").exists(), "rank 0 wrote why the run stopped");
+    assert!(run.join("checkpoint.safetensors").exists(), "stopped before the first checkpoint: {said}");
     resumes_to(&run, &expected);
     std::fs::remove_dir_all(&dir).unwrap();
 }

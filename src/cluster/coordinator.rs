@@ -250,6 +250,17 @@ impl<'a, W: TorchWeights> RankWorkers<'a, W> {
             .collect()
     }
 
+    /// A failed cohort for the executor, which ends the run with its error: `cohort` where it
+    /// is running, or else any running cohort (the executor expects a running one back).
+    fn failure(&self, cohort: u64, error: anyhow::Error) -> Finished<W> {
+        let cohort = if self.running.contains_key(&cohort) {
+            cohort
+        } else {
+            self.running.keys().min().copied().unwrap_or(cohort)
+        };
+        Finished { cohort, worker: 0, result: Err(error) }
+    }
+
     /// The first rank holding cohorts that has been silent too long, with what it held.
     fn silent_rank(&self) -> Option<usize> {
         (0..self.ranks.len())
@@ -314,9 +325,8 @@ impl<W: TorchWeights> Workers<W> for RankWorkers<'_, W> {
     }
 
     fn next_finished(&mut self) -> Finished<W> {
-        let failed = |cohort, error: anyhow::Error| Finished { cohort, worker: 0, result: Err(error) };
         if let Some((cohort, error)) = self.failed_start.take() {
-            return failed(cohort, error);
+            return self.failure(cohort, error);
         }
         loop {
             let (source, message) = match receive_control(self.world) {
@@ -326,7 +336,7 @@ impl<W: TorchWeights> Workers<W> for RankWorkers<'_, W> {
                     if let Some(index) = self.silent_rank() {
                         self.cluster.unresponsive.set(true);
                         let cohort = self.running.iter().find(|(_, (i, _))| *i == index).map(|(c, _)| *c);
-                        return failed(
+                        return self.failure(
                             cohort.unwrap_or_default(),
                             anyhow::anyhow!(
                                 "{} stopped answering (nothing for {} s) while it held {}",
@@ -339,7 +349,7 @@ impl<W: TorchWeights> Workers<W> for RankWorkers<'_, W> {
                     std::thread::sleep(Duration::from_micros(500));
                     continue;
                 }
-                Err(error) => return failed(0, error),
+                Err(error) => return self.failure(0, error),
             };
             let index = source - 1;
             self.ranks[index].last_heard = Instant::now();
@@ -348,10 +358,10 @@ impl<W: TorchWeights> Workers<W> for RankWorkers<'_, W> {
                 ToCoordinator::Trained { cohort, worker, outcomes: heads } => {
                     let outcomes = match self.pull(index, cohort, &heads) {
                         Ok(outcomes) => outcomes,
-                        Err(error) => return failed(cohort, error),
+                        Err(error) => return self.failure(cohort, error),
                     };
                     let Some((_, tasks)) = self.running.remove(&cohort) else {
-                        return failed(
+                        return self.failure(
                             cohort,
                             anyhow::anyhow!(
                                 "{} returned cohort {cohort}, which it was not given",
@@ -370,13 +380,13 @@ impl<W: TorchWeights> Workers<W> for RankWorkers<'_, W> {
                 }
                 ToCoordinator::Failed { cohort, error } => {
                     let held = self.held_by(index);
-                    return failed(
+                    return self.failure(
                         cohort,
                         anyhow::anyhow!("{} failed while it held {held}: {error}", self.rank_name(index)),
                     );
                 }
                 other => {
-                    return failed(
+                    return self.failure(
                         0,
                         anyhow::anyhow!("{} sent {other:?} during the run", self.rank_name(index)),
                     )

@@ -86,11 +86,21 @@ fn fedbuff_expected(dir: &Path) -> (String, (String, Vec<polars::prelude::DataFr
     (config_file.to_str().unwrap().to_owned(), results(&run_dir(&whole)))
 }
 
-/// Resumes `run` as a single process and checks it ends as the uninterrupted run did.
-fn resumes_to(run: &Path, expected: &(String, Vec<polars::prelude::DataFrame>)) {
+/// Resumes `run` (as a single process, or over `ranks` MPI ranks) and checks it ends as the
+/// uninterrupted run did.
+fn resumes_to(run: &Path, ranks: Option<usize>, expected: &(String, Vec<polars::prelude::DataFrame>)) {
     assert!(run.join("checkpoint.safetensors").exists(), "the run directory keeps its checkpoint");
-    let (code, _, stderr) = crate::fedsim(&["resume", run.to_str().unwrap(), "--workers", "2"]);
-    assert_eq!(code, 0, "{stderr}");
+    let args = ["resume", run.to_str().unwrap(), "--workers", "1"];
+    match ranks {
+        Some(ranks) => {
+            let output = mpirun(ranks, &args, None);
+            assert!(output.status.success(), "{}", text(&output));
+        }
+        None => {
+            let (code, _, stderr) = crate::fedsim(&args);
+            assert_eq!(code, 0, "{stderr}");
+        }
+    }
     let (hash, tables) = results(run);
     assert_eq!(hash, expected.0, "final weights differ after the resume");
     for (got, want) in tables.iter().zip(&expected.1) {
@@ -117,7 +127,8 @@ fn a_rank_killed_mid_run_ends_the_job_and_the_run_resumes() {
         run_dir(&out).join("checkpoint.safetensors").exists(),
         "killed before the first checkpoint: {said}"
     );
-    resumes_to(&run_dir(&out), &expected);
+    // Resumed over MPI again, with another number of ranks.
+    resumes_to(&run_dir(&out), Some(2), &expected);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -141,7 +152,7 @@ fn a_rank_that_stops_answering_is_named_with_its_tasks_and_the_run_resumes() {
     let run = run_dir(&out);
     assert!(run.join("failure.txt").exists(), "rank 0 wrote why the run stopped");
     assert!(run.join("checkpoint.safetensors").exists(), "stopped before the first checkpoint: {said}");
-    resumes_to(&run, &expected);
+    resumes_to(&run, None, &expected);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -73,13 +73,22 @@ pub fn run(
 ) -> Result<std::path::PathBuf> {
     let config = Config::load(config_path, overrides)?;
     let device = start_runtime(&config)?;
-    run_loaded(dirs, &config, out, device, &|simulation, sink, resume| simulation.run(sink, resume))
+    run_loaded(dirs, &config, out, device, &run_here)
 }
 
 /// Runs the simulation built from a run's config, on this process's workers or, in an MPI
 /// job, on the other ranks.
 type Runner<'a> = dyn Fn(Simulation, &mut dyn Sink, Option<crate::saved::RunSnapshot>) -> Result<crate::exec::RunOutcome>
     + 'a;
+
+/// The [`Runner`] of a single process: this process's worker threads train.
+fn run_here(
+    simulation: Simulation,
+    sink: &mut dyn Sink,
+    resume: Option<crate::saved::RunSnapshot>,
+) -> Result<crate::exec::RunOutcome> {
+    simulation.run(sink, resume)
+}
 
 /// Builds a loaded config's simulation and runs it into a new run directory.
 fn run_loaded(
@@ -108,7 +117,7 @@ pub fn run_in_job(dirs: &DataDirs, config_path: &Path, overrides: &[String], out
     let config = Config::load(config_path, overrides)?;
     let device = crate::cluster::gpu_of_this_rank(start_runtime(&config)?);
     let Some(cluster) = crate::cluster::join()? else {
-        return run_loaded(dirs, &config, out, device, &|s, sink, resume| s.run(sink, resume)).map(|_| ());
+        return run_loaded(dirs, &config, out, device, &run_here).map(|_| ());
     };
     let result =
         in_job(&cluster, &config, dirs, device, |runner| run_loaded(dirs, &config, out, device, runner));
@@ -121,8 +130,7 @@ pub fn resume_in_job(dirs: &DataDirs, run_dir: &Path, workers: Option<usize>) ->
     let (config, found) = load_resumable(run_dir, workers)?;
     let device = crate::cluster::gpu_of_this_rank(start_runtime(&config)?);
     let Some(cluster) = crate::cluster::join()? else {
-        return resume_loaded(dirs, run_dir, &config, found, device, &|s, sink, r| s.run(sink, r))
-            .map(|_| ());
+        return resume_loaded(dirs, run_dir, &config, found, device, &run_here).map(|_| ());
     };
     let mut found = Some(found);
     let result = in_job(&cluster, &config, dirs, device, |runner| {
@@ -146,7 +154,7 @@ fn in_job(
     }
     if cluster.size == 1 {
         cluster.warn_if_cpus_are_short(config.workers);
-        return run(&|s, sink, resume| s.run(sink, resume)).map(|_| ());
+        return run(&run_here).map(|_| ());
     }
     let ranks = crate::cluster::await_ranks(cluster)?;
     crate::cluster::last_words::install();
@@ -212,9 +220,7 @@ fn finish_job(cluster: &crate::cluster::Cluster, result: Result<()>) -> Result<(
 pub fn resume(dirs: &DataDirs, run_dir: &Path, workers: Option<usize>) -> Result<std::path::PathBuf> {
     let (config, found) = load_resumable(run_dir, workers)?;
     let device = start_runtime(&config)?;
-    resume_loaded(dirs, run_dir, &config, found, device, &|simulation, sink, resume| {
-        simulation.run(sink, resume)
-    })
+    resume_loaded(dirs, run_dir, &config, found, device, &run_here)
 }
 
 /// A run directory's config (with another worker count, where given) and its checkpoint.

@@ -145,6 +145,18 @@ impl<'a, W: TorchWeights> RankWorkers<'a, W> {
         super::last_words::holding(index + 1, held);
     }
 
+    /// Gives up on the rank at `index` (the job is then aborted, not finalised): why, with
+    /// what it held. `silent` says what it failed to do for the silence period.
+    fn unresponsive(&self, index: usize, silent: &str) -> anyhow::Error {
+        self.cluster.unresponsive.set(true);
+        anyhow::anyhow!(
+            "{} stopped answering ({silent} for {} s) while it held {}",
+            self.rank_name(index),
+            self.silence.as_secs(),
+            self.held_by(index)
+        )
+    }
+
     /// Tasks held by the rank at `index`, for messages.
     fn held_by(&self, index: usize) -> String {
         let mut held: Vec<(u64, &Vec<u64>)> =
@@ -194,13 +206,7 @@ impl<'a, W: TorchWeights> RankWorkers<'a, W> {
                 Err(pending) if started.elapsed() > self.silence => {
                     // The rank never took it: MPI may still read the buffer, so both stay.
                     std::mem::forget(pending);
-                    self.cluster.unresponsive.set(true);
-                    anyhow::bail!(
-                        "{} stopped answering (it took no model for {} s) while it held {}",
-                        self.rank_name(index),
-                        self.silence.as_secs(),
-                        self.held_by(index)
-                    );
+                    return Err(self.unresponsive(index, "it took no model"));
                 }
                 Err(pending) => {
                     request = pending;
@@ -219,13 +225,7 @@ impl<'a, W: TorchWeights> RankWorkers<'a, W> {
                 return Ok(matched.matched_receive_vec::<f32>().0);
             }
             if started.elapsed() > self.silence {
-                self.cluster.unresponsive.set(true);
-                anyhow::bail!(
-                    "{} stopped answering (it sent no update for {} s) while it held {}",
-                    self.rank_name(index),
-                    self.silence.as_secs(),
-                    self.held_by(index)
-                );
+                return Err(self.unresponsive(index, "it sent no update"));
             }
             std::thread::sleep(Duration::from_micros(20));
         }
@@ -334,17 +334,8 @@ impl<W: TorchWeights> Workers<W> for RankWorkers<'_, W> {
                 Ok(None) => {
                     // Everything waiting has been read: only now is silence meaningful.
                     if let Some(index) = self.silent_rank() {
-                        self.cluster.unresponsive.set(true);
                         let cohort = self.running.iter().find(|(_, (i, _))| *i == index).map(|(c, _)| *c);
-                        return self.failure(
-                            cohort.unwrap_or_default(),
-                            anyhow::anyhow!(
-                                "{} stopped answering (nothing for {} s) while it held {}",
-                                self.rank_name(index),
-                                self.silence.as_secs(),
-                                self.held_by(index)
-                            ),
-                        );
+                        return self.failure(cohort.unwrap_or_default(), self.unresponsive(index, "nothing"));
                     }
                     std::thread::sleep(Duration::from_micros(500));
                     continue;

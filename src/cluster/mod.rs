@@ -106,12 +106,15 @@ impl Cluster {
         }
     }
 
+    /// Sends a control message to rank 0 (from a training rank).
+    pub fn tell_rank_0(&self, message: &wire::ToCoordinator) {
+        use mpi::point_to_point::Destination;
+        self.world.process_at_rank(0).send_with_tag(&wire::encode(message)[..], wire::CONTROL);
+    }
+
     /// Tells rank 0 that this training rank could not start.
     pub fn report_startup_failure(&self, error: &anyhow::Error) {
-        use mpi::point_to_point::Destination;
-        use mpi::topology::Communicator;
-        let message = wire::ToCoordinator::Failed { cohort: 0, error: format!("{error:#}") };
-        self.world.process_at_rank(0).send_with_tag(&wire::encode(&message)[..], wire::CONTROL);
+        self.tell_rank_0(&wire::ToCoordinator::Failed { cohort: 0, error: format!("{error:#}") });
     }
 }
 

@@ -28,7 +28,7 @@ pub fn serve<W: TorchWeights>(
 ) -> anyhow::Result<()> {
     let device = trainer.device;
     let root = cluster.world.process_at_rank(0);
-    let say = |message: &ToCoordinator| root.send_with_tag(&wire::encode(message)[..], CONTROL);
+    let say = |message: &ToCoordinator| cluster.tell_rank_0(message);
     let trainer: Arc<dyn Trainer<W>> = Arc::new(trainer);
     let mut workers = ThreadWorkers::new(threads, trainer)?;
     say(&ToCoordinator::Ready { host: super::host_name(), workers: threads });

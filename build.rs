@@ -10,6 +10,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/determinism.cpp");
     println!("cargo:rerun-if-changed=csrc/device_memory.cpp");
     println!("cargo:rerun-if-changed=csrc/adam_state.cpp");
+    println!("cargo:rerun-if-changed=csrc/ieee_sqrt.cpp");
     assert!(!lib_dir.is_empty(), "torch-sys did not report libtorch's lib folder (DEP_TCH_LIBTORCH_LIB)");
     let lib = Path::new(&lib_dir);
     compile_determinism_shim(lib);
@@ -37,8 +38,8 @@ fn main() {
     println!("cargo:rustc-env=FEDSIM_LIBTORCH_VERSION={version}");
 }
 
-/// libtorch's determinism switches, device memory figures and Adam's state are C++ only; a few
-/// lines of C++ expose them to Rust.
+/// libtorch's determinism switches, device memory figures, Adam's state and kernel registration
+/// are C++ only; a few lines of C++ expose them to Rust.
 fn compile_determinism_shim(lib: &Path) {
     let include = lib.parent().expect("libtorch lib folder has a parent").join("include");
     cc::Build::new()
@@ -48,8 +49,11 @@ fn compile_determinism_shim(lib: &Path) {
         .include(include.join("torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .flag_if_supported("-Wno-unused-parameter")
+        // Lets the compiler vectorise ieee_sqrt.cpp's loop (sqrtps is as exact as sqrtss).
+        .flag_if_supported("-fno-math-errno")
         .file("csrc/determinism.cpp")
         .file("csrc/device_memory.cpp")
         .file("csrc/adam_state.cpp")
+        .file("csrc/ieee_sqrt.cpp")
         .compile("fedsim_determinism");
 }

@@ -37,7 +37,7 @@ source_tar=""
 
 # The reproducible mode on another machine's CPU: the hash of the development machine (an
 # Intel Xeon with AVX-512).
-expected_pinned=9cb9fa297921b0cfdf079bf76161cc7d6eea59f3ba178187b438a0b70fe31925
+expected_pinned=fbd03a2cd6140027d800a1bba8b5d0009f0d8c3ba9405f2075f01293acbcad52
 "$fedsim" run sim-configs/quickstart.toml --set 'run.cpu_kernels="avx2"' --set run.device='"cpu"' \
     --set stop.max_versions=200 --workers 8 --out "$out/runs" > "$out/pinned-cpu.log" 2>&1
 pinned=$(sed -n 's/^final weights sha256 //p' "$out/pinned-cpu.log")

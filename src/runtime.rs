@@ -22,6 +22,8 @@ pub enum DeviceChoice {
 pub enum DeviceError {
     #[error("unknown device '{0}'; valid devices: auto, cpu, cuda")]
     Unknown(String),
+    #[error("libtorch refused fedsim's exact CPU square root, which the reproducible mode (run.cpu_kernels = \"avx2\") needs; run with run.cpu_kernels = \"native\" instead")]
+    NoExactSqrt,
     #[error("device 'cuda' was asked for, but libtorch sees no CUDA device on this machine; ask for \"cpu\" or \"auto\" instead (run.device = \"cpu\" in a config, e.g. --set run.device=\"cpu\"; --device cpu for fedsim bench and train-central)")]
     NoCuda,
 }
@@ -62,8 +64,9 @@ impl DeviceChoice {
             use_deterministic_algorithms();
         }
         if avx2_pinned() {
-            // The reproducible mode's last pin, which is a switch rather than a variable.
+            // The reproducible mode's last pins, which are switches rather than variables.
             use_mkldnn(false);
+            use_exact_sqrt()?;
         }
         Ok(device)
     }
@@ -74,6 +77,7 @@ extern "C" {
     fn fedsim_deterministic_algorithms() -> std::ffi::c_int;
     fn fedsim_set_mkldnn(on: std::ffi::c_int);
     fn fedsim_mkldnn_enabled() -> std::ffi::c_int;
+    fn fedsim_use_exact_sqrt() -> std::ffi::c_int;
     fn fedsim_cpu_capability(out: *mut std::ffi::c_char, len: std::ffi::c_int);
     fn fedsim_cuda_memory(
         device: std::ffi::c_int,
@@ -165,6 +169,19 @@ pub fn use_deterministic_algorithms() {
     }
     // SAFETY: plain C functions of csrc/determinism.cpp setting libtorch's global flags.
     unsafe { fedsim_set_deterministic(1) }
+}
+
+/// Replaces libtorch's CPU square root, for the rest of the process, with the CPU's
+/// correctly rounded instruction (`csrc/ieee_sqrt.cpp`). libtorch's own goes through MKL's
+/// vector math, which in MKL's COMPATIBLE branch approximates (16% of float results one ulp
+/// off here) and rounds differently on other CPUs (an emulated AVX2 CPU), so Adam's steps
+/// differed between machines.
+pub fn use_exact_sqrt() -> Result<(), DeviceError> {
+    // SAFETY: registers kernels with libtorch's dispatcher once; later calls return its status.
+    match unsafe { fedsim_use_exact_sqrt() } {
+        0 => Ok(()),
+        _ => Err(DeviceError::NoExactSqrt),
+    }
 }
 
 /// Whether libtorch may use oneDNN (mkldnn) kernels; off in the reproducible mode, as their
@@ -327,6 +344,34 @@ mod tests {
         assert!(mkldnn_enabled(), "libtorch's default");
         use_mkldnn(false);
         assert!(!mkldnn_enabled());
+    }
+
+    #[test]
+    fn the_exact_sqrt_is_correctly_rounded_in_every_form() {
+        use tch::{Kind, Tensor};
+        use_exact_sqrt().unwrap();
+        use_exact_sqrt().unwrap();
+        // Squares of normals over 24 binary decades, so that every rounding case comes up
+        // (libtorch's own sqrt, through MKL, fails this here).
+        let n = 100_000;
+        let x = Tensor::randn([n], (Kind::Float, Device::Cpu)).square()
+            * Tensor::randint(24, [n], (Kind::Float, Device::Cpu)).multiply_scalar(-1.0).exp2();
+        let expected: Vec<f32> =
+            Vec::<f32>::try_from(&x).unwrap().iter().map(|&v| (v as f64).sqrt() as f32).collect();
+        let check = |t: &Tensor, how: &str| {
+            assert_eq!(Vec::<f32>::try_from(&t.contiguous()).unwrap(), expected, "{how}");
+        };
+        check(&x.sqrt(), "functional");
+        check(&x.copy().sqrt_(), "in place");
+        check(&x.sqrt_out(&Tensor::empty([0], (Kind::Float, Device::Cpu))), "into a resized tensor");
+        let strided = Tensor::stack(&[&x, &x], 1);
+        check(&strided.select(1, 1).sqrt(), "from a strided view");
+        check(&x.to_kind(Kind::Double).sqrt().to_kind(Kind::Float), "doubles (rounded once more)");
+        let roots = Tensor::from_slice(&[4i64, 9]).sqrt();
+        assert_eq!((roots.kind(), Vec::<f32>::try_from(&roots).unwrap()), (Kind::Float, vec![2.0, 3.0]));
+        let w = Tensor::from_slice(&[4.0f32]).set_requires_grad(true);
+        w.sqrt().backward();
+        assert_eq!(Vec::<f32>::try_from(&w.grad()).unwrap(), vec![0.25], "d sqrt(w) / dw at 4");
     }
 
     #[test]

@@ -37,6 +37,12 @@ build-mpi: setup
 mpi-run ranks config *args: build-mpi
     mpirun --bind-to none --oversubscribe $([ "$(id -u)" = 0 ] && echo --allow-run-as-root) -np {{ranks}} {{fedsim}} run {{config}} {{args}}
 
+# A sweep's points spread over `ranks` MPI processes, each point a whole run on one rank,
+# e.g. `just mpi-sweep 3 sim-configs/sweep-seeds.toml`; the report as a single process's.
+[group('cluster')]
+mpi-sweep ranks file *args: build-mpi
+    mpirun --bind-to none --oversubscribe $([ "$(id -u)" = 0 ] && echo --allow-run-as-root) -np {{ranks}} {{fedsim}} sweep {{file}} {{args}}
+
 # Over 15 time units of virtual time, seeds 10, 11 and 12; about 35 minutes on 2 cores.
 # The algorithm comparison (FedAvg, FedBuff, AFL-DW, FedRevive, DD-FedRevive) into reports/sweep-seeds.
 [group('experiments')]

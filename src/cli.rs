@@ -237,10 +237,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Sweep { sweep, out, report } => {
             #[cfg(feature = "mpi")]
-            anyhow::ensure!(
-                !crate::cluster::launched_by_mpi(),
-                "fedsim sweep does not spread its points over MPI ranks yet (every rank would run the whole sweep into the same folders); run it as one process, or run each point with `mpirun ... fedsim run`"
-            );
+            if crate::cluster::launched_by_mpi() {
+                return crate::sweep::run_in_job(&dirs, &sweep, out, report);
+            }
             crate::sweep::run(&dirs, &sweep, out, report)
         }
         Command::Report { runs, out, at, targets } => {

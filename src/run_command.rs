@@ -121,7 +121,7 @@ pub fn run_in_job(dirs: &DataDirs, config_path: &Path, overrides: &[String], out
     };
     let result =
         in_job(&cluster, &config, dirs, device, |runner| run_loaded(dirs, &config, out, device, runner));
-    finish_job(&cluster, result)
+    cluster.finish(result)
 }
 
 /// `fedsim resume` in an MPI job: as [`run_in_job`], from the run directory's checkpoint.
@@ -136,7 +136,7 @@ pub fn resume_in_job(dirs: &DataDirs, run_dir: &Path, workers: Option<usize>) ->
     let result = in_job(&cluster, &config, dirs, device, |runner| {
         resume_loaded(dirs, run_dir, &config, found.take().expect("rank 0 resumes once"), device, runner)
     });
-    finish_job(&cluster, result)
+    cluster.finish(result)
 }
 
 /// This rank's part of a job: training ranks serve; rank 0 waits until they are ready (before
@@ -194,24 +194,6 @@ fn serve_rank(
         crate::cluster::serve::<Vec<f32>>(cluster, trainer, threads)
     }
     .with_context(|| format!("rank {}", cluster.rank))
-}
-
-/// The end of a rank's part: a failure anywhere ends the whole job (MPI_Abort), once this
-/// rank has written what it has and said why; so does a rank that stopped answering, since
-/// finalising MPI would wait for it.
-#[cfg(feature = "mpi")]
-fn finish_job(cluster: &crate::cluster::Cluster, result: Result<()>) -> Result<()> {
-    let ending = match &result {
-        Err(error) if cluster.size > 1 => Some(format!("error: {error:#}")),
-        _ if cluster.unresponsive.get() => Some("a rank stopped answering".to_owned()),
-        _ => None,
-    };
-    if let Some(why) = ending {
-        eprintln!("{why}");
-        eprintln!("rank {} ends the MPI job", cluster.rank);
-        cluster.abort(2);
-    }
-    result
 }
 
 /// `fedsim resume RUN_DIR`: continues a run from its checkpoint, with the run directory's own

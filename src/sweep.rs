@@ -1,7 +1,8 @@
 //! `fedsim sweep SWEEP.toml`: one or more base configs over a grid of config keys (workers,
 //! seed, any key), each point run into its own directory under `runs/<sweep name>/`, then the
 //! report of them all in `reports/<sweep name>/` (see [`crate::report`]): runs that differ
-//! only in `run.workers` must agree bit for bit, and the report says whether they do.
+//! only in `run.workers` must agree bit for bit, and the report says whether they do. In an
+//! MPI job (feature `mpi`) the points are spread over the ranks, each a whole run on one.
 //!
 //! ```toml
 //! name = "sweep-workers"
@@ -83,45 +84,122 @@ pub fn load(path: &Path) -> Result<(String, Vec<Point>)> {
     Ok((name, points))
 }
 
+/// A sweep ready to run: its points, each checked, and where their runs and the report go.
+pub struct Sweep {
+    pub name: String,
+    pub points: Vec<Point>,
+    out: PathBuf,
+    report: PathBuf,
+    file: PathBuf,
+}
+
+impl Sweep {
+    /// Loads a sweep file and makes every check that can fail before a point runs. Where the
+    /// points pin the CPU kernels this restarts the process with the pins (so call it before
+    /// anything starts that a restart would lose, such as MPI).
+    pub fn prepare(path: &Path, out: Option<PathBuf>, report: Option<PathBuf>) -> Result<Sweep> {
+        let (name, points) = load(path)?;
+        let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&name));
+        let report = report.unwrap_or_else(|| PathBuf::from("reports").join(&name));
+        // One process runs every point: the CPU kernels are pinned (or not) for all of them.
+        let kernels: std::collections::BTreeSet<crate::config::CpuKernels> = points
+            .iter()
+            .map(|p| Config::load(&p.config, &p.overrides).map(|c| c.cpu_kernels))
+            .collect::<Result<_, _>>()?;
+        anyhow::ensure!(
+            kernels.len() <= 1,
+            "{}: points differ in run.cpu_kernels; a sweep runs them in one process, so give them one value",
+            path.display()
+        );
+        if kernels.contains(&crate::config::CpuKernels::Avx2) && !crate::runtime::avx2_pinned() {
+            return Err(anyhow::Error::new(crate::runtime::restart_pinned_to_avx2())
+                .context("restarting with the CPU kernels pinned to AVX2 (run.cpu_kernels = \"avx2\")"));
+        }
+        // Folders that cannot be used fail now, not after every point has trained.
+        for (flag, folder) in [("--out", &out), ("--report", &report)] {
+            anyhow::ensure!(
+                !folder.exists() || folder.is_dir(),
+                "{flag} {}: exists and is not a folder; name a folder (it is created if missing)",
+                folder.display()
+            );
+        }
+        Ok(Sweep { name, points, out, report, file: path.to_path_buf() })
+    }
+
+    /// "sweep NAME: N runs into OUT, report in REPORT".
+    pub fn headline(&self) -> String {
+        format!(
+            "sweep {}: {} runs into {}, report in {}",
+            self.name,
+            self.points.len(),
+            self.out.display(),
+            self.report.display()
+        )
+    }
+
+    /// "[i/N] CONFIG OVERRIDES" for point `index`.
+    pub fn describe(&self, index: usize) -> String {
+        let point = &self.points[index];
+        format!(
+            "[{}/{}] {} {}",
+            index + 1,
+            self.points.len(),
+            point.config.display(),
+            point.overrides.join(" ")
+        )
+    }
+
+    /// Runs point `index` in this process; returns its run directory.
+    pub fn run_point(&self, dirs: &DataDirs, index: usize) -> Result<PathBuf> {
+        let point = &self.points[index];
+        crate::run_command::run(dirs, &point.config, &point.overrides, &self.out)
+    }
+
+    /// The report of the points' runs (in point order); `launcher` goes before `fedsim` in
+    /// the command it names ("mpirun -np 4 ", or nothing).
+    pub fn report(&self, runs: &[PathBuf], launcher: &str) -> Result<()> {
+        let options = ReportOptions {
+            out: self.report.clone(),
+            times: None,
+            targets: None,
+            command: format!("{launcher}fedsim sweep {}", self.file.display()),
+        };
+        crate::cli::report_command(runs, &options)
+    }
+
+    /// Every point, one after another in this process, then the report.
+    fn run_here(&self, dirs: &DataDirs) -> Result<()> {
+        println!("{}", self.headline());
+        let mut finished = Vec::new();
+        for index in 0..self.points.len() {
+            println!("\n{}", self.describe(index));
+            finished.push(self.run_point(dirs, index)?);
+        }
+        println!();
+        self.report(&finished, "")
+    }
+}
+
 /// Runs every point of a sweep, then writes the report of all its runs.
 pub fn run(dirs: &DataDirs, path: &Path, out: Option<PathBuf>, report: Option<PathBuf>) -> Result<()> {
-    let (name, points) = load(path)?;
-    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&name));
-    let report = report.unwrap_or_else(|| PathBuf::from("reports").join(&name));
-    // One process runs every point: the CPU kernels are pinned (or not) for all of them.
-    let kernels: std::collections::BTreeSet<crate::config::CpuKernels> = points
-        .iter()
-        .map(|p| Config::load(&p.config, &p.overrides).map(|c| c.cpu_kernels))
-        .collect::<Result<_, _>>()?;
-    anyhow::ensure!(
-        kernels.len() <= 1,
-        "{}: points differ in run.cpu_kernels; a sweep runs them in one process, so give them one value",
-        path.display()
-    );
-    if kernels.contains(&crate::config::CpuKernels::Avx2) && !crate::runtime::avx2_pinned() {
-        return Err(anyhow::Error::new(crate::runtime::restart_pinned_to_avx2())
-            .context("restarting with the CPU kernels pinned to AVX2 (run.cpu_kernels = \"avx2\")"));
-    }
-    // Folders that cannot be used fail now, not after every point has trained.
-    for (flag, folder) in [("--out", &out), ("--report", &report)] {
-        anyhow::ensure!(
-            !folder.exists() || folder.is_dir(),
-            "{flag} {}: exists and is not a folder; name a folder (it is created if missing)",
-            folder.display()
-        );
-    }
-    println!("sweep {name}: {} runs into {}, report in {}", points.len(), out.display(), report.display());
-    let mut finished = Vec::new();
-    for (i, point) in points.iter().enumerate() {
-        println!("\n[{}/{}] {} {}", i + 1, points.len(), point.config.display(), point.overrides.join(" "));
-        finished.push(crate::run_command::run(dirs, &point.config, &point.overrides, &out)?);
-    }
-    println!();
-    let options = ReportOptions {
-        out: report,
-        times: None,
-        targets: None,
-        command: format!("fedsim sweep {}", path.display()),
+    Sweep::prepare(path, out, report)?.run_here(dirs)
+}
+
+/// `fedsim sweep` in an MPI job (feature `mpi`): each point is a whole run on one of ranks
+/// 1..N-1, handed out by rank 0, which then reports them all ([`crate::cluster::hand_out_points`]).
+/// One rank runs the sweep as a single process would.
+#[cfg(feature = "mpi")]
+pub fn run_in_job(dirs: &DataDirs, path: &Path, out: Option<PathBuf>, report: Option<PathBuf>) -> Result<()> {
+    let sweep = Sweep::prepare(path, out, report)?;
+    let cluster = match crate::cluster::join()? {
+        Some(cluster) if cluster.size > 1 => cluster,
+        _ => return sweep.run_here(dirs),
     };
-    crate::cli::report_command(&finished, &options)
+    let result = if cluster.rank == 0 {
+        crate::cluster::hand_out_points(&cluster, &sweep)
+            .and_then(|runs| sweep.report(&runs, &format!("mpirun -np {} ", cluster.size)))
+    } else {
+        crate::cluster::run_points_given(&cluster, |index| sweep.run_point(dirs, index))
+    };
+    cluster.finish(result)
 }

@@ -4,11 +4,13 @@
 //! ranks 1..N-1 only train ([`serve`]), each on its own worker threads, the cohorts rank 0's
 //! executor starts ([`RankWorkers`]). Only training is distributed and the server applies
 //! updates in plan order, so a run's results are the same for any number of ranks, and the
-//! same as a single process's. One rank (-np 1) is a single process.
+//! same as a single process's. One rank (-np 1) is a single process. `fedsim sweep` spreads
+//! whole runs over the ranks instead ([`hand_out_points`]).
 
 mod coordinator;
 pub mod last_words;
 mod serve;
+mod sweep;
 pub mod wire;
 
 use std::cell::Cell;
@@ -20,6 +22,7 @@ use mpi::Threading;
 
 pub use coordinator::{await_ranks, RankWorkers};
 pub use serve::serve;
+pub use sweep::{hand_out_points, run_points_given};
 
 /// This process's place in an MPI job.
 pub struct Cluster {
@@ -106,8 +109,25 @@ impl Cluster {
         }
     }
 
+    /// The end of this rank's part of the job: a failure anywhere ends the whole job
+    /// (MPI_Abort), once this rank has written what it has and said why; so does a rank that
+    /// stopped answering, since finalising MPI would wait for it.
+    pub fn finish(&self, result: anyhow::Result<()>) -> anyhow::Result<()> {
+        let ending = match &result {
+            Err(error) if self.size > 1 => Some(format!("error: {error:#}")),
+            _ if self.unresponsive.get() => Some("a rank stopped answering".to_owned()),
+            _ => None,
+        };
+        if let Some(why) = ending {
+            eprintln!("{why}");
+            eprintln!("rank {} ends the MPI job", self.rank);
+            self.abort(2);
+        }
+        result
+    }
+
     /// Sends a control message to rank 0 (from a training rank).
-    pub fn tell_rank_0(&self, message: &wire::ToCoordinator) {
+    pub fn tell_rank_0<M: serde::Serialize>(&self, message: &M) {
         use mpi::point_to_point::Destination;
         self.world.process_at_rank(0).send_with_tag(&wire::encode(message)[..], wire::CONTROL);
     }

@@ -1,7 +1,8 @@
 //! One run over MPI ranks (feature `mpi`, issue 13), through OpenMPI's mpirun over loopback:
 //! the same final weights, evaluations and applied updates for 1 to 4 ranks as a single
 //! process; a rank that cannot start, dies or stops answering ends the job with the rank
-//! named, and the run directory still resumes to the uninterrupted run's results.
+//! named, and the run directory still resumes to the uninterrupted run's results. A sweep
+//! spreads its points over the ranks, each point the run it would be in a single process.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -174,17 +175,69 @@ fn a_rank_that_cannot_start_is_named() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Each run directory in `out` as (seed, final-weights hash), sorted.
+fn seeds_and_hashes(out: &Path) -> Vec<(u64, String)> {
+    let mut runs: Vec<(u64, String)> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|entry| {
+            let info: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(entry.unwrap().path().join("run.json")).unwrap(),
+            )
+            .unwrap();
+            (info["seed"].as_u64().unwrap(), info["final_weights_sha256"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    runs.sort();
+    runs
+}
+
+/// A sweep over seeds 3, 4 and 5 of FEDBUFF, in `dir`; its file's path.
+fn seed_sweep(dir: &Path) -> String {
+    std::fs::write(dir.join("config.toml"), FEDBUFF).unwrap();
+    let sweep = dir.join("sweep.toml");
+    std::fs::write(&sweep, "name = \"seeds\"\nconfigs = [\"config.toml\"]\n[set]\n\"run.workers\" = 1\n[grid]\nseed = [3, 4, 5]\n")
+        .unwrap();
+    sweep.to_str().unwrap().to_owned()
+}
+
 #[test]
-fn a_sweep_under_mpirun_is_refused_before_anything_runs() {
+fn a_sweep_spreads_its_points_over_ranks_with_single_process_results() {
     let dir = scratch("mpi-sweep");
+    let sweep = seed_sweep(&dir);
+    let folder = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (code, _, stderr) =
+        crate::fedsim(&["sweep", &sweep, "--out", &folder("single"), "--report", &folder("single-report")]);
+    assert_eq!(code, 0, "{stderr}");
+    let output =
+        mpirun(3, &["sweep", &sweep, "--out", &folder("ranks"), "--report", &folder("ranks-report")], None);
+    let said = text(&output);
+    assert!(output.status.success(), "{said}");
+    // Two training ranks, three points: each rank got one at the start.
+    assert!(said.contains("[1/3]") && said.contains("-> rank 1") && said.contains("-> rank 2"), "{said}");
+    let expected = seeds_and_hashes(&dir.join("single"));
+    assert_eq!(expected.iter().map(|(seed, _)| *seed).collect::<Vec<_>>(), vec![3, 4, 5]);
+    assert_eq!(seeds_and_hashes(&dir.join("ranks")), expected, "each point as in a single process");
+    let summary = std::fs::read_to_string(dir.join("ranks-report/summary.md")).unwrap();
+    assert!(summary.contains("mpirun -np 3 fedsim sweep"), "{summary}");
+    assert!(summary.contains("3 runs by fedsim"), "{summary}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_sweep_point_that_fails_on_a_rank_ends_the_job_naming_point_and_rank() {
+    let dir = scratch("mpi-sweep-fails");
+    let sweep = seed_sweep(&dir);
+    let out = dir.join("runs");
+    // Rank 2 is pointed at a data folder that does not exist; its point fails to start.
     let output = mpirun(
-        2,
-        &["sweep", "sim-configs/sweep-seeds.toml", "--out", dir.join("runs").to_str().unwrap()],
-        None,
+        3,
+        &["sweep", &sweep, "--out", out.to_str().unwrap(), "--report", dir.join("report").to_str().unwrap()],
+        Some("[ \"$OMPI_COMM_WORLD_RANK\" = 2 ] && set -- \"$@\" --data-dir /nonexistent;"),
     );
     let said = text(&output);
     assert!(!output.status.success(), "{said}");
-    assert!(said.contains("does not spread its points over MPI ranks"), "{said}");
-    assert!(!dir.join("runs").exists(), "nothing was written");
+    assert!(said.contains("sweep point [2/3]") && said.contains("failed on rank 2"), "{said}");
+    assert!(said.contains("CIFAR-10 not found"), "{said}");
+    assert!(!dir.join("report").exists(), "no report of a sweep that failed");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -82,10 +82,12 @@ fuzz seconds="600": setup
     FEDSIM_FUZZ_SECONDS={{seconds}} cargo nextest run --release --no-capture -E 'binary(it) & test(fuzz_)'
 
 # Everything CI checks: formatting, clippy with warnings denied, all tests. Built once, with
-# the `mpi` feature on, so that the MPI tests run too (OpenMPI installed by setup-mpi.sh).
+# the `mpi` feature on, so that the MPI tests run too (OpenMPI installed by setup-mpi.sh);
+# QEMU's user-mode emulator runs the reproducible mode on emulated Intel and AMD CPUs.
 [group('checks')]
 test: setup
     scripts/setup-mpi.sh
+    scripts/apt-install.sh qemu-user
     cargo fmt --check
     cargo clippy --release --all-targets --features mpi --quiet -- -D warnings
     {{just_executable()}} test-only

@@ -19,7 +19,7 @@ cpus=(host Haswell-noTSX EPYC-Rome-v2)
 out=$(mktemp -d)
 for cpu in "${cpus[@]}"; do
     run=(); [ "$cpu" = host ] || run=(qemu-x86_64 -cpu "$cpu")
-    "${run[@]}" "$fedsim" bench local-update --repeats 1 2> /dev/null \
+    "${run[@]}" "$fedsim" bench local-update --repeats 1 --device cpu 2> /dev/null \
         | sed -n 's/.*delta \([0-9a-f]*\).*/local-update \1/p' | head -1 > "$out/$cpu"
     "${run[@]}" "$python" scripts/mkl-ops.py 2> /dev/null >> "$out/$cpu"
 done

@@ -76,3 +76,45 @@ fn another_process_gives_the_same_delta() {
     assert_eq!(there.len(), 2, "{stdout}");
     assert!(there.iter().all(|h| here.starts_with(h)), "in-process {here}, child process {there:?}");
 }
+
+/// The reproducible mode (run.cpu_kernels = "avx2") rounds alike on CPUs unlike this one: one
+/// local update gives the same delta here and on an emulated Intel Haswell and AMD EPYC-Rome
+/// (QEMU's user-mode emulator, installed by `just test`; both AVX2 without AVX-512). Before
+/// fedsim took exact square roots, MKL's approximate one made both emulated CPUs differ.
+#[test]
+fn the_reproducible_mode_gives_one_delta_on_emulated_intel_and_amd_cpus() {
+    let delta_on = |cpu: Option<&str>| {
+        let fedsim = env!("CARGO_BIN_EXE_fedsim");
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut qemu = std::process::Command::new("qemu-x86_64");
+                qemu.args(["-cpu", cpu, fedsim]);
+                qemu
+            }
+            None => std::process::Command::new(fedsim),
+        };
+        // The pins fedsim would restart itself with; set here, as a restart would leave the emulator.
+        command.envs(fedsim::runtime::AVX2_PINS);
+        let output = command
+            .args(["bench", "local-update", "--repeats", "1", "--device", "cpu"])
+            .current_dir(crate::repo())
+            .output()
+            .expect("qemu-x86_64 runs (qemu-user, installed by `just test`)");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{cpu:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with("task 0:"))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{cpu:?}: no delta in {stdout}"))
+    };
+    let here = delta_on(None);
+    // Both emulations at once: each takes about a minute.
+    let (haswell, epyc) = std::thread::scope(|s| {
+        let haswell = s.spawn(|| delta_on(Some("Haswell-noTSX")));
+        let epyc = s.spawn(|| delta_on(Some("EPYC-Rome-v2")));
+        (haswell.join().unwrap(), epyc.join().unwrap())
+    });
+    assert_eq!((&haswell, &epyc), (&here, &here), "emulated Haswell and EPYC-Rome against this CPU");
+}

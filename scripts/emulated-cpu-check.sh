@@ -23,7 +23,7 @@ for cpu in "${cpus[@]}"; do
         | sed -n 's/.*delta \([0-9a-f]*\).*/local-update \1/p' | head -1 > "$out/$cpu"
     "${run[@]}" "$python" scripts/mkl-ops.py 2> /dev/null >> "$out/$cpu"
 done
-printf '%-14s' op; printf ' %-17s' "${cpus[@]}"; echo
-paste "${cpus[@]/#/$out/}" | awk '{ line = sprintf("%-14s", $1); same = 1
+printf '%-22s' op; printf ' %-17s' "${cpus[@]}"; echo
+paste "${cpus[@]/#/$out/}" | awk '{ line = sprintf("%-22s", $1); same = 1
     for (i = 2; i <= NF; i += 2) { line = line sprintf(" %-17s", $i); if ($i != $2) same = 0 }
     print line (same ? "" : "  differs") }'

@@ -43,7 +43,8 @@ mpi-run ranks config *args: build-mpi
 mpi-sweep ranks file *args: build-mpi
     mpirun --bind-to none --oversubscribe $([ "$(id -u)" = 0 ] && echo --allow-run-as-root) -np {{ranks}} {{fedsim}} sweep {{file}} {{args}}
 
-# Over 15 time units of virtual time, seeds 10, 11 and 12; about 35 minutes on 2 cores.
+# Over 15 time units of virtual time, seeds 10, 11 and 12; in the reproducible mode its sweep
+# file pins, several hours on 2 cores (FedRevive's distillation takes most of it).
 # The algorithm comparison (FedAvg, FedBuff, AFL-DW, FedRevive, DD-FedRevive) into reports/sweep-seeds.
 [group('experiments')]
 paper: setup

@@ -39,6 +39,8 @@ struct SweepFile {
 pub struct Point {
     pub config: PathBuf,
     pub overrides: Vec<String>,
+    /// The point's run.cpu_kernels, read when its config was checked.
+    pub cpu_kernels: crate::config::CpuKernels,
 }
 
 /// Reads a sweep file and validates every point's config before anything runs.
@@ -74,9 +76,9 @@ pub fn load(path: &Path) -> Result<(String, Vec<Point>)> {
         let config = folder.join(config);
         for combo in &combos {
             let overrides: Vec<String> = fixed.iter().chain(combo).cloned().collect();
-            Config::load(&config, &overrides)
+            let checked = Config::load(&config, &overrides)
                 .with_context(|| format!("sweep point {} {}", config.display(), overrides.join(" ")))?;
-            points.push(Point { config: config.clone(), overrides });
+            points.push(Point { config: config.clone(), overrides, cpu_kernels: checked.cpu_kernels });
         }
     }
     let name =
@@ -102,10 +104,7 @@ impl Sweep {
         let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&name));
         let report = report.unwrap_or_else(|| PathBuf::from("reports").join(&name));
         // One process runs every point: the CPU kernels are pinned (or not) for all of them.
-        let kernels: std::collections::BTreeSet<crate::config::CpuKernels> = points
-            .iter()
-            .map(|p| Config::load(&p.config, &p.overrides).map(|c| c.cpu_kernels))
-            .collect::<Result<_, _>>()?;
+        let kernels: std::collections::BTreeSet<_> = points.iter().map(|p| p.cpu_kernels).collect();
         anyhow::ensure!(
             kernels.len() <= 1,
             "{}: points differ in run.cpu_kernels; a sweep runs them in one process, so give them one value",

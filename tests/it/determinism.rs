@@ -62,17 +62,22 @@ fn tasks_on_rayon_workers_match_the_main_thread() {
     }
 }
 
+/// The delta hashes `fedsim bench local-update` prints for its task 0 (first run and repeat).
+fn task_0_deltas(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("task 0:"))
+        .filter_map(|l| l.rsplit(' ').next())
+        .collect()
+}
+
 #[test]
 fn another_process_gives_the_same_delta() {
     let here = weights_hash(&run_task(0).delta);
     let (code, stdout, stderr) =
         fedsim(&["bench", "local-update", "--repeats", "1", "--seed", "10", "--device", "cpu"]);
     assert_eq!(code, 0, "{stderr}");
-    let there: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.trim_start().starts_with("task 0:"))
-        .map(|l| l.rsplit(' ').next().unwrap())
-        .collect();
+    let there = task_0_deltas(&stdout);
     assert_eq!(there.len(), 2, "{stdout}");
     assert!(there.iter().all(|h| here.starts_with(h)), "in-process {here}, child process {there:?}");
 }
@@ -102,11 +107,9 @@ fn the_reproducible_mode_gives_one_delta_on_emulated_intel_and_amd_cpus() {
             .expect("qemu-x86_64 runs (qemu-user, installed by `just test`)");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(output.status.success(), "{cpu:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
-        stdout
-            .lines()
-            .find(|l| l.trim_start().starts_with("task 0:"))
-            .and_then(|l| l.rsplit(' ').next())
-            .map(str::to_owned)
+        task_0_deltas(&stdout)
+            .first()
+            .map(|d| d.to_string())
             .unwrap_or_else(|| panic!("{cpu:?}: no delta in {stdout}"))
     };
     let here = delta_on(None);

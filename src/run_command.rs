@@ -76,6 +76,86 @@ pub fn run(
     run_loaded(dirs, &config, out, device, &run_here)
 }
 
+/// A sweep point's run: kept where `out` already holds it finished by this build, continued
+/// from its checkpoint where it was interrupted (killed, Ctrl-C, a full disk), run afresh
+/// otherwise (a run of the same config by another build stays untouched); returns its run
+/// directory. A run is this point's when its config.toml is the point's resolved config.
+pub fn run_or_continue(
+    dirs: &DataDirs,
+    config_path: &Path,
+    overrides: &[String],
+    out: &Path,
+) -> Result<std::path::PathBuf> {
+    let config = Config::load(config_path, overrides)?;
+    let device = start_runtime(&config)?;
+    let provenance = checkpoint_settings(&config, device).provenance;
+    match earlier_run(out, &config, &provenance)? {
+        Some(Earlier::Finished(run_dir)) => {
+            println!("kept {}: finished earlier by this build with this config", run_dir.display());
+            Ok(run_dir)
+        }
+        Some(Earlier::Interrupted(run_dir, found)) => {
+            resume_loaded(dirs, &run_dir, &config, *found, device, &run_here)
+        }
+        None => run_loaded(dirs, &config, out, device, &run_here),
+    }
+}
+
+/// A run of a config found in an output folder.
+enum Earlier {
+    Finished(std::path::PathBuf),
+    Interrupted(std::path::PathBuf, Box<checkpoint::Checkpoint>),
+}
+
+/// The latest run in `out` whose config.toml is `config` resolved and that this build made:
+/// finished (run.json, no checkpoint) or resumable (a checkpoint). A damaged checkpoint is an
+/// error, so that nothing is run twice unnoticed.
+fn earlier_run(out: &Path, config: &Config, provenance: &checkpoint::Provenance) -> Result<Option<Earlier>> {
+    let Ok(entries) = std::fs::read_dir(out) else { return Ok(None) };
+    let mut candidates: Vec<std::path::PathBuf> =
+        entries.filter_map(|entry| entry.ok().map(|e| e.path())).filter(|path| path.is_dir()).collect();
+    // Run folders are named NAME-YYYYMMDD-HHMMSS(-N): the latest sorts last.
+    candidates.sort();
+    let wanted = config.to_input_toml();
+    for run_dir in candidates.into_iter().rev() {
+        if std::fs::read_to_string(run_dir.join("config.toml")).ok().as_deref() != Some(wanted.as_str()) {
+            continue;
+        }
+        let checkpoint_file = checkpoint::path(&run_dir);
+        if checkpoint_file.exists() {
+            let found = checkpoint::read(&checkpoint_file).with_context(|| {
+                format!(
+                    "{} holds an earlier run of this point; remove the folder to run the point afresh",
+                    run_dir.display()
+                )
+            })?;
+            if checkpoint::mismatch(provenance, &found.provenance).is_none() {
+                return Ok(Some(Earlier::Interrupted(run_dir, Box::new(found))));
+            }
+        } else if finished_by(&run_dir, provenance) {
+            return Ok(Some(Earlier::Finished(run_dir)));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether run.json says the run finished (not interrupted) and names this build, device and
+/// CPU kernels.
+fn finished_by(run_dir: &Path, provenance: &checkpoint::Provenance) -> bool {
+    let Some(info) = std::fs::read_to_string(run_dir.join("run.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+    else {
+        return false;
+    };
+    let field = |key: &str| info[key].as_str().unwrap_or_default().to_owned();
+    field("stop_reason") != crate::exec::StopReason::Interrupted.to_string()
+        && field("fedsim_version") == provenance.fedsim_version
+        && field("git_commit") == provenance.git_commit
+        && field("device") == provenance.device
+        && field("cpu_capability") == provenance.cpu_capability
+}
+
 /// Runs the simulation built from a run's config, on this process's workers or, in an MPI
 /// job, on the other ranks.
 type Runner<'a> = dyn Fn(Simulation, &mut dyn Sink, Option<crate::saved::RunSnapshot>) -> Result<crate::exec::RunOutcome>

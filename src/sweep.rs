@@ -1,8 +1,10 @@
 //! `fedsim sweep SWEEP.toml`: one or more base configs over a grid of config keys (workers,
 //! seed, any key), each point run into its own directory under `runs/<sweep name>/`, then the
 //! report of them all in `reports/<sweep name>/` (see [`crate::report`]): runs that differ
-//! only in `run.workers` must agree bit for bit, and the report says whether they do. In an
-//! MPI job (feature `mpi`) the points are spread over the ranks, each a whole run on one.
+//! only in `run.workers` must agree bit for bit, and the report says whether they do. A sweep
+//! started again continues where it stopped: a point's run finished by this build is kept, an
+//! interrupted one resumes from its checkpoint. In an MPI job (feature `mpi`) the points are
+//! spread over the ranks, each a whole run on one.
 //!
 //! ```toml
 //! name = "sweep-workers"
@@ -148,10 +150,11 @@ impl Sweep {
         )
     }
 
-    /// Runs point `index` in this process; returns its run directory.
+    /// Runs point `index` in this process, or keeps or continues its run from an earlier
+    /// attempt at the sweep ([`crate::run_command::run_or_continue`]); returns its run directory.
     pub fn run_point(&self, dirs: &DataDirs, index: usize) -> Result<PathBuf> {
         let point = &self.points[index];
-        crate::run_command::run(dirs, &point.config, &point.overrides, &self.out)
+        crate::run_command::run_or_continue(dirs, &point.config, &point.overrides, &self.out)
     }
 
     /// The report of the points' runs (in point order); `launcher` goes before `fedsim` in

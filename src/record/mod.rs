@@ -311,10 +311,15 @@ fn timestamp() -> String {
     format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// The current git commit of the working directory, or "unknown".
+/// The git commit of the checkout that holds this binary (its `target/` folder), or "unknown":
+/// asked from the binary's own folder, so a run started from another directory (or another
+/// checkout) records the commit of the code that runs, not of the working directory.
 pub fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+    let mut git = std::process::Command::new("git");
+    if let Some(folder) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
+        git.arg("-C").arg(folder);
+    }
+    git.args(["rev-parse", "--short=12", "HEAD"])
         .output()
         .ok()
         .filter(|o| o.status.success())

@@ -1,7 +1,9 @@
 //! Kill and resume: a run SIGKILLed after its first checkpoint, in the middle of a FedRevive
 //! distillation, or in the middle of an evaluation, then continued with `fedsim resume` (with
 //! another worker count), ends with the uninterrupted run's final weights and tables
-//! (wall-clock columns aside). The kills are aimed with FEDSIM_KILL_AT (src/faults.rs).
+//! (wall-clock columns aside); a sweep killed in one of its points, started again, keeps the
+//! points that finished and resumes the killed one. The kills are aimed with FEDSIM_KILL_AT
+//! (src/faults.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -118,6 +120,98 @@ fn a_fedrevive_run_killed_mid_distillation_resumes_to_the_same_results() {
     // Distillation starts after version 5; by the fourth one a checkpoint holds the teachers,
     // the generator and its optimizer, the pool and the stabilisers.
     kill_and_resume("resume-distill", FEDREVIVE, "distill:4", "1");
+}
+
+/// `fedsim sweep ARGS` with FEDSIM_KILL_AT set (or not): whether it was killed, and stdout.
+fn sweep_killed_at(args: &[&str], kill_at: Option<&str>) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fedsim"));
+    command.arg("sweep").args(args).current_dir(crate::repo()).env_remove("FEDSIM_KILL_AT");
+    if let Some(point) = kill_at {
+        command.env("FEDSIM_KILL_AT", point);
+    }
+    let output = command.output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    let killed = output.status.signal() == Some(9);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(killed || output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    (killed, stdout)
+}
+
+/// Each run directory in `out`, by its run seed.
+fn runs_by_seed(out: &Path) -> std::collections::BTreeMap<u64, PathBuf> {
+    std::fs::read_dir(out)
+        .unwrap()
+        .map(|entry| {
+            let dir = entry.unwrap().path();
+            let info: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+            (info["seed"].as_u64().unwrap(), dir)
+        })
+        .collect()
+}
+
+#[test]
+fn a_sweep_started_again_keeps_finished_points_and_resumes_the_killed_one() {
+    let dir = scratch("resume-sweep");
+    std::fs::write(dir.join("base.toml"), FEDBUFF).unwrap();
+    std::fs::write(
+        dir.join("sweep.toml"),
+        "name = \"resumable-sweep\"\nconfigs = [\"base.toml\"]\n[set]\n\"run.workers\" = 2\n[grid]\nseed = [3, 4, 5]\n",
+    )
+    .unwrap();
+    let sweep = dir.join("sweep.toml");
+    let sweep_into = |name: &str, kill_at: Option<&str>| {
+        let (out, report) = (dir.join(name), dir.join(format!("{name}-report")));
+        let args =
+            [sweep.to_str().unwrap(), "--out", out.to_str().unwrap(), "--report", report.to_str().unwrap()];
+        let (killed, stdout) = sweep_killed_at(&args, kill_at);
+        (killed, stdout, out, report)
+    };
+    let (_, _, whole, _) = sweep_into("whole", None);
+    let expected = runs_by_seed(&whole);
+
+    // 40 versions and a checkpoint every 10: the fifth checkpoint is in the second point.
+    let (killed, _, out, report) = sweep_into("killed", Some("checkpoint:5"));
+    assert!(killed, "the sweep was not killed");
+    let mut started: Vec<PathBuf> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
+    started.sort();
+    assert_eq!(started.len(), 2, "{started:?}");
+    assert!(started[0].join("run.json").exists() && !started[0].join("checkpoint.safetensors").exists());
+    assert!(started[1].join("checkpoint.safetensors").exists() && !started[1].join("run.json").exists());
+    let first_info = std::fs::read(started[0].join("run.json")).unwrap();
+
+    // Started again: the first point is kept as it is, the second resumed, the third run.
+    let (_, stdout, _, _) = sweep_into("killed", None);
+    assert_eq!(stdout.matches("kept ").count(), 1, "{stdout}");
+    assert!(stdout.contains(&format!("resuming {}", started[1].display())), "{stdout}");
+    assert_eq!(
+        std::fs::read(started[0].join("run.json")).unwrap(),
+        first_info,
+        "the finished point is not run again"
+    );
+    let continued = runs_by_seed(&out);
+    assert_eq!(continued.len(), 3);
+    for (seed, run) in &continued {
+        let ((hash, tables), (want_hash, want_tables)) = (results(run), results(&expected[seed]));
+        assert_eq!(hash, want_hash, "seed {seed}: final weights differ from the uninterrupted sweep's");
+        assert!(tables.iter().zip(&want_tables).all(|(got, want)| got.equals_missing(want)), "seed {seed}");
+    }
+    let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(summary.contains("3 runs by fedsim"), "{summary}");
+
+    // Again: nothing left to run. A run made by another build is not this build's point: it
+    // stays, and the point runs afresh.
+    let (_, stdout, _, _) = sweep_into("killed", None);
+    assert_eq!(stdout.matches("kept ").count(), 3, "{stdout}");
+    let info_file = continued[&3].join("run.json");
+    let info = std::fs::read_to_string(&info_file).unwrap();
+    let commit =
+        serde_json::from_str::<serde_json::Value>(&info).unwrap()["git_commit"].as_str().unwrap().to_owned();
+    std::fs::write(&info_file, info.replace(&commit, "another-build")).unwrap();
+    let (_, stdout, _, _) = sweep_into("killed", None);
+    assert_eq!(stdout.matches("kept ").count(), 2, "{stdout}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 4, "the other build's run stays");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -412,14 +412,28 @@ fn fedsim_run_writes_a_complete_run_directory() {
     assert!(table.contains("| virtual time | small |"), "{table}");
     assert!(table.contains(&format!("| 0 | {first:.4} (v0) |")), "{table}");
     assert!(table.contains("| 1000 |") && table.contains("(v20) |"), "{table}");
-    // The run directory's config.toml runs again to the same weights, with any worker count.
+    // The run directory's config.toml runs again to the same weights, with any worker count,
+    // and from any working directory: run.json names the commit of the checkout that holds the
+    // binary, not of the directory fedsim was started in.
     let again = dir.join("again");
     let saved = run.join("config.toml");
-    let (code, stdout, stderr) =
-        fedsim(&["run", saved.to_str().unwrap(), "--workers", "1", "--out", again.to_str().unwrap()]);
-    assert_eq!(code, 0, "{stderr}");
+    let data = crate::repo().join("data");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fedsim"))
+        .args(["run", saved.to_str().unwrap(), "--workers", "1", "--out", again.to_str().unwrap()])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains(hash), "{stdout}");
     assert!(std::fs::read_to_string(&saved).unwrap().contains("[algorithm]"), "the input format");
+    let head = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    let rerun = std::fs::read_dir(&again).unwrap().next().unwrap().unwrap().path();
+    let rerun: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rerun.join("run.json")).unwrap()).unwrap();
+    assert_eq!((info["git_commit"].as_str(), rerun["git_commit"].as_str()), (Some(&*head), Some(&*head)));
 }
 
 #[test]

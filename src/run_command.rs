@@ -139,21 +139,24 @@ fn earlier_run(out: &Path, config: &Config, provenance: &checkpoint::Provenance)
     Ok(None)
 }
 
-/// Whether run.json says the run finished (not interrupted) and names this build, device and
-/// CPU kernels.
+/// Whether run.json says the run finished (not interrupted) under `provenance`: the checks a
+/// checkpoint must pass ([`checkpoint::mismatch`]), with the config already matched by its text.
 fn finished_by(run_dir: &Path, provenance: &checkpoint::Provenance) -> bool {
     let Some(info) = std::fs::read_to_string(run_dir.join("run.json"))
         .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|text| serde_json::from_str::<RunInfo>(&text).ok())
     else {
         return false;
     };
-    let field = |key: &str| info[key].as_str().unwrap_or_default().to_owned();
-    field("stop_reason") != crate::exec::StopReason::Interrupted.to_string()
-        && field("fedsim_version") == provenance.fedsim_version
-        && field("git_commit") == provenance.git_commit
-        && field("device") == provenance.device
-        && field("cpu_capability") == provenance.cpu_capability
+    let interrupted = info.stop_reason == crate::exec::StopReason::Interrupted.to_string();
+    let recorded = checkpoint::Provenance {
+        fedsim_version: info.fedsim_version,
+        git_commit: info.git_commit,
+        config_sha256: provenance.config_sha256.clone(),
+        device: info.device,
+        cpu_capability: info.cpu_capability.unwrap_or_default(),
+    };
+    !interrupted && checkpoint::mismatch(provenance, &recorded).is_none()
 }
 
 /// Runs the simulation built from a run's config, on this process's workers or, in an MPI

@@ -31,6 +31,11 @@ pub(crate) const FEDREVIVE: &str = "name = \"resumable-revive\"\nseed = 5\n\
 
 /// Runs `fedsim ARGS` with FEDSIM_KILL_AT set (or not); whether it was killed by SIGKILL.
 fn fedsim_killed_at(args: &[&str], kill_at: Option<&str>) -> bool {
+    fedsim_output_killed_at(args, kill_at).0
+}
+
+/// As [`fedsim_killed_at`], with what fedsim printed on stdout.
+fn fedsim_output_killed_at(args: &[&str], kill_at: Option<&str>) -> (bool, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_fedsim"));
     command.args(args).current_dir(crate::repo());
     match kill_at {
@@ -40,12 +45,13 @@ fn fedsim_killed_at(args: &[&str], kill_at: Option<&str>) -> bool {
     let output = command.output().unwrap();
     use std::os::unix::process::ExitStatusExt;
     let killed = output.status.signal() == Some(9);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         killed || output.status.success(),
-        "fedsim {args:?} failed: {}",
+        "fedsim {args:?} failed: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    killed
+    (killed, stdout)
 }
 
 /// The one run directory in `out`.
@@ -122,21 +128,6 @@ fn a_fedrevive_run_killed_mid_distillation_resumes_to_the_same_results() {
     kill_and_resume("resume-distill", FEDREVIVE, "distill:4", "1");
 }
 
-/// `fedsim sweep ARGS` with FEDSIM_KILL_AT set (or not): whether it was killed, and stdout.
-fn sweep_killed_at(args: &[&str], kill_at: Option<&str>) -> (bool, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fedsim"));
-    command.arg("sweep").args(args).current_dir(crate::repo()).env_remove("FEDSIM_KILL_AT");
-    if let Some(point) = kill_at {
-        command.env("FEDSIM_KILL_AT", point);
-    }
-    let output = command.output().unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    let killed = output.status.signal() == Some(9);
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(killed || output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    (killed, stdout)
-}
-
 /// Each run directory in `out`, by its run seed.
 fn runs_by_seed(out: &Path) -> std::collections::BTreeMap<u64, PathBuf> {
     std::fs::read_dir(out)
@@ -162,9 +153,15 @@ fn a_sweep_started_again_keeps_finished_points_and_resumes_the_killed_one() {
     let sweep = dir.join("sweep.toml");
     let sweep_into = |name: &str, kill_at: Option<&str>| {
         let (out, report) = (dir.join(name), dir.join(format!("{name}-report")));
-        let args =
-            [sweep.to_str().unwrap(), "--out", out.to_str().unwrap(), "--report", report.to_str().unwrap()];
-        let (killed, stdout) = sweep_killed_at(&args, kill_at);
+        let args = [
+            "sweep",
+            sweep.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        let (killed, stdout) = fedsim_output_killed_at(&args, kill_at);
         (killed, stdout, out, report)
     };
     let (_, _, whole, _) = sweep_into("whole", None);

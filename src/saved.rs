@@ -134,6 +134,9 @@ pub struct TrainedTask {
 pub struct RunSnapshot {
     /// Plan steps carried out (read and, for aggregations and evaluations, applied).
     pub position: u64,
+    /// The whole plan had been read: the run was in its tail, where the cohorts no remaining
+    /// aggregation takes from are dropped, so a resume reads the rest of the plan at once.
+    pub plan_read: bool,
     /// The current model version and when it was made.
     pub version: u64,
     pub virtual_time: f64,

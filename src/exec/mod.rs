@@ -290,7 +290,27 @@ pub fn execute<W: Weights>(
             "replaying the plan to the checkpoint's position makes version {last_made}, the checkpoint holds version {}: the checkpoint is not of this config",
             snapshot.version
         );
-        versions.retain(|version, _| *version == current_version || references.contains_key(version));
+        if snapshot.plan_read {
+            // Taken in the run's tail: the run had read the whole plan, so read the rest now.
+            for step in &mut *plan {
+                steps_read += 1;
+                for cohort in read_ahead(
+                    step,
+                    steps_read - 1,
+                    &mut window,
+                    &mut restored,
+                    &mut references,
+                    &mut builder,
+                    &mut slots,
+                ) {
+                    close(cohort, &mut waiting, &slots);
+                }
+            }
+            plan_done = true;
+            if let Some(cohort) = builder.close() {
+                close(cohort, &mut waiting, &slots);
+            }
+        }
         // Cohorts whose tasks were all applied or trained before the checkpoint do not train.
         let mut mixed = None;
         waiting.retain(|id, cohort| {
@@ -307,9 +327,15 @@ pub fn execute<W: Weights>(
             mixed.is_none(),
             "the checkpoint holds part of a cohort's results: it is not of this config"
         );
-        let missing = slots
-            .values()
-            .find(|s| matches!(s.state, TaskState::Waiting) && !versions.contains_key(&s.task.base_version));
+        if plan_done {
+            drop_unneeded(&window, &mut waiting, &mut slots, &mut references, &mut versions, current_version);
+        }
+        versions.retain(|version, _| *version == current_version || references.contains_key(version));
+        // Tasks read in the tail may train from versions still to be made.
+        let missing = slots.values().find(|s| {
+            let base = s.task.base_version;
+            matches!(s.state, TaskState::Waiting) && base <= current_version && !versions.contains_key(&base)
+        });
         if let Some(slot) = missing {
             anyhow::bail!(
                 "the checkpoint lacks version {}, the base of task {}",
@@ -317,7 +343,7 @@ pub fn execute<W: Weights>(
                 slot.task.task
             );
         }
-        position = steps_read;
+        position = snapshot.position;
         // Jobs the checkpointed run had recorded are in its log segments already.
         jobs_recorded_before = SimTime::from_units(snapshot.jobs_recorded_before);
         drop(plan.take_jobs_before(jobs_recorded_before));
@@ -330,49 +356,34 @@ pub fn execute<W: Weights>(
         while !plan_done
             && (slots.len() < settings.lookahead || window.is_empty() || head_needs_open(&window, &builder))
         {
-            let step = plan.next();
-            steps_read += step.is_some() as u64;
-            match step {
-                Some(Step::Train(task)) => {
-                    for cohort in admit(task, &mut restored, &mut references, &mut builder, &mut slots) {
+            match plan.next() {
+                Some(step) => {
+                    steps_read += 1;
+                    for cohort in read_ahead(
+                        step,
+                        steps_read - 1,
+                        &mut window,
+                        &mut restored,
+                        &mut references,
+                        &mut builder,
+                        &mut slots,
+                    ) {
                         close(cohort, &mut waiting, &slots);
                     }
-                }
-                Some(step) => {
-                    if let Step::Aggregate { version, inputs, .. } = &step {
-                        builder.aggregate(*version, inputs);
-                    }
-                    window.push_back((steps_read - 1, step))
                 }
                 None => {
                     plan_done = true;
                     if let Some(cohort) = builder.close() {
                         close(cohort, &mut waiting, &slots);
                     }
-                    // Cohorts that no remaining aggregation takes from need not train. A cohort
-                    // that is needed at all trains whole: its composition is the plan's.
-                    let needed: HashSet<u64> = window
-                        .iter()
-                        .flat_map(|(_, s)| match s {
-                            Step::Aggregate { inputs, .. } => inputs.iter().map(|i| i.task).collect(),
-                            _ => Vec::new(),
-                        })
-                        .collect();
-                    waiting.retain(|_, cohort| {
-                        let keep = cohort.iter().any(|t| needed.contains(t));
-                        if !keep {
-                            for id in cohort.iter() {
-                                let slot = slots.remove(id).expect("a waiting cohort's tasks have slots");
-                                release(
-                                    &mut references,
-                                    &mut versions,
-                                    slot.task.base_version,
-                                    current_version,
-                                );
-                            }
-                        }
-                        keep
-                    });
+                    drop_unneeded(
+                        &window,
+                        &mut waiting,
+                        &mut slots,
+                        &mut references,
+                        &mut versions,
+                        current_version,
+                    );
                 }
             }
         }
@@ -420,11 +431,12 @@ pub fn execute<W: Weights>(
         let evaluation_follows = matches!(window.front(), Some((_, Step::Evaluate { version, .. })) if *version == current_version);
         let interrupted = interrupt::requested();
         let ask = !evaluation_follows && checkpoint_asked != current_version;
-        // Once the plan has ended, tasks no aggregation needs are dropped with their bases;
-        // what is left is the tail (at most the lookahead), and the last checkpoint stands.
-        if !plan_done && (interrupted || (ask && sink.checkpoint_due(current_version))) {
+        // Nothing is left to save once the plan is read and carried out.
+        let work_left = !(plan_done && window.is_empty());
+        if work_left && (interrupted || (ask && sink.checkpoint_due(current_version))) {
             let snapshot = RunSnapshot {
                 position,
+                plan_read: plan_done,
                 version: current_version,
                 virtual_time,
                 versions: versions.iter().map(|(v, w)| (*v, w.to_host().into_owned())).collect(),
@@ -457,7 +469,8 @@ pub fn execute<W: Weights>(
         if ask {
             checkpoint_asked = current_version;
         }
-        if interrupted {
+        // An interruption after the last step leaves nothing to continue: the run has ended.
+        if interrupted && work_left {
             break Some(StopReason::Interrupted);
         }
         if !evaluation_follows && std::mem::take(&mut early_stop_due) {
@@ -636,6 +649,29 @@ fn non_finite<W: Weights>(slot: &Slot<W>) -> Option<&'static str> {
     }
 }
 
+/// A step read ahead of the one being carried out: a task joins the task table, an aggregation
+/// or evaluation waits its turn in `window`. Returns the cohorts it closes.
+fn read_ahead<W>(
+    step: Step,
+    index: u64,
+    window: &mut VecDeque<(u64, Step)>,
+    restored: &mut HashMap<u64, TaskState<W>>,
+    references: &mut HashMap<u64, usize>,
+    builder: &mut CohortBuilder,
+    slots: &mut BTreeMap<u64, Slot<W>>,
+) -> Vec<Vec<u64>> {
+    match step {
+        Step::Train(task) => admit(task, restored, references, builder, slots),
+        step => {
+            if let Step::Aggregate { version, inputs, .. } = &step {
+                builder.aggregate(*version, inputs);
+            }
+            window.push_back((index, step));
+            Vec::new()
+        }
+    }
+}
+
 /// A planned task joins the task table: trained already where a resumed run's checkpoint
 /// holds its result, else waiting for its base version. Returns the cohorts it closes.
 fn admit<W>(
@@ -652,6 +688,36 @@ fn admit<W>(
     let closed = builder.train(&task);
     slots.insert(task.task, Slot { task, state });
     closed
+}
+
+/// At the plan's end: cohorts that no remaining aggregation (in `window`) takes from need not
+/// train, and are dropped with their references to their bases. A cohort that is needed at all
+/// trains whole: its composition is the plan's.
+fn drop_unneeded<W>(
+    window: &VecDeque<(u64, Step)>,
+    waiting: &mut BTreeMap<u64, Vec<u64>>,
+    slots: &mut BTreeMap<u64, Slot<W>>,
+    references: &mut HashMap<u64, usize>,
+    versions: &mut HashMap<u64, Arc<W>>,
+    current_version: u64,
+) {
+    let needed: HashSet<u64> = window
+        .iter()
+        .flat_map(|(_, s)| match s {
+            Step::Aggregate { inputs, .. } => inputs.iter().map(|i| i.task).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    waiting.retain(|_, cohort| {
+        let keep = cohort.iter().any(|t| needed.contains(t));
+        if !keep {
+            for id in cohort.iter() {
+                let slot = slots.remove(id).expect("a waiting cohort's tasks have slots");
+                release(references, versions, slot.task.base_version, current_version);
+            }
+        }
+        keep
+    });
 }
 
 /// One fewer task needs `version`; forget it when nobody does and it is not the current one.

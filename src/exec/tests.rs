@@ -366,7 +366,12 @@ proptest! {
         let trainer = Arc::new(FakeTrainer::default());
         let outcome =
             execute_fake_into(trainer, policy, size, capacity, picks.clone(), Vec::new(), None, &mut full).unwrap();
-        prop_assert!(!full.snapshots.is_empty());
+        // Checkpoints are taken up to the end, in the run's tail (the plan read to its end) too.
+        let last = &full.snapshots.last().unwrap().0;
+        prop_assert_eq!(last.version, (outcome.version - 1) / every * every, "the last checkpoint");
+        if every == 1 {
+            prop_assert!(full.snapshots.iter().any(|(s, _)| s.plan_read), "no checkpoint in the tail");
+        }
         let (updates, evals, jobs) = rows(&full.rows);
         prop_assert!(!jobs.is_empty(), "jobs are streamed as the run goes");
         for (snapshot, [updates_before, evals_before, jobs_before]) in &full.snapshots {

@@ -19,7 +19,7 @@ use crate::saved::{Array, RunSnapshot, SavedState, TrainedTask};
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 
 /// Raise when the layout below changes: a resume refuses checkpoints of another format.
-pub const CHECKPOINT_FORMAT: u32 = 2;
+pub const CHECKPOINT_FORMAT: u32 = 3;
 
 /// What must match for a checkpoint to continue this run exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,6 +42,7 @@ struct Header {
     /// Log segments on disk when the checkpoint was taken; later ones are dropped on resume.
     segments: usize,
     position: u64,
+    plan_read: bool,
     version: u64,
     /// f64 values as their bits: JSON would not give every one back exactly.
     virtual_time: u64,
@@ -153,6 +154,7 @@ pub fn write(
         provenance: provenance.clone(),
         segments,
         position: snapshot.position,
+        plan_read: snapshot.plan_read,
         version: snapshot.version,
         virtual_time: snapshot.virtual_time.to_bits(),
         last_accuracy: snapshot.last_accuracy.map(f64::to_bits),
@@ -283,6 +285,7 @@ pub fn parse(buffer: &[u8]) -> anyhow::Result<Checkpoint> {
         segments: header.segments,
         snapshot: RunSnapshot {
             position: header.position,
+            plan_read: header.plan_read,
             version: header.version,
             virtual_time: f64::from_bits(header.virtual_time),
             versions,
@@ -339,6 +342,7 @@ mod tests {
         server.put_value("teachers", 1).unwrap();
         RunSnapshot {
             position: 42,
+            plan_read: true,
             version: 9,
             virtual_time: 1.0 / 3.0,
             versions: vec![(9, vec![1.0, 2.0]), (7, vec![f32::MIN_POSITIVE, -0.0])],

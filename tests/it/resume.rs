@@ -1,9 +1,9 @@
-//! Kill and resume: a run SIGKILLed after its first checkpoint, in the middle of a FedRevive
-//! distillation, or in the middle of an evaluation, then continued with `fedsim resume` (with
-//! another worker count), ends with the uninterrupted run's final weights and tables
-//! (wall-clock columns aside); a sweep killed in one of its points, started again, keeps the
-//! points that finished and resumes the killed one. The kills are aimed with FEDSIM_KILL_AT
-//! (src/faults.rs).
+//! Kill and resume: a run SIGKILLed after its first checkpoint, after a checkpoint in its tail
+//! (the plan read to its end), in the middle of a FedRevive distillation, or in the middle of
+//! an evaluation, then continued with `fedsim resume` (with another worker count), ends with
+//! the uninterrupted run's final weights and tables (wall-clock columns aside); a sweep killed
+//! in one of its points, started again, keeps the points that finished and resumes the killed
+//! one. The kills are aimed with FEDSIM_KILL_AT (src/faults.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -119,6 +119,13 @@ fn a_run_killed_after_its_first_checkpoint_resumes_to_the_same_results() {
 fn a_run_killed_during_an_evaluation_resumes_to_the_same_results() {
     // Evaluations at versions 0, 5, 10, 15...: the fourth runs after the checkpoint at 10.
     kill_and_resume("resume-eval", FEDBUFF, "eval:4", "4");
+}
+
+#[test]
+fn a_run_killed_in_its_tail_resumes_to_the_same_results() {
+    // A lookahead of 40 tasks reads the plan to its end by about version 20, so the third
+    // checkpoint (version 30) is in the tail, where unneeded tasks have been dropped.
+    kill_and_resume("resume-tail", &format!("{FEDBUFF}lookahead = 40\n"), "checkpoint:3", "3");
 }
 
 #[test]

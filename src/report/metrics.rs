@@ -35,8 +35,9 @@ pub struct Staleness {
 pub struct Reached {
     pub virtual_time: f64,
     pub version: u64,
-    /// Wall-clock seconds into the run.
-    pub wall_s: f64,
+    /// Wall-clock seconds into the run; none for a resumed run, whose evaluations count from
+    /// the start of the process that made them.
+    pub wall_s: Option<f64>,
 }
 
 /// Everything a report says about one run.
@@ -45,6 +46,9 @@ pub struct RunStats {
     pub label: String,
     pub algorithm: String,
     pub workers: usize,
+    /// The version a resumed run continued from: its wall time, and the speeds derived from it,
+    /// cover only the versions after it (run.json describes the last process).
+    pub resumed_from: Option<u64>,
     pub wall_seconds: f64,
     pub versions: u64,
     pub updates: u64,
@@ -217,9 +221,15 @@ pub fn time_to_accuracy(evals: &DataFrame, target: f64) -> PolarsResult<Option<R
     let version = row.column("version")?.u64()?.get(0);
     let wall_s = row.column("wall_s")?.f64()?.get(0);
     Ok(match (virtual_time, version, wall_s) {
-        (Some(virtual_time), Some(version), Some(wall_s)) => Some(Reached { virtual_time, version, wall_s }),
+        (Some(virtual_time), Some(version), wall_s) => Some(Reached { virtual_time, version, wall_s }),
         _ => None,
     })
+}
+
+/// How many updates a run applied to make the versions after `version`.
+fn updates_after(updates: &DataFrame, version: u64) -> PolarsResult<u64> {
+    let after = updates.clone().lazy().filter(col("applied_version").gt(lit(version))).collect()?;
+    Ok(after.height() as u64)
 }
 
 pub fn staleness(updates: &DataFrame) -> PolarsResult<Staleness> {
@@ -257,12 +267,21 @@ pub fn run_stats(
         .map(|(i, run)| {
             let info = &run.info;
             let wall = info.wall_seconds.max(1e-9);
+            // What the wall time paid for: a resumed run's last process made the versions after
+            // the checkpoint it started from, and applied the updates that made them.
+            let resumed_from = info.resumed_from_version;
+            let (versions_timed, updates_timed) = match resumed_from {
+                Some(from) => (info.versions.saturating_sub(from), updates_after(&run.updates, from)?),
+                None => (info.versions, info.updates_applied),
+            };
+            // A speed-up compares whole runs, so runs that were resumed take no part.
             let baseline = groups
                 .iter()
                 .find(|g| g.members.contains(&i))
                 .and_then(|g| g.members.iter().find(|&&j| runs[j].info.workers == 1))
+                .filter(|&&j| runs[j].info.resumed_from_version.is_none())
                 .map(|&j| runs[j].info.wall_seconds);
-            let speedup = baseline.map(|b| b / wall);
+            let speedup = baseline.filter(|_| resumed_from.is_none()).map(|b| b / wall);
             let training = info.train_seconds / info.workers.max(1) as f64;
             let breakdown = WallBreakdown {
                 wall: info.wall_seconds,
@@ -274,18 +293,19 @@ pub fn run_stats(
             };
             let accuracy = run.eval_column("accuracy");
             let versions = run.eval_versions();
-            let rounds = info.updates_applied as f64 / run.active_jobs as f64;
+            let rounds = updates_timed as f64 / run.active_jobs as f64;
             Ok(RunStats {
                 label: labels[i].clone(),
                 algorithm: info.algorithm.clone(),
                 workers: info.workers,
+                resumed_from,
                 wall_seconds: info.wall_seconds,
                 versions: info.versions,
                 updates: info.updates_applied,
                 virtual_time: info.virtual_time,
-                ms_per_version: info.wall_seconds * 1e3 / info.versions.max(1) as f64,
+                ms_per_version: info.wall_seconds * 1e3 / versions_timed.max(1) as f64,
                 seconds_per_round: if rounds > 0.0 { info.wall_seconds / rounds } else { f64::NAN },
-                updates_per_second: info.updates_applied as f64 / wall,
+                updates_per_second: updates_timed as f64 / wall,
                 ms_per_task: info.train_seconds * 1e3 / info.tasks_trained.max(1) as f64,
                 breakdown,
                 final_accuracy: accuracy.last().copied().unwrap_or(f64::NAN),
@@ -299,7 +319,11 @@ pub fn run_stats(
                     .collect::<PolarsResult<_>>()?,
                 time_to: targets
                     .iter()
-                    .map(|&target| time_to_accuracy(&run.evals, target))
+                    .map(|&target| {
+                        let reached = time_to_accuracy(&run.evals, target)?;
+                        Ok(reached
+                            .map(|r| Reached { wall_s: r.wall_s.filter(|_| resumed_from.is_none()), ..r }))
+                    })
                     .collect::<PolarsResult<_>>()?,
                 stop_reason: info.stop_reason.clone(),
                 final_weights_sha256: info.final_weights_sha256.clone(),

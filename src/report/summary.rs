@@ -39,6 +39,14 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
         "A round is K client updates (K = active_jobs). Speed-up and efficiency compare a run with \
          the 1-worker run of the same config.\n"
     );
+    if report.runs.iter().any(|s| s.resumed_from.is_some()) {
+        let _ = writeln!(
+            md,
+            "A run resumed from a checkpoint (wall time \"from vN\") is timed from version N on, by the \
+             process that finished it: its speeds cover those versions, it takes no part in a speed-up, \
+             and its times to accuracy give no wall time.\n"
+        );
+    }
     md.push_str(
         "| run | algorithm | workers | wall s | versions | virtual time | ms / version | s / round | updates / s | speed-up | efficiency | final accuracy | stop | CPU kernels | final weights | folder |\n",
     );
@@ -47,11 +55,11 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
     for (s, run) in report.runs.iter().zip(runs) {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.1} | {} | {:.2} | {:.1} | {:.2} | {:.2} | {} | {} | {:.4} (v{}) | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.2} | {:.2} | {} | {} | {:.4} (v{}) | {} | {} | {} | {} |",
             s.label,
             s.algorithm,
             s.workers,
-            s.wall_seconds,
+            s.resumed_from.map_or(format!("{:.1}", s.wall_seconds), |v| format!("{:.1} (from v{v})", s.wall_seconds)),
             s.versions,
             s.virtual_time,
             s.ms_per_version,
@@ -134,8 +142,9 @@ pub fn markdown(report: &Report, runs: &[RunLogs], options: &ReportOptions) -> S
             .runs
             .iter()
             .map(|s| {
-                s.time_to[t].as_ref().map_or("not reached".into(), |r| {
-                    format!("{:.2} (v{}, {:.1} s)", r.virtual_time, r.version, r.wall_s)
+                s.time_to[t].as_ref().map_or("not reached".into(), |r| match r.wall_s {
+                    Some(wall_s) => format!("{:.2} (v{}, {wall_s:.1} s)", r.virtual_time, r.version),
+                    None => format!("{:.2} (v{})", r.virtual_time, r.version),
                 })
             })
             .collect();

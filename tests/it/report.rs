@@ -232,7 +232,10 @@ fn report_numbers_match_hand_computed_values() {
     assert_eq!(at, [Some((0.1, 0)), Some((0.1, 0)), Some((0.25, 5)), Some((0.25, 5)), Some((0.42, 10))]);
     // Time to 0.2: version 5 at virtual time 2.5, 50 s in; 0.3: version 10; 0.5: never.
     let reached = &one.time_to;
-    assert_eq!(reached[0].as_ref().map(|r| (r.virtual_time, r.version, r.wall_s)), Some((2.5, 5, 50.0)));
+    assert_eq!(
+        reached[0].as_ref().map(|r| (r.virtual_time, r.version, r.wall_s)),
+        Some((2.5, 5, Some(50.0)))
+    );
     assert_eq!(reached[1].as_ref().map(|r| (r.virtual_time, r.version)), Some((6.0, 10)));
     assert!(reached[2].is_none());
     assert!(close(one.final_accuracy, 0.42) && one.final_version == 10);
@@ -268,6 +271,33 @@ fn report_numbers_match_hand_computed_values() {
         "| run | dispatched | applied | dropped_stale | cancelled | refused | timed_out | went_offline | missed_deadline | open |",
         "| alpha, workers 1 | 10 | 8 | 0 | 1 | 0 | 0 | 1 | 0 | 0 |",
         "(timeline.png)",
+    ] {
+        assert!(summary.contains(expected), "summary.md lacks {expected:?}:\n{summary}");
+    }
+}
+
+#[test]
+fn a_resumed_run_is_timed_from_its_checkpoint_and_takes_no_part_in_a_speed_up() {
+    let root = scratch("report-resumed");
+    let runs = &hand_runs(&root)[..2];
+    // The 2-worker run was resumed from version 4: its 40 s made versions 5 to 10 (8 updates).
+    let info_file = runs[1].join("run.json");
+    let mut info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&info_file).unwrap()).unwrap();
+    info["resumed_from_version"] = 4.into();
+    std::fs::write(&info_file, info.to_string()).unwrap();
+    let report = report::write(runs, &options(root.join("report"))).unwrap();
+    let resumed = &report.runs[1];
+    assert_eq!(resumed.resumed_from, Some(4));
+    assert!(close(resumed.ms_per_version, 40_000.0 / 6.0), "{}", resumed.ms_per_version);
+    assert!(close(resumed.updates_per_second, 0.2));
+    assert_eq!((resumed.speedup, resumed.efficiency), (None, None));
+    assert_eq!(resumed.time_to[0].as_ref().map(|r| (r.version, r.wall_s)), Some((5, None)));
+    let summary = std::fs::read_to_string(&report.summary).unwrap();
+    for expected in [
+        "| alpha, workers 2 | async_fl | 2 | 40.0 (from v4) | 10 | 6.00 | 6666.7 | 20.00 | 0.20 | - | - |",
+        "| 0.2 | 2.50 (v5, 50.0 s) | 2.50 (v5) |",
+        "is timed from version N on",
     ] {
         assert!(summary.contains(expected), "summary.md lacks {expected:?}:\n{summary}");
     }

@@ -370,20 +370,18 @@ fn checkpoint_settings(config: &Config, device: tch::Device) -> CheckpointSettin
     }
 }
 
-/// Pins the CPU kernels where the config asks (re-executing this process before libtorch
-/// starts) and resolves the device.
+/// Sets what libtorch's libraries read when they load (the CPU kernel pins, the OpenMP wait
+/// policy) by re-executing this process where they are missing, and resolves the device.
 fn start_runtime(config: &Config) -> Result<tch::Device> {
-    match (config.cpu_kernels, runtime::avx2_pinned()) {
-        // Before libtorch starts: the pins are read when its libraries load.
-        (CpuKernels::Avx2, false) => {
-            return Err(anyhow::Error::new(runtime::restart_pinned_to_avx2())
-                .context("restarting with the CPU kernels pinned to AVX2 (run.cpu_kernels = \"avx2\")"))
-        }
-        (CpuKernels::Native, true) => anyhow::bail!(
+    let missing = runtime::start_env_missing(config.cpu_kernels == CpuKernels::Avx2, config.server_threads);
+    if !missing.is_empty() {
+        return Err(runtime::restart_with(&missing));
+    }
+    if config.cpu_kernels == CpuKernels::Native && runtime::avx2_pinned() {
+        anyhow::bail!(
             "run.cpu_kernels = \"native\", but this process has the AVX2 pins set ({}); unset them, or set run.cpu_kernels = \"avx2\" (a sweep runs all its points with one setting)",
             runtime::AVX2_PINS.map(|(k, v)| format!("{k}={v}")).join(" ")
-        ),
-        _ => {}
+        );
     }
     Ok(config.device.parse::<DeviceChoice>()?.resolve()?)
 }
@@ -493,6 +491,7 @@ fn carry_out(
         cpu_vector_extensions: Some(runtime::cpu_vector_extensions().to_owned()),
         cpu_capability: Some(runtime::cpu_capability()),
         cpu_kernels: Some(format!("{:?}", config.cpu_kernels).to_lowercase()),
+        omp_wait_policy: runtime::omp_wait_policy(),
         workers: config.workers,
         cohort_size: cohorts.cohort_size,
         concurrent_cohorts: Some(cohorts.concurrent_cohorts),

@@ -41,8 +41,9 @@ struct SweepFile {
 pub struct Point {
     pub config: PathBuf,
     pub overrides: Vec<String>,
-    /// The point's run.cpu_kernels, read when its config was checked.
+    /// The point's run.cpu_kernels and run.server_threads, read when its config was checked.
     pub cpu_kernels: crate::config::CpuKernels,
+    pub server_threads: usize,
 }
 
 /// Reads a sweep file and validates every point's config before anything runs.
@@ -80,7 +81,12 @@ pub fn load(path: &Path) -> Result<(String, Vec<Point>)> {
             let overrides: Vec<String> = fixed.iter().chain(combo).cloned().collect();
             let checked = Config::load(&config, &overrides)
                 .with_context(|| format!("sweep point {} {}", config.display(), overrides.join(" ")))?;
-            points.push(Point { config: config.clone(), overrides, cpu_kernels: checked.cpu_kernels });
+            points.push(Point {
+                config: config.clone(),
+                overrides,
+                cpu_kernels: checked.cpu_kernels,
+                server_threads: checked.server_threads,
+            });
         }
     }
     let name =
@@ -99,8 +105,9 @@ pub struct Sweep {
 
 impl Sweep {
     /// Loads a sweep file and makes every check that can fail before a point runs. Where the
-    /// points pin the CPU kernels this restarts the process with the pins (so call it before
-    /// anything starts that a restart would lose, such as MPI).
+    /// points pin the CPU kernels or run several server threads this restarts the process with
+    /// what libtorch must find when it loads (so call it before anything starts that a restart
+    /// would lose, such as MPI).
     pub fn prepare(path: &Path, out: Option<PathBuf>, report: Option<PathBuf>) -> Result<Sweep> {
         let (name, points) = load(path)?;
         let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&name));
@@ -112,9 +119,14 @@ impl Sweep {
             "{}: points differ in run.cpu_kernels; a sweep runs them in one process, so give them one value",
             path.display()
         );
-        if kernels.contains(&crate::config::CpuKernels::Avx2) && !crate::runtime::avx2_pinned() {
-            return Err(anyhow::Error::new(crate::runtime::restart_pinned_to_avx2())
-                .context("restarting with the CPU kernels pinned to AVX2 (run.cpu_kernels = \"avx2\")"));
+        // And what libtorch reads when it loads is set once, before the first point.
+        let server_threads = points.iter().map(|p| p.server_threads).max().unwrap_or(1);
+        let missing = crate::runtime::start_env_missing(
+            kernels.contains(&crate::config::CpuKernels::Avx2),
+            server_threads,
+        );
+        if !missing.is_empty() {
+            return Err(crate::runtime::restart_with(&missing));
         }
         // Folders that cannot be used fail now, not after every point has trained.
         for (flag, folder) in [("--out", &out), ("--report", &report)] {

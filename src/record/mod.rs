@@ -58,6 +58,11 @@ pub struct RunInfo {
     /// run.cpu_kernels: "native", or "avx2" (pinned in libtorch, MKL and oneDNN).
     #[serde(default)]
     pub cpu_kernels: Option<String>,
+    /// OMP_WAIT_POLICY as the run found it (None: libgomp's default; fedsim sets "PASSIVE"
+    /// where run.server_threads > 1 and the environment names no policy). It never changes
+    /// results, only how fast idle libtorch threads give their cores back.
+    #[serde(default)]
+    pub omp_wait_policy: Option<String>,
     pub workers: usize,
     /// Tasks per cohort and cohorts trained at once, as resolved (runs from before cohorts
     /// trained every task alone: 1, and `workers` at once).

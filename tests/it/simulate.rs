@@ -632,6 +632,41 @@ fn cpu_kernels_pinned_to_avx2_are_used_and_recorded() {
     assert_eq!(run("1", "one"), run("2", "two"));
 }
 
+/// With more than one server thread fedsim restarts with OMP_WAIT_POLICY=PASSIVE unless the
+/// environment names a policy, and records the policy in run.json; the policy never changes
+/// results.
+#[test]
+fn several_server_threads_wait_passively_unless_told_otherwise() {
+    let dir = scratch("wait-policy");
+    let config_path = dir.join("threads.toml");
+    std::fs::write(&config_path, small("async_fl", "buffer_size = 2\nserver_lr = 0.5")).unwrap();
+    let run = |threads: usize, policy: Option<&str>, out: &str| {
+        let out = dir.join(out);
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fedsim"));
+        command
+            .args(["run", config_path.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(["--set", &format!("run.server_threads={threads}")])
+            .current_dir(crate::repo());
+        match policy {
+            Some(policy) => command.env("OMP_WAIT_POLICY", policy),
+            None => command.env_remove("OMP_WAIT_POLICY"),
+        };
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let run = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+        (info["omp_wait_policy"].clone(), info["final_weights_sha256"].as_str().unwrap().to_owned())
+    };
+    let (policy, passive) = run(2, None, "unset");
+    assert_eq!(policy, "PASSIVE");
+    let (policy, active) = run(2, Some("ACTIVE"), "active");
+    assert_eq!(policy, "ACTIVE", "a policy the environment names is kept");
+    assert_eq!(active, passive, "the wait policy changes no result");
+    let (policy, _) = run(1, None, "one-thread");
+    assert!(policy.is_null(), "one server thread: no restart, libgomp's default ({policy})");
+}
+
 /// Ctrl-C (SIGINT) ends a run at its next step: its tables, run.json and a checkpoint are
 /// written, the stop reason says so, and the command fails so that a sweep does not go on.
 #[test]

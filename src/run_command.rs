@@ -373,10 +373,7 @@ fn checkpoint_settings(config: &Config, device: tch::Device) -> CheckpointSettin
 /// Sets what libtorch's libraries read when they load (the CPU kernel pins, the OpenMP wait
 /// policy) by re-executing this process where they are missing, and resolves the device.
 fn start_runtime(config: &Config) -> Result<tch::Device> {
-    let missing = runtime::start_env_missing(config.cpu_kernels == CpuKernels::Avx2, config.server_threads);
-    if !missing.is_empty() {
-        return Err(runtime::restart_with(&missing));
-    }
+    runtime::restart_unless_set_for_libtorch(config.cpu_kernels == CpuKernels::Avx2, config.server_threads)?;
     if config.cpu_kernels == CpuKernels::Native && runtime::avx2_pinned() {
         anyhow::bail!(
             "run.cpu_kernels = \"native\", but this process has the AVX2 pins set ({}); unset them, or set run.cpu_kernels = \"avx2\" (a sweep runs all its points with one setting)",

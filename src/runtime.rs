@@ -258,10 +258,12 @@ pub fn omp_wait_policy() -> Option<String> {
     std::env::var(PASSIVE_WAIT.0).ok()
 }
 
-/// What this process's environment lacks before libtorch starts: the AVX2 pins where they are
-/// asked for, and the passive wait policy where libtorch will run more than one thread and the
-/// environment names no policy (one it names is kept). Both are read when the libraries load.
-pub fn start_env_missing(pin_avx2: bool, server_threads: usize) -> Vec<(&'static str, &'static str)> {
+/// Makes sure what libtorch's libraries read when they load is in this process's environment:
+/// the AVX2 pins where they are asked for, and the passive wait policy where libtorch will run
+/// more than one thread and the environment names no policy (one it names is kept). Where
+/// something is missing this restarts the process with it and returns only if that fails.
+/// Call before anything touches libtorch.
+pub fn restart_unless_set_for_libtorch(pin_avx2: bool, server_threads: usize) -> anyhow::Result<()> {
     let mut missing = Vec::new();
     if pin_avx2 && !avx2_pinned() {
         missing.extend(AVX2_PINS);
@@ -269,20 +271,17 @@ pub fn start_env_missing(pin_avx2: bool, server_threads: usize) -> Vec<(&'static
     if server_threads > 1 && omp_wait_policy().is_none() {
         missing.push(PASSIVE_WAIT);
     }
-    missing
-}
-
-/// Restarts this process with `env` added to its environment (see [`start_env_missing`]);
-/// returns only on failure. Call before anything touches libtorch.
-pub fn restart_with(env: &[(&str, &str)]) -> anyhow::Error {
+    if missing.is_empty() {
+        return Ok(());
+    }
     use std::os::unix::process::CommandExt;
     let mut args = std::env::args_os();
     let argv0 = args.next().unwrap_or_default();
     let program = std::env::current_exe().map_or(argv0, Into::into);
-    let error = std::process::Command::new(program).args(args).envs(env.iter().copied()).exec();
-    let pairs: Vec<String> = env.iter().map(|(key, value)| format!("{key}={value}")).collect();
-    anyhow::Error::new(error)
-        .context(format!("restarting fedsim with {} set before libtorch loads", pairs.join(" ")))
+    let error = std::process::Command::new(program).args(args).envs(missing.iter().copied()).exec();
+    let pairs: Vec<String> = missing.iter().map(|(key, value)| format!("{key}={value}")).collect();
+    Err(anyhow::Error::new(error)
+        .context(format!("restarting fedsim with {} set before libtorch loads", pairs.join(" "))))
 }
 
 /// A device in words, e.g. `cpu` or `cuda:0 (NVIDIA H100 80GB HBM3)`.

@@ -121,13 +121,10 @@ impl Sweep {
         );
         // And what libtorch reads when it loads is set once, before the first point.
         let server_threads = points.iter().map(|p| p.server_threads).max().unwrap_or(1);
-        let missing = crate::runtime::start_env_missing(
+        crate::runtime::restart_unless_set_for_libtorch(
             kernels.contains(&crate::config::CpuKernels::Avx2),
             server_threads,
-        );
-        if !missing.is_empty() {
-            return Err(crate::runtime::restart_with(&missing));
-        }
+        )?;
         // Folders that cannot be used fail now, not after every point has trained.
         for (flag, folder) in [("--out", &out), ("--report", &report)] {
             anyhow::ensure!(

@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
-# The prepared GPU check (issue 10), one call on a GPU machine with only the carried .gpu/
-# (scripts/gpu-pack.sh) or a built target/release/fedsim, and python3 with torch 2.11.0 for
-# libtorch. Within about 8 minutes: `fedsim info`; the FedAvg round benchmark for ResNet-18 at
-# cohort sizes 1, 10, 25, 50 and 100; the distillation benchmark (ngf 128, 8 teachers, one by
-# one and stacked);
-# fedbuff-resnet18 for 200 versions at 1 and 4 workers, whose hashes must agree; then one
-# summary table. First, on the machine's CPU, the reproducible mode across machines (issue
-# 12): the quickstart for 200 versions with the CPU kernels pinned to AVX2 must end at the hash
-# the development machine (AMD EPYC, AVX-512) gave. Without CUDA it says so, runs a small CPU
-# round instead, and exits 0.
-# Logs go to $OUT (the device tool's folder) or /tmp/gpu-check.
+# The prepared GPU check (issue 26): one call on a GPU machine that has python3 with torch
+# 2.11.0 and no Rust, with the carried .gpu/ (scripts/gpu-pack.sh) or a built
+# target/release/fedsim.
+#
+#   scripts/gpu-check.sh check [BUDGET_S]   correctness, speed and the pinned-CPU hash
+#   scripts/gpu-check.sh rows [BUDGET_S]    the published table's rows (FedAvg, FedBuff,
+#                                           FedRevive; ResNet-18, seed 10, 200 time units)
+#
+# Every stage runs under its own time limit (and the whole under BUDGET_S, default 420 s:
+# a stage gets what is left when its own limit would overrun it) and the script goes on after
+# a failure, whose log tail it prints; "failed", "timed out" or "skipped (no time)" then stands
+# in the table. A run stopped by its limit gets SIGINT first, so it writes its tables and
+# checkpoint as after Ctrl-C. Results: $OUT (the device tool's folder) or /tmp/gpu-check gets
+# summary-MODE.md and gpu-check-MODE.tar.gz (logs, and run directories without weights or
+# checkpoints). Without CUDA it says so, runs a small CPU round instead, and exits 0.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+mode="${1:-check}"
+budget="${2:-420}"
+case "$mode" in check | rows) ;; *) echo "gpu-check: unknown mode '$mode' (check or rows)"; exit 2 ;; esac
 out="${OUT:-/tmp/gpu-check}"
-mkdir -p "$out"
+work=/tmp/gpu-check-work/$mode
+rm -rf "$work" && mkdir -p "$out" "$work/logs" "$work/runs"
 started=$(date +%s)
 
-# libtorch: the wheel's own (the binary's rpath points at this machine's .venv otherwise).
+# libtorch: the machine's torch wheel (the binary's rpath names the build machine's .venv).
 torch_lib="$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null || true)"
-[ -d .venv/libtorch/lib ] && torch_lib="${torch_lib:-$(readlink -f .venv/libtorch/lib)}"
+[ -z "$torch_lib" ] && [ -d .venv/libtorch/lib ] && torch_lib="$(readlink -f .venv/libtorch/lib)"
 export LD_LIBRARY_PATH="${torch_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 if [ -f .gpu/fedsim.gz ]; then
@@ -28,69 +36,166 @@ else
     fedsim=target/release/fedsim
 fi
 [ -x "$fedsim" ] || { echo "gpu-check: no fedsim binary (run scripts/gpu-pack.sh here first)"; exit 1; }
+# Shared libraries: libtorch from the wheel; fontconfig and freetype (report figures) from the
+# system, else the copies gpu-pack.sh carries in .gpu/lib.
+# Only the missing ones are added (the machine's own stay first), and then what they load.
+for round in 1 2 3; do
+    missing=$(ldd "$fedsim" | awk '/not found/ { print $1 }')
+    [ -n "$missing" ] && [ -d .gpu/lib ] || break
+    mkdir -p /tmp/gpu-check-lib
+    for lib in $missing; do [ -f ".gpu/lib/$lib" ] && cp ".gpu/lib/$lib" /tmp/gpu-check-lib/; done
+    echo "gpu-check: carried in: $(echo $missing)"
+    case ":$LD_LIBRARY_PATH:" in *:/tmp/gpu-check-lib:*) ;; *) export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:/tmp/gpu-check-lib" ;; esac
+done
+ldd "$fedsim" > "$work/logs/ldd.log" 2>&1
+if grep 'not found' "$work/logs/ldd.log"; then echo "gpu-check: the binary lacks the libraries above"; fi
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$work/logs/nvidia-smi.log" 2>&1
+cat "$work/logs/nvidia-smi.log"
+
 source_tar=""
 [ -f .gpu/cifar10-jpeg.tar.gz ] && source_tar="--from .gpu/cifar10-jpeg.tar.gz"
 # shellcheck disable=SC2086
-"$fedsim" data prepare $source_tar > "$out/prepare.log" 2>&1 || { cat "$out/prepare.log"; exit 1; }
+"$fedsim" data prepare $source_tar > "$work/logs/prepare.log" 2>&1 || { cat "$work/logs/prepare.log"; exit 1; }
+"$fedsim" info | tee "$work/logs/info.log"
 
-"$fedsim" info | tee "$out/info.log"
+# GPU utilisation each second (SM and memory %, in logs/dmon.log): launch-bound or busy.
+nvidia-smi dmon -s u -d 1 -o T > "$work/logs/dmon.log" 2>&1 &
+dmon=$!
 
-# The reproducible mode on another machine's CPU: the hash of the development machine (an
-# Intel Xeon with AVX-512).
-expected_pinned=fbd03a2cd6140027d800a1bba8b5d0009f0d8c3ba9405f2075f01293acbcad52
-"$fedsim" run sim-configs/quickstart.toml --set 'run.cpu_kernels="avx2"' --set run.device='"cpu"' \
-    --set stop.max_versions=200 --workers 8 --out "$out/runs" > "$out/pinned-cpu.log" 2>&1
-pinned=$(sed -n 's/^final weights sha256 //p' "$out/pinned-cpu.log")
-pinned_same="no"; [ "$pinned" = "$expected_pinned" ] && pinned_same="yes"
-echo "gpu-check: quickstart pinned to AVX2 on this CPU ($(grep -m1 '^CPU kernels' "$out/info.log" || echo '?')): ${pinned:-failed}; same as the development machine: $pinned_same"
+rows=()
+row() { rows+=("$(printf '| %-46s | %-9s | %5s | %s |' "$1" "$2" "$3" "$4")"); }
+# stage NAME LIMIT_S COMMAND...: runs COMMAND into logs/NAME.log under min(LIMIT_S, what is
+# left of the budget); sets $status and $seconds, and $log for the caller's result line.
+stage() {
+    local name="$1" limit="$2"
+    shift 2
+    log="$work/logs/$name.log"
+    local left=$((budget - ($(date +%s) - started)))
+    [ "$limit" -gt "$left" ] && limit=$left
+    if [ "$limit" -lt 15 ]; then
+        status="skipped"; seconds=0; echo "no time left" > "$log"
+        echo "gpu-check: $name skipped (no time left)"
+        return 1
+    fi
+    echo "gpu-check: $name (at most $limit s) from $(date +%T)"
+    local t0 rc
+    t0=$(date +%s)
+    timeout -s INT -k 30 "$limit" "$@" > "$log" 2>&1
+    rc=$?
+    seconds=$(($(date +%s) - t0))
+    case $rc in
+        0) status="ok" ;;
+        124 | 137) status="timed out" ;;
+        *) status="failed ($rc)" ;;
+    esac
+    [ $rc -eq 0 ] || { echo "gpu-check: $name $status after $seconds s; its log ends:"; tail -8 "$log"; }
+    [ $rc -eq 0 ]
+}
+hash_of() { sed -n 's/^final weights sha256 //p' "$1"; }
+line_of() { grep -o "$2" "$1" | tail -1; }
+cohorts_of() { grep -m1 '^  cohorts of' "$1" | sed 's/^ *//; s/ (run.cohort_size = [^)]*)//'; }
+run_dir_of() { sed -n 's/^results in //p' "$1" | tail -1; }
 
-if ! grep -q "^CUDA *available" "$out/info.log"; then
+if ! grep -q "^CUDA *available" "$work/logs/info.log"; then
     echo "gpu-check: CUDA is absent here; no GPU figures. A small CPU round instead:"
     "$fedsim" bench round --model convnet --clients 8 --cohort 4 --rounds 1 --device cpu | tee "$out/cpu-round.log"
     exit 0
 fi
 
-rows=()
-row() { rows+=("$(printf '| %-44s | %s |' "$1" "$2")"); }
-row "quickstart pinned to AVX2, this CPU" "hash ${pinned:0:16}; same as the development machine: $pinned_same"
-for cohort in 1 10 25 50 100; do
-    # Cohorts of one are slow: 20 clients show their rate; the rest train full 100-client rounds.
-    clients=100; [ "$cohort" = 1 ] && clients=20
-    log="$out/round-resnet18-g$cohort.log"
-    "$fedsim" bench round --model resnet18 --clients "$clients" --cohort "$cohort" --workers 1 --rounds 1 --device cuda > "$log" 2>&1
-    mean=$(grep '^mean' "$log")
-    per_update=$(sed -n 's/.* \([0-9.]*\) ms per client update.*/\1/p' <<<"$mean")
-    samples=$(sed -n 's/.*updates\/s, \([0-9]*\) samples\/s.*/\1/p' <<<"$mean")
-    memory=$(grep -o '[0-9]* MiB per client in flight' "$log" | tail -1)
-    round_s=$(awk -v ms="${per_update:-nan}" 'BEGIN { printf "%.2f", ms * 100 / 1000 }')
-    row "round ResNet-18, cohort $cohort (100 clients)" "${round_s} s per round, ${samples:-?} samples/s, ${memory:-memory ?}"
-    [ -n "$mean" ] || tail -5 "$log"
-done
-
-for stacked in false true; do
-    log="$out/distill-stacked-$stacked.log"
-    "$fedsim" bench distill --model resnet18 --ngf 128 --teachers 8 --repeats 3 --stacked "$stacked" --device cuda > "$log" 2>&1
-    how="one by one"; [ "$stacked" = true ] && how="stacked"
-    row "distillation ResNet-18, ngf 128, 8 teachers $how" "$(grep -o 'mean [0-9.]* ms per arrival' "$log" || tail -1 "$log")"
-done
-
-hashes=()
-for workers in 1 4; do
-    log="$out/fedbuff-w$workers.log"
-    "$fedsim" run sim-configs/fedbuff-resnet18.toml --workers "$workers" --set stop.max_versions=200 --out "$out/runs" > "$log" 2>&1
-    hash=$(sed -n 's/^final weights sha256 //p' "$log")
-    hashes+=("${hash:-none}")
-    cohorts=$(grep -o 'cohorts of [0-9]* task.*at once' "$log" | head -1)
-    speed=$(grep -o '[0-9.]* client updates/s' "$log" | tail -1)
-    row "fedbuff-resnet18, 200 versions, $workers workers" "${speed:-failed}; ${cohorts}; hash ${hash:0:16}"
-    [ -n "$hash" ] || tail -5 "$log"
-done
-same="no"; [ "${hashes[0]}" = "${hashes[1]}" ] && [ "${hashes[0]}" != none ] && same="yes"
-row "identical hashes at 1 and 4 workers" "$same"
-row "gpu-check wall time" "$(( $(date +%s) - started )) s"
+if [ "$mode" = check ]; then
+    # Correctness: one hash for 1 and 4 workers, at cohort sizes 1 and 8 (the ConvNet quickstart).
+    declare -A hashes
+    for cohort in 1 8; do
+        for workers in 1 4; do
+            name="quickstart-g$cohort-w$workers"
+            stage "$name" 90 "$fedsim" run sim-configs/quickstart.toml --workers "$workers" \
+                --set run.device='"cuda"' --set run.cohort_size="$cohort" --set stop.max_versions=200 \
+                --out "$work/runs/$name"
+            hashes[$name]=$(hash_of "$log")
+            row "quickstart, 200 versions, cohort $cohort, $workers workers" "$status" "$seconds" \
+                "hash ${hashes[$name]:0:16}; $(line_of "$log" 'final accuracy [0-9.]*'); $(line_of "$log" '[0-9.]* client updates/s')"
+        done
+        same="no"
+        [ -n "${hashes[quickstart-g$cohort-w1]}" ] && [ "${hashes[quickstart-g$cohort-w1]}" = "${hashes[quickstart-g$cohort-w4]}" ] && same="yes"
+        row "  one hash for 1 and 4 workers, cohort $cohort" "$same" "" ""
+    done
+    # Cohort 8 against cohort 1 after 200 versions (informative: rounding grows over a run).
+    a=$(run_dir_of "$work/logs/quickstart-g1-w1.log"); b=$(run_dir_of "$work/logs/quickstart-g8-w1.log")
+    if [ -f "$a/final.safetensors" ] && [ -f "$b/final.safetensors" ]; then
+        diff=$(python3 -c '
+import sys, numpy as np
+from safetensors.numpy import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+x = np.concatenate([a[k].ravel() for k in sorted(a)]); y = np.concatenate([b[k].ravel() for k in sorted(a)])
+print(f"{np.abs(x - y).max() / np.abs(x).max():.2e}")' "$a/final.safetensors" "$b/final.safetensors" 2>&1 | tail -1)
+        row "  final weights, cohort 8 against 1" "" "" "max difference $diff of the largest weight"
+    fi
+    # The cohort contract on the device: each client's delta stacked against alone.
+    for model in convnet resnet18; do
+        stage "cohort-$model" 60 "$fedsim" bench cohort --model "$model" --clients 8 --device cuda
+        row "cohort of 8 against alone, $model" "$status" "$seconds" "$(line_of "$log" 'max relative delta difference [^;]*')"
+    done
+    # FedRevive past both gates (synthesis from version 5, KD from version 11, L_adv from the
+    # 20th synthesis call), distilling on the device with ResNet-18 and ngf 128.
+    stage fedrevive-resnet18 150 "$fedsim" run sim-configs/fedrevive-resnet18.toml --set stop.max_versions=60 \
+        --set kd.freeze_rounds=5 --set kd.warmup_rounds=10 --set dfkd.adv_after=20 --out "$work/runs/fedrevive"
+    row "fedrevive-resnet18, 60 versions, gates 5/10/20" "$status" "$seconds" \
+        "$(line_of "$log" 'final accuracy [0-9.]*'); $(line_of "$log" 'server [0-9.]* s'); $(cohorts_of "$log")"
+    # Speed: the FedAvg round (target: 100 ResNet-18 clients in at most 0.5 s).
+    for cohort in 1 10 25 50 100; do
+        clients=100; [ "$cohort" = 1 ] && clients=20
+        stage "round-resnet18-g$cohort" 60 "$fedsim" bench round --model resnet18 --clients "$clients" \
+            --cohort "$cohort" --workers 1 --rounds 1 --device cuda
+        mean=$(grep '^mean' "$log")
+        per_update=$(sed -n 's/.* \([0-9.]*\) ms per client update.*/\1/p' <<<"$mean")
+        round_s=$(awk -v ms="${per_update:-nan}" 'BEGIN { printf "%.3f", ms * 100 / 1000 }')
+        row "round ResNet-18, cohort $cohort" "$status" "$seconds" \
+            "${round_s} s per 100 clients; $(line_of "$log" '[0-9]* samples/s'); $(line_of "$log" '[0-9]* MiB per client in flight')"
+    done
+    # FedRevive's server step (target: at most 150 ms per arrival).
+    for stacked in false true; do
+        how="one by one"; [ "$stacked" = true ] && how="stacked"
+        stage "distill-stacked-$stacked" 60 "$fedsim" bench distill --model resnet18 --ngf 128 --teachers 8 \
+            --repeats 3 --stacked "$stacked" --device cuda
+        row "distillation, ngf 128, 8 teachers $how" "$status" "$seconds" "$(line_of "$log" 'mean [0-9.]* ms per arrival')"
+    done
+    # FedBuff with ResNet-18 (target: 150 client updates/s), and one hash for 1 and 4 workers.
+    for workers in 1 4; do
+        stage "fedbuff-resnet18-w$workers" 90 "$fedsim" run sim-configs/fedbuff-resnet18.toml --workers "$workers" \
+            --set stop.max_versions=200 --out "$work/runs/fedbuff-w$workers"
+        hashes[fedbuff-w$workers]=$(hash_of "$log")
+        row "fedbuff-resnet18, 200 versions, $workers workers" "$status" "$seconds" \
+            "$(line_of "$log" '[0-9.]* client updates/s'); $(cohorts_of "$log"); $(line_of "$log" 'peak [0-9.]* GiB'); hash ${hashes[fedbuff-w$workers]:0:16}"
+    done
+    same="no"
+    [ -n "${hashes[fedbuff-w1]}" ] && [ "${hashes[fedbuff-w1]}" = "${hashes[fedbuff-w4]}" ] && same="yes"
+    row "  one hash for 1 and 4 workers, FedBuff ResNet-18" "$same" "" ""
+    # The reproducible mode on this machine's CPU: the development machine's hash (an Intel
+    # Xeon with AVX-512) for the quickstart's first 200 versions.
+    expected_pinned=fbd03a2cd6140027d800a1bba8b5d0009f0d8c3ba9405f2075f01293acbcad52
+    stage pinned-cpu 150 "$fedsim" run sim-configs/quickstart.toml --set 'run.cpu_kernels="avx2"' \
+        --set run.device='"cpu"' --set stop.max_versions=200 --workers 8 --out "$work/runs/pinned"
+    pinned=$(hash_of "$log")
+    same="no"; [ "$pinned" = "$expected_pinned" ] && same="yes"
+    row "quickstart pinned to AVX2 on this CPU" "$status" "$seconds" \
+        "hash ${pinned:0:16}; same as the development machine: $same; $(grep -m1 '^CPU kernels' "$work/logs/info.log")"
+else
+    # The published rows (FEDREVIVE.md section 6), seed 10, 200 time units; FedRevive for what
+    # is left (stopped by SIGINT, it records how far it came).
+    stage fedavg-resnet18 150 "$fedsim" run sim-configs/fedavg-resnet18.toml --out "$work/runs/rows"
+    row "FedAvg ResNet-18, 200 time units" "$status" "$seconds" "$(grep -m1 '^stopped' "$log")"
+    stage fedbuff-resnet18 300 "$fedsim" run sim-configs/fedbuff-resnet18.toml --out "$work/runs/rows"
+    row "FedBuff ResNet-18, 200 time units" "$status" "$seconds" "$(grep -m1 '^stopped' "$log")"
+    stage fedrevive-resnet18 600 "$fedsim" run sim-configs/fedrevive-resnet18.toml --out "$work/runs/rows"
+    row "FedRevive ResNet-18, 200 time units (or less)" "$status" "$seconds" "$(grep -m1 '^stopped' "$log")"
+fi
+kill "$dmon" 2>/dev/null
+row "gpu-check $mode, wall time" "" "$(($(date +%s) - started))" ""
 
 {
-    echo "| check | result |"
-    echo "| --- | --- |"
+    echo "| check | status | s | result |"
+    echo "| --- | --- | --- | --- |"
     printf '%s\n' "${rows[@]}"
-} | tee "$out/summary.md"
+} | tee "$out/summary-$mode.md"
+cp "$out/summary-$mode.md" "$work/"
+tar -C "$work" --exclude='*.safetensors' -czf "$out/gpu-check-$mode.tar.gz" . && ls -la "$out"

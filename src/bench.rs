@@ -358,3 +358,82 @@ fn round_with<W: TorchWeights>(dirs: &DataDirs, o: &RoundOptions, device: tch::D
     );
     Ok(())
 }
+
+/// What `fedsim bench cohort` runs.
+#[derive(clap::Args, Debug)]
+pub struct CohortOptions {
+    #[arg(long, default_value = "convnet")]
+    pub model: ModelKind,
+    /// Clients in the cohort (each also trained alone).
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 25)]
+    pub local_iters: usize,
+    #[arg(long, default_value_t = 10)]
+    pub seed: u64,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// The bound the README states for a stacked client's delta against its delta alone (max
+/// |cohort - alone| / max |alone|), which tests/it/cohort.rs holds on CPU.
+pub const COHORT_TOLERANCE: f64 = 1e-4;
+
+/// Trains `clients` reference jobs from one base as one stacked cohort and each alone, on the
+/// device a run would use, and compares every client's delta: the cohort contract checked
+/// where it matters most, on a GPU. Fails when a client is outside [`COHORT_TOLERANCE`].
+pub fn cohort(dirs: &DataDirs, o: &CohortOptions) -> Result<()> {
+    use crate::nn::cohort::{train_cohort, Member};
+    anyhow::ensure!(o.clients > 0 && o.local_iters > 0, "--clients and --local-iters must be at least 1");
+    let device = o.device.resolve()?;
+    let dataset = load_dataset(dirs, DatasetKind::Cifar10, device)?;
+    let (shards, spec) = reference_jobs(&dataset, o.clients, o.model, o.local_iters, 32, o.seed)?;
+    let (mean, std) = DatasetKind::Cifar10.normalization();
+    let normalize = Normalize::new(&mean, &std, device);
+    let ctx = TrainContext { data: &dataset.train, normalize: &normalize, device };
+    let base = initial_weights(o.model, spec.input, o.seed);
+    let task_rng = |c: usize| rng::stream(o.seed, Purpose::TrainTask, c as u64);
+    println!(
+        "cohort against alone: {} clients of {}, {} Adam steps of batch 32, on {}{}",
+        o.clients,
+        o.model,
+        o.local_iters,
+        runtime::describe(device),
+        if runtime::deterministic_algorithms() { ", deterministic algorithms" } else { "" }
+    );
+    // Warm-up (kernel selection, allocator) outside the timings.
+    train_local(&spec, &base, &shards.shards[0], &ctx, &mut task_rng(0))?;
+    let started = Instant::now();
+    let alone = (0..o.clients)
+        .map(|c| train_local(&spec, &base, &shards.shards[c], &ctx, &mut task_rng(c)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let alone_s = started.elapsed().as_secs_f64();
+    let members =
+        (0..o.clients).map(|c| Member { base: &base, shard: &shards.shards[c], rng: task_rng(c) }).collect();
+    let started = Instant::now();
+    let stacked = train_cohort(&spec, members, &ctx)?;
+    let stacked_s = started.elapsed().as_secs_f64();
+    let mut worst = 0f64;
+    for (c, (s, a)) in stacked.iter().zip(&alone).enumerate() {
+        let scale = a.delta.iter().fold(0f32, |m, d| m.max(d.abs())) as f64;
+        let diff = s.delta.iter().zip(&a.delta).fold(0f32, |m, (x, y)| m.max((x - y).abs())) as f64;
+        let relative = diff / scale.max(1e-12);
+        worst = worst.max(relative);
+        println!(
+            "  client {c}: loss {:.4} -> {:.4} alone, {:.4} -> {:.4} stacked; delta difference {relative:.2e} of its scale",
+            a.first_loss, a.last_loss, s.first_loss, s.last_loss
+        );
+    }
+    println!(
+        "max relative delta difference {worst:.2e} (bound {COHORT_TOLERANCE:.0e}): {}; alone {:.3} s, stacked {:.3} s ({:.1}x)",
+        if worst < COHORT_TOLERANCE { "within" } else { "OUTSIDE" },
+        alone_s,
+        stacked_s,
+        alone_s / stacked_s.max(1e-9)
+    );
+    anyhow::ensure!(
+        worst < COHORT_TOLERANCE,
+        "a stacked client's delta differs from its delta alone by {worst:.2e} of its scale, above the README's bound {COHORT_TOLERANCE:.0e}"
+    );
+    Ok(())
+}

@@ -165,6 +165,9 @@ enum BenchCommand {
     /// models) on W workers, as a run trains them; prints seconds per round and samples per
     /// second, and on a GPU the memory per client.
     Round(crate::bench::RoundOptions),
+    /// Train N reference jobs from one base as one stacked cohort and each alone, and compare
+    /// each client's delta against the README's bound (the cohort contract on this device).
+    Cohort(crate::bench::CohortOptions),
     /// Time client local updates (the reference's job: 25 Adam steps of batch 32 on a
     /// 350-sample Dirichlet shard) and check that a repeated task gives the same delta.
     LocalUpdate {
@@ -263,6 +266,7 @@ fn run(cli: Cli) -> Result<()> {
             crate::bench::local_update(&dirs, model, dataset, repeats, local_iters, batch_size, seed, device)
         }
         Command::Bench { command: BenchCommand::Round(options) } => crate::bench::round(&dirs, &options),
+        Command::Bench { command: BenchCommand::Cohort(options) } => crate::bench::cohort(&dirs, &options),
     }
 }
 

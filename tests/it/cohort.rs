@@ -90,3 +90,16 @@ fn the_round_benchmark_trains_cohorts_and_refuses_empty_ones() {
     assert_eq!(code, 2);
     assert!(stderr.contains("--cohort") && stderr.contains("at least 1"), "{stderr}");
 }
+
+#[test]
+fn the_cohort_benchmark_compares_each_client_with_training_alone() {
+    let args = ["bench", "cohort", "--clients", "3", "--local-iters", "3", "--device", "cpu"];
+    let (code, stdout, stderr) = crate::fedsim(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("cohort against alone: 3 clients of convnet"), "{stdout}");
+    assert_eq!(stdout.matches("  client ").count(), 3, "{stdout}");
+    assert!(stdout.contains("(bound 1e-4): within"), "{stdout}");
+    let (code, _, stderr) = crate::fedsim(&["bench", "cohort", "--clients", "0", "--device", "cpu"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--clients") && stderr.contains("at least 1"), "{stderr}");
+}

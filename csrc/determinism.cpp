@@ -39,3 +39,16 @@ extern "C" void fedsim_cpu_capability(char* out, int len) {
     out[len - 1] = '\0';
   }
 }
+
+// TF32 on CUDA: libtorch's default computes float32 convolutions with TF32 tensor cores (a
+// 10-bit mantissa). fedsim's float32 is IEEE float32 unless asked otherwise; `on` chooses TF32
+// for convolutions and matrix products alike.
+extern "C" void fedsim_set_tf32(int on) {
+  const auto precision = on != 0 ? at::Float32Precision::TF32 : at::Float32Precision::IEEE;
+  at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV, precision);
+  at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL, precision);
+}
+
+extern "C" int fedsim_tf32_convolutions() {
+  return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV) ? 1 : 0;
+}

@@ -10,7 +10,8 @@
 # Every stage runs under its own time limit (and the whole under BUDGET_S, default 420 s:
 # a stage gets what is left when its own limit would overrun it) and the script goes on after
 # a failure, whose log tail it prints; "failed", "timed out" or "skipped (no time)" then stands
-# in the table. A run stopped by its limit gets SIGINT first, so it writes its tables and
+# in the table. GPU_CHECK_ONLY="NAME ..." runs only the stages named (a rerun of failed ones;
+# names as in logs/). A run stopped by its limit gets SIGINT first, so it writes its tables and
 # checkpoint as after Ctrl-C. Results: $OUT (the device tool's folder) or /tmp/gpu-check gets
 # summary-MODE.md and gpu-check-MODE.tar.gz (logs, and run directories without weights or
 # checkpoints). Without CUDA it says so, runs a small CPU round instead, and exits 0.
@@ -63,13 +64,20 @@ nvidia-smi dmon -s u -d 1 -o T > "$work/logs/dmon.log" 2>&1 &
 dmon=$!
 
 rows=()
-row() { rows+=("$(printf '| %-46s | %-9s | %5s | %s |' "$1" "$2" "$3" "$4")"); }
+# A row for a stage that GPU_CHECK_ONLY left out is not written.
+row() { [ "$2" = "not selected" ] || rows+=("$(printf '| %-46s | %-9s | %5s | %s |' "$1" "$2" "$3" "$4")"); }
+# "yes"/"no" for two hashes, or "not selected" when either stage did not run.
+agree() { if [ -z "$1" ] || [ -z "$2" ]; then [ -n "${GPU_CHECK_ONLY:-}" ] && echo "not selected" || echo "no"; elif [ "$1" = "$2" ]; then echo yes; else echo no; fi; }
 # stage NAME LIMIT_S COMMAND...: runs COMMAND into logs/NAME.log under min(LIMIT_S, what is
 # left of the budget); sets $status and $seconds, and $log for the caller's result line.
 stage() {
     local name="$1" limit="$2"
     shift 2
     log="$work/logs/$name.log"
+    if [ -n "${GPU_CHECK_ONLY:-}" ] && [[ " $GPU_CHECK_ONLY " != *" $name "* ]]; then
+        status="not selected"; seconds=0; : > "$log"
+        return 1
+    fi
     local left=$((budget - ($(date +%s) - started)))
     [ "$limit" -gt "$left" ] && limit=$left
     if [ "$limit" -lt 15 ]; then
@@ -115,9 +123,8 @@ if [ "$mode" = check ]; then
             row "quickstart, 200 versions, cohort $cohort, $workers workers" "$status" "$seconds" \
                 "hash ${hashes[$name]:0:16}; $(line_of "$log" 'final accuracy [0-9.]*'); $(line_of "$log" '[0-9.]* client updates/s')"
         done
-        same="no"
-        [ -n "${hashes[quickstart-g$cohort-w1]}" ] && [ "${hashes[quickstart-g$cohort-w1]}" = "${hashes[quickstart-g$cohort-w4]}" ] && same="yes"
-        row "  one hash for 1 and 4 workers, cohort $cohort" "$same" "" ""
+        row "  one hash for 1 and 4 workers, cohort $cohort" \
+            "$(agree "${hashes[quickstart-g$cohort-w1]}" "${hashes[quickstart-g$cohort-w4]}")" "" ""
     done
     # Cohort 8 against cohort 1 after 200 versions (informative: rounding grows over a run).
     a=$(run_dir_of "$work/logs/quickstart-g1-w1.log"); b=$(run_dir_of "$work/logs/quickstart-g8-w1.log")
@@ -142,22 +149,28 @@ print(f"{np.abs(x - y).max() / np.abs(x).max():.2e}")' "$a/final.safetensors" "$
     row "fedrevive-resnet18, 60 versions, gates 5/10/20" "$status" "$seconds" \
         "$(line_of "$log" 'final accuracy [0-9.]*'); $(line_of "$log" 'server [0-9.]* s'); $(cohorts_of "$log")"
     # Speed: the FedAvg round (target: 100 ResNet-18 clients in at most 0.5 s).
-    for cohort in 1 10 25 50 100; do
+    # IEEE float32 (what runs use), and at cohort 100 TF32 too; a training image costs about
+    # 3.3 GFLOP (ResNet-18 on 32x32: 0.56 GMAC forward, backward twice that).
+    for variant in 1 10 25 50 100 100-tf32; do
+        cohort=${variant%-tf32}; tf32=""; [ "$variant" != "$cohort" ] && tf32="--tf32"
         clients=100; [ "$cohort" = 1 ] && clients=20
-        stage "round-resnet18-g$cohort" 60 "$fedsim" bench round --model resnet18 --clients "$clients" \
-            --cohort "$cohort" --workers 1 --rounds 1 --device cuda
+        stage "round-resnet18-g$variant" 60 "$fedsim" bench round --model resnet18 --clients "$clients" \
+            --cohort "$cohort" --workers 1 --rounds 1 --device cuda $tf32
         mean=$(grep '^mean' "$log")
         per_update=$(sed -n 's/.* \([0-9.]*\) ms per client update.*/\1/p' <<<"$mean")
         round_s=$(awk -v ms="${per_update:-nan}" 'BEGIN { printf "%.3f", ms * 100 / 1000 }')
-        row "round ResNet-18, cohort $cohort" "$status" "$seconds" \
-            "${round_s} s per 100 clients; $(line_of "$log" '[0-9]* samples/s'); $(line_of "$log" '[0-9]* MiB per client in flight')"
+        samples=$(sed -n 's/.* \([0-9]*\) samples\/s.*/\1/p' <<<"$mean")
+        tflops=$(awk -v n="${samples:-0}" 'BEGIN { printf "%.0f", n * 3.34e9 / 1e12 }')
+        row "round ResNet-18, cohort $cohort${tf32:+, TF32}" "$status" "$seconds" \
+            "${round_s} s per 100 clients; ${samples:-?} samples/s (about $tflops TFLOP/s); $(line_of "$log" '[0-9]* MiB per client in flight')"
     done
     # FedRevive's server step (target: at most 150 ms per arrival).
-    for stacked in false true; do
+    for variant in false true true-tf32; do
+        stacked=${variant%-tf32}; tf32=""; [ "$variant" != "$stacked" ] && tf32="--tf32"
         how="one by one"; [ "$stacked" = true ] && how="stacked"
-        stage "distill-stacked-$stacked" 60 "$fedsim" bench distill --model resnet18 --ngf 128 --teachers 8 \
-            --repeats 3 --stacked "$stacked" --device cuda
-        row "distillation, ngf 128, 8 teachers $how" "$status" "$seconds" "$(line_of "$log" 'mean [0-9.]* ms per arrival')"
+        stage "distill-stacked-$variant" 60 "$fedsim" bench distill --model resnet18 --ngf 128 --teachers 8 \
+            --repeats 3 --stacked "$stacked" --device cuda $tf32
+        row "distillation, ngf 128, 8 teachers $how${tf32:+, TF32}" "$status" "$seconds" "$(line_of "$log" 'mean [0-9.]* ms per arrival')"
     done
     # FedBuff with ResNet-18 (target: 150 client updates/s), and one hash for 1 and 4 workers.
     for workers in 1 4; do
@@ -167,9 +180,7 @@ print(f"{np.abs(x - y).max() / np.abs(x).max():.2e}")' "$a/final.safetensors" "$
         row "fedbuff-resnet18, 200 versions, $workers workers" "$status" "$seconds" \
             "$(line_of "$log" '[0-9.]* client updates/s'); $(cohorts_of "$log"); $(line_of "$log" 'peak [0-9.]* GiB'); hash ${hashes[fedbuff-w$workers]:0:16}"
     done
-    same="no"
-    [ -n "${hashes[fedbuff-w1]}" ] && [ "${hashes[fedbuff-w1]}" = "${hashes[fedbuff-w4]}" ] && same="yes"
-    row "  one hash for 1 and 4 workers, FedBuff ResNet-18" "$same" "" ""
+    row "  one hash for 1 and 4 workers, FedBuff ResNet-18" "$(agree "${hashes[fedbuff-w1]}" "${hashes[fedbuff-w4]}")" "" ""
     # The reproducible mode on this machine's CPU: the development machine's hash (an Intel
     # Xeon with AVX-512) for the quickstart's first 200 versions.
     expected_pinned=fbd03a2cd6140027d800a1bba8b5d0009f0d8c3ba9405f2075f01293acbcad52
@@ -182,7 +193,7 @@ print(f"{np.abs(x - y).max() / np.abs(x).max():.2e}")' "$a/final.safetensors" "$
 else
     # The published rows (FEDREVIVE.md section 6), seed 10, 200 time units; FedRevive for what
     # is left (stopped by SIGINT, it records how far it came).
-    stage fedavg-resnet18 150 "$fedsim" run sim-configs/fedavg-resnet18.toml --out "$work/runs/rows"
+    stage fedavg-resnet18 400 "$fedsim" run sim-configs/fedavg-resnet18.toml --out "$work/runs/rows"
     row "FedAvg ResNet-18, 200 time units" "$status" "$seconds" "$(grep -m1 '^stopped' "$log")"
     stage fedbuff-resnet18 300 "$fedsim" run sim-configs/fedbuff-resnet18.toml --out "$work/runs/rows"
     row "FedBuff ResNet-18, 200 time units" "$status" "$seconds" "$(grep -m1 '^stopped' "$log")"

@@ -120,6 +120,7 @@ pub fn distill(
     repeats: usize,
     threads: usize,
     stacked: Option<bool>,
+    tf32: bool,
     device: DeviceChoice,
 ) -> Result<()> {
     use crate::fl::revive::Teacher;
@@ -131,6 +132,7 @@ pub fn distill(
         "--ngf, --teachers, --repeats and --threads must be at least 1"
     );
     let device = device.resolve()?;
+    runtime::use_tf32(tf32);
     if device == tch::Device::Cpu {
         tch::set_num_threads(threads as i32);
     }
@@ -156,9 +158,10 @@ pub fn distill(
         .collect();
     let current = initial_weights(model, input, 10);
     println!(
-        "distillation step: {model} student, {teachers} teachers ({}), generator ngf {ngf} (nz 256, batch 64, 2 steps), 10 KD steps of 32 images per teacher, on {} ({threads} libtorch threads)",
+        "distillation step: {model} student, {teachers} teachers ({}), generator ngf {ngf} (nz 256, batch 64, 2 steps), 10 KD steps of 32 images per teacher, on {}{} ({threads} libtorch threads)",
         if distiller.core.stack_teachers { "stacked" } else { "one by one" },
-        runtime::describe(device)
+        runtime::describe(device),
+        runtime::math_mode(device)
     );
     // Teachers and the global model lie where a run keeps them: on a GPU, the device.
     let times = if device.is_cuda() {
@@ -233,6 +236,10 @@ pub struct RoundOptions {
     pub batch_size: usize,
     #[arg(long, default_value_t = 10)]
     pub seed: u64,
+    /// On CUDA, TF32 tensor cores for convolutions and matrix products instead of IEEE
+    /// float32 (what runs use).
+    #[arg(long)]
+    pub tf32: bool,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
 }
@@ -248,6 +255,7 @@ pub fn round(dirs: &DataDirs, o: &RoundOptions) -> Result<()> {
         "--clients, --cohort, --workers, --rounds, --local-iters and --batch-size must be at least 1"
     );
     let device = o.device.resolve()?;
+    runtime::use_tf32(o.tf32);
     if device.is_cuda() {
         round_with::<DeviceWeights>(dirs, o, device)
     } else {
@@ -267,7 +275,7 @@ fn round_with<W: TorchWeights>(dirs: &DataDirs, o: &RoundOptions, device: tch::D
     let mut base = Arc::new(W::from_host(&host_base, device));
     let rule = ServerRule::plain(1.0);
     println!(
-        "FedAvg round: {} clients of {} ({} parameters), {} Adam steps of batch {} each, cohorts of {}, {} worker{}, then their mean, on {}{}",
+        "FedAvg round: {} clients of {} ({} parameters), {} Adam steps of batch {} each, cohorts of {}, {} worker{}, then their mean, on {}{}{}",
         o.clients,
         o.model,
         Model::new(o.model, input, tch::Device::Cpu).layout.parameter_count(),
@@ -277,7 +285,8 @@ fn round_with<W: TorchWeights>(dirs: &DataDirs, o: &RoundOptions, device: tch::D
         o.workers,
         if o.workers == 1 { "" } else { "s" },
         runtime::describe(device),
-        if runtime::deterministic_algorithms() { ", deterministic algorithms" } else { "" }
+        if runtime::deterministic_algorithms() { ", deterministic algorithms" } else { "" },
+        runtime::math_mode(device)
     );
     let in_flight_clients = o.cohort.min(o.clients) * o.workers.min(o.clients.div_ceil(o.cohort));
     let mut seconds = Vec::new();
@@ -371,6 +380,10 @@ pub struct CohortOptions {
     pub local_iters: usize,
     #[arg(long, default_value_t = 10)]
     pub seed: u64,
+    /// On CUDA, TF32 tensor cores for convolutions and matrix products instead of IEEE
+    /// float32 (what runs use).
+    #[arg(long)]
+    pub tf32: bool,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
 }
@@ -386,6 +399,7 @@ pub fn cohort(dirs: &DataDirs, o: &CohortOptions) -> Result<()> {
     use crate::nn::cohort::{train_cohort, Member};
     anyhow::ensure!(o.clients > 0 && o.local_iters > 0, "--clients and --local-iters must be at least 1");
     let device = o.device.resolve()?;
+    runtime::use_tf32(o.tf32);
     let dataset = load_dataset(dirs, DatasetKind::Cifar10, device)?;
     let (shards, spec) = reference_jobs(&dataset, o.clients, o.model, o.local_iters, 32, o.seed)?;
     let (mean, std) = DatasetKind::Cifar10.normalization();
@@ -394,12 +408,13 @@ pub fn cohort(dirs: &DataDirs, o: &CohortOptions) -> Result<()> {
     let base = initial_weights(o.model, spec.input, o.seed);
     let task_rng = |c: usize| rng::stream(o.seed, Purpose::TrainTask, c as u64);
     println!(
-        "cohort against alone: {} clients of {}, {} Adam steps of batch 32, on {}{}",
+        "cohort against alone: {} clients of {}, {} Adam steps of batch 32, on {}{}{}",
         o.clients,
         o.model,
         o.local_iters,
         runtime::describe(device),
-        if runtime::deterministic_algorithms() { ", deterministic algorithms" } else { "" }
+        if runtime::deterministic_algorithms() { ", deterministic algorithms" } else { "" },
+        runtime::math_mode(device)
     );
     // Warm-up (kernel selection, allocator) outside the timings.
     train_local(&spec, &base, &shards.shards[0], &ctx, &mut task_rng(0))?;

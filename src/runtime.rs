@@ -62,6 +62,7 @@ impl DeviceChoice {
         };
         if device.is_cuda() {
             use_deterministic_algorithms();
+            use_tf32(false);
         }
         if avx2_pinned() {
             // The reproducible mode's last pins, which are switches rather than variables.
@@ -75,6 +76,8 @@ impl DeviceChoice {
 extern "C" {
     fn fedsim_set_deterministic(on: std::ffi::c_int);
     fn fedsim_deterministic_algorithms() -> std::ffi::c_int;
+    fn fedsim_set_tf32(on: std::ffi::c_int);
+    fn fedsim_tf32_convolutions() -> std::ffi::c_int;
     fn fedsim_set_mkldnn(on: std::ffi::c_int);
     fn fedsim_mkldnn_enabled() -> std::ffi::c_int;
     fn fedsim_use_exact_sqrt() -> std::ffi::c_int;
@@ -200,6 +203,31 @@ pub fn mkldnn_enabled() -> bool {
 pub fn deterministic_algorithms() -> bool {
     // SAFETY: reads a global flag.
     unsafe { fedsim_deterministic_algorithms() != 0 }
+}
+
+/// TF32 tensor cores for CUDA convolutions and matrix products (`true`), or IEEE float32
+/// (`false`, what a GPU run uses: libtorch's own default is TF32 for convolutions, whose
+/// 10-bit mantissa put a stacked client's delta 1.7e-2 (ConvNet) to 0.8 (ResNet-18) of its
+/// scale from its delta alone on an H200, against 1e-4 in IEEE float32 on CPU). The
+/// benchmarks' `--tf32` measures the alternative.
+pub fn use_tf32(on: bool) {
+    // SAFETY: sets global flags of libtorch.
+    unsafe { fedsim_set_tf32(on as std::ffi::c_int) }
+}
+
+/// Whether CUDA convolutions may use TF32.
+pub fn tf32_convolutions() -> bool {
+    // SAFETY: reads a global flag.
+    unsafe { fedsim_tf32_convolutions() != 0 }
+}
+
+/// How a device computes float32, for the benchmarks' headers.
+pub fn math_mode(device: Device) -> &'static str {
+    match (device.is_cuda(), tf32_convolutions()) {
+        (false, _) => "",
+        (true, true) => ", TF32",
+        (true, false) => ", IEEE float32",
+    }
 }
 
 /// The CPU kernels libtorch dispatches to, as it names them ("AVX2", "AVX512", ...).
@@ -363,6 +391,18 @@ impl TorchInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// libtorch's default is TF32 for CUDA convolutions; the switch must reach its flag both
+    /// ways (it is a map entry libtorch keeps on CPU-only builds too).
+    #[test]
+    fn the_tf32_switch_sets_libtorchs_convolution_precision() {
+        use_tf32(true);
+        assert!(tf32_convolutions());
+        use_tf32(false);
+        assert!(!tf32_convolutions());
+        assert_eq!(math_mode(Device::Cpu), "");
+        assert_eq!(math_mode(Device::Cuda(0)), ", IEEE float32");
+    }
 
     #[test]
     fn the_onednn_switch_reaches_libtorch() {

@@ -12,7 +12,7 @@
 # a failure, whose log tail it prints; "failed", "timed out" or "skipped (no time)" then stands
 # in the table. GPU_CHECK_ONLY="NAME ..." runs only the stages named (a rerun of failed ones;
 # names as in logs/). A run stopped by its limit gets SIGINT first, so it writes its tables and
-# checkpoint as after Ctrl-C. Results: $OUT (the device tool's folder) or /tmp/gpu-check gets
+# checkpoint as after Ctrl-C (a minute later, KILL). Results: $OUT (the device tool's folder) or /tmp/gpu-check gets
 # summary-MODE.md and gpu-check-MODE.tar.gz (logs, and run directories without weights or
 # checkpoints). Without CUDA it says so, runs a small CPU round instead, and exits 0.
 set -uo pipefail
@@ -58,6 +58,7 @@ source_tar=""
 # shellcheck disable=SC2086
 "$fedsim" data prepare $source_tar > "$work/logs/prepare.log" 2>&1 || { cat "$work/logs/prepare.log"; exit 1; }
 "$fedsim" info | tee "$work/logs/info.log"
+cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | sed 's/.*: //')
 
 # GPU utilisation each second (SM and memory %, in logs/dmon.log): launch-bound or busy.
 nvidia-smi dmon -s u -d 1 -o T > "$work/logs/dmon.log" 2>&1 &
@@ -88,7 +89,7 @@ stage() {
     echo "gpu-check: $name (at most $limit s) from $(date +%T)"
     local t0 rc
     t0=$(date +%s)
-    timeout -s INT -k 30 "$limit" "$@" > "$log" 2>&1
+    timeout -s INT -k 60 "$limit" "$@" > "$log" 2>&1
     rc=$?
     seconds=$(($(date +%s) - t0))
     case $rc in
@@ -189,7 +190,7 @@ print(f"{np.abs(x - y).max() / np.abs(x).max():.2e}")' "$a/final.safetensors" "$
     pinned=$(hash_of "$log")
     same="no"; [ "$pinned" = "$expected_pinned" ] && same="yes"
     row "quickstart pinned to AVX2 on this CPU" "$status" "$seconds" \
-        "hash ${pinned:0:16}; same as the development machine: $same; $(grep -m1 '^CPU kernels' "$work/logs/info.log")"
+        "hash ${pinned:0:16}; same as the development machine: $same; $cpu_model; $(grep -m1 '^CPU kernels' "$work/logs/info.log" | sed 's/  */ /g')"
 else
     # The published rows (FEDREVIVE.md section 6), seed 10, 200 time units; FedRevive for what
     # is left (stopped by SIGINT, it records how far it came).
@@ -209,4 +210,4 @@ row "gpu-check $mode, wall time" "" "$(($(date +%s) - started))" ""
     printf '%s\n' "${rows[@]}"
 } | tee "$out/summary-$mode.md"
 cp "$out/summary-$mode.md" "$work/"
-tar -C "$work" --exclude='*.safetensors' -czf "$out/gpu-check-$mode.tar.gz" . && ls -la "$out"
+tar -C "$work" --exclude='*.safetensors' --exclude='*.partial' --exclude='.*.partial' -czf "$out/gpu-check-$mode.tar.gz" . && ls -la "$out"

@@ -98,7 +98,7 @@ fn the_cohort_benchmark_compares_each_client_with_training_alone() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("cohort against alone: 3 clients of convnet"), "{stdout}");
     assert_eq!(stdout.matches("  client ").count(), 3, "{stdout}");
-    assert!(stdout.contains("(bound 1e-4): within"), "{stdout}");
+    assert!(stdout.contains("rounding floor") && stdout.contains(": within the bound;"), "{stdout}");
     let (code, _, stderr) = crate::fedsim(&["bench", "cohort", "--clients", "0", "--device", "cpu"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--clients") && stderr.contains("at least 1"), "{stderr}");

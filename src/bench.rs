@@ -53,6 +53,16 @@ fn reference_jobs(
     Ok((shards, spec))
 }
 
+/// A batch larger than a client's shard is no job a client could run: refused by name.
+fn shard_holds_batch(partition: &partition::Partition, batch_size: usize) -> Result<()> {
+    let smallest = partition.shards.iter().map(Vec::len).min().unwrap_or(0);
+    anyhow::ensure!(
+        batch_size <= smallest,
+        "--batch-size {batch_size} is larger than a client's shard ({smallest} samples); give at most {smallest}"
+    );
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn local_update(
     dirs: &DataDirs,
@@ -71,6 +81,7 @@ pub fn local_update(
     let device = device.resolve()?;
     let dataset = load_dataset(dirs, kind, device)?;
     let (shards, spec) = reference_jobs(&dataset, 1, model, local_iters, batch_size, seed)?;
+    shard_holds_batch(&shards, batch_size)?;
     let input = spec.input;
     let (mean, std) = kind.normalization();
     let normalize = Normalize::new(&mean, &std, device);
@@ -267,6 +278,7 @@ fn round_with<W: TorchWeights>(dirs: &DataDirs, o: &RoundOptions, device: tch::D
     let dataset = Arc::new(load_dataset(dirs, o.dataset, device)?);
     let (partition, spec) =
         reference_jobs(&dataset, o.clients, o.model, o.local_iters, o.batch_size, o.seed)?;
+    shard_holds_batch(&partition, o.batch_size)?;
     let input = spec.input;
     let trainer: Arc<dyn Trainer<W>> =
         Arc::new(TorchTrainer { dataset, partition: Arc::new(partition), spec, seed: o.seed, device });

@@ -60,17 +60,21 @@ enum Command {
         device: DeviceChoice,
     },
     /// Run a federated simulation from a config file into runs/<name>-<timestamp>/.
+    #[command(allow_negative_numbers = true)]
     Run {
         config: PathBuf,
         /// Training threads (overrides run.workers).
         #[arg(long)]
         workers: Option<usize>,
         /// Master seed (overrides seed; at most 2^63 - 1, the largest TOML integer).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
+        #[arg(long, value_parser = seed_value)]
         seed: Option<u64>,
         /// Override any config key, e.g. --set algorithm.buffer_size=1 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// auto, cpu or cuda (overrides run.device).
+        #[arg(long)]
+        device: Option<DeviceChoice>,
         /// Folder for run directories.
         #[arg(long, default_value = "runs")]
         out: PathBuf,
@@ -95,6 +99,7 @@ enum Command {
     },
     /// Compare run directories: summary.md with cost, speed-up, accuracy and determinism
     /// tables, and figures (PNG and SVG).
+    #[command(allow_negative_numbers = true)]
     Report {
         /// Run directories, as `fedsim run` and `fedsim sweep` write them.
         #[arg(required = true)]
@@ -103,14 +108,15 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Virtual times for the accuracy table, comma-separated (default: round steps).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', value_parser = time_at)]
         at: Option<Vec<f64>>,
         /// Target accuracies for time-to-accuracy, comma-separated (default: 0.2, 0.3, ...
-        /// up to the best accuracy reached).
-        #[arg(long, value_delimiter = ',')]
+        /// up to the best accuracy reached); a fraction, or a percentage such as 80%.
+        #[arg(long, value_delimiter = ',', value_parser = accuracy_target)]
         targets: Option<Vec<f64>>,
     },
     /// Print a config's schedule (versions, client jobs, staleness) without training.
+    #[command(allow_negative_numbers = true)]
     Plan {
         config: PathBuf,
         /// Virtual-time horizon in time units (replaces the config's stop conditions).
@@ -225,9 +231,10 @@ fn run(cli: Cli) -> Result<()> {
             let options = CentralOptions { model, epochs, batch_size, lr, optimizer, seed };
             train_central(&dirs, dataset, &options, device)
         }
-        Command::Run { config, workers, seed, mut overrides, out } => {
+        Command::Run { config, workers, seed, mut overrides, device, out } => {
             overrides.extend(workers.map(|w| format!("run.workers={w}")));
             overrides.extend(seed.map(|s| format!("seed={s}")));
+            overrides.extend(device.map(|d| format!("run.device=\"{d}\"")));
             #[cfg(feature = "mpi")]
             if crate::cluster::launched_by_mpi() {
                 return crate::run_command::run_in_job(&dirs, &config, &overrides, &out);
@@ -417,6 +424,39 @@ fn train_central(
 impl CentralOptions {
     fn optimizer_label(&self) -> String {
         format!("{:?} lr {} batch {}", self.optimizer, self.lr, self.batch_size).to_lowercase()
+    }
+}
+
+/// A master seed: a whole number from 0 to 2^63 - 1 (the largest TOML integer).
+fn seed_value(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(seed) if seed <= i64::MAX as u64 => Ok(seed),
+        _ => Err(format!(
+            "'{text}' is not a seed: a seed is a whole number, and this is not in 0..={}",
+            i64::MAX
+        )),
+    }
+}
+
+/// A virtual time for the report's accuracy table: finite and not negative.
+fn time_at(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        _ => Err(format!("'{text}' is not a virtual time (a finite number of time units, 0 or more)")),
+    }
+}
+
+/// A target accuracy: a fraction in (0, 1], or a percentage in (0%, 100%].
+fn accuracy_target(text: &str) -> Result<f64, String> {
+    let (number, scale) = match text.strip_suffix('%') {
+        Some(percent) => (percent, 0.01),
+        None => (text, 1.0),
+    };
+    match number.trim().parse::<f64>().map(|v| v * scale) {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!(
+            "'{text}' is not an accuracy; give a fraction above 0 and at most 1 (0.8) or a percentage (80%)"
+        )),
     }
 }
 

@@ -182,6 +182,7 @@ fn run_loaded(
     runner: &Runner,
 ) -> Result<std::path::PathBuf> {
     // Everything that can fail on input fails here, before the run directory exists.
+    check_reachable(config)?;
     let setup_started = Instant::now();
     let simulation = Simulation::build(config, dirs, device)?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
@@ -634,11 +635,40 @@ fn peak_memory() -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
+/// The most versions a run may be planned to make: at the fastest rate measured (about 35
+/// versions a second, the ConvNet quickstart on an H200) 10^8 versions take a month.
+pub const REACHABLE_VERSIONS: f64 = 1e8;
+
+/// Refuses a virtual-time horizon whose run could never end: plans its beginning (for at most
+/// 0.2 s) and extrapolates the versions per time unit to the horizon. A plan that ends within
+/// the probe, or a run bounded by stop.max_versions, passes.
+fn check_reachable(config: &Config) -> Result<()> {
+    let Some(horizon) = config.max_virtual_time else { return Ok(()) };
+    if config.max_versions.is_some_and(|v| v as f64 <= REACHABLE_VERSIONS) {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut within_probe = |_: &crate::sched::PlanSummary| started.elapsed().as_secs_f64() < 0.2;
+    let (probe, end) = summarize_watching(plan_config(config), &mut within_probe);
+    if end.is_some() || probe.virtual_time <= 0.0 {
+        return Ok(());
+    }
+    let estimate = probe.versions as f64 / probe.virtual_time * horizon;
+    anyhow::ensure!(
+        estimate <= REACHABLE_VERSIONS,
+        "stop.max_virtual_time = {horizon}: the plan would make about {estimate:.1e} versions ({} in its first {:.1} time units), more than the {REACHABLE_VERSIONS:.0e} a run can reach; give a shorter horizon or set stop.max_versions",
+        probe.versions,
+        probe.virtual_time
+    );
+    Ok(())
+}
+
 pub fn plan(config_path: &Path, overrides: &[String], replace_stops: bool) -> Result<()> {
     let mut config = Config::load(config_path, overrides)?;
     if replace_stops {
         config.max_versions = None;
     }
+    check_reachable(&config)?;
     let started = Instant::now();
     // A long plan says how far it got every few seconds, and Ctrl-C ends it with what it has.
     let mut last_note = Instant::now();

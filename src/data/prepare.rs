@@ -50,6 +50,15 @@ enum Split {
 /// Prepares CIFAR-10 under `data_root` from `source` (default: the shared tarball).
 pub fn prepare(data_root: &Path, source: Option<&Path>) -> Result<Outcome, DataError> {
     let target = data_root.join(cifar::DIR_NAME);
+    // A source named but missing is an error even when the data is already prepared: the
+    // user meant that file, and silence would hide the typo.
+    if let Some(named) = source.filter(|s| !s.exists()) {
+        return Err(DataError::Missing {
+            dataset: "CIFAR-10 source",
+            missing: format!("{} does not exist (named by --from)", named.display()),
+            fix: "fedsim data prepare --from <cifar10 .tar.gz | cifar-10-batches-bin folder | image folder>",
+        });
+    }
     if is_complete(&target) {
         return Ok(Outcome::AlreadyPrepared(target));
     }

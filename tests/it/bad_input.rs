@@ -275,3 +275,80 @@ fn a_prepared_file_that_no_longer_matches_its_checksum_is_refused() {
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn a_missing_source_is_refused_even_when_the_data_is_prepared() {
+    assert_refused(
+        &["data", "prepare", "--from", "no/such/cifar.tar.gz"],
+        &["no/such/cifar.tar.gz does not exist (named by --from)"],
+    );
+}
+
+#[test]
+fn report_times_and_targets_must_be_what_they_name() {
+    let out = scratch("bad-report-values");
+    let out = out.to_str().unwrap();
+    assert_refused(&["report", "x", "--out", out, "--at", "-5"], &["'-5' is not a virtual time"]);
+    for target in ["1.5", "0", "-0.2", "80"] {
+        assert_refused(
+            &["report", "x", "--out", out, "--targets", target],
+            &[&format!("'{target}' is not an accuracy")],
+        );
+    }
+    // A percentage is an accuracy too: the refusal is then about the run folder, not the target.
+    assert_refused(&["report", "x", "--out", out, "--targets", "80%,0.9"], &["x: not a folder"]);
+}
+
+#[test]
+fn negative_seeds_and_horizons_are_refused_with_what_is_allowed() {
+    assert_refused(
+        &["run", "sim-configs/quickstart.toml", "--seed", "-1"],
+        &["'-1' is not a seed", "not in 0..=9223372036854775807"],
+    );
+    assert_refused(
+        &["plan", "sim-configs/quickstart.toml", "--horizon", "-5"],
+        &["'-5' is not a positive, finite virtual time"],
+    );
+}
+
+#[test]
+fn a_batch_above_a_shard_is_refused_by_the_benchmarks() {
+    assert_refused(
+        &["bench", "local-update", "--batch-size", "1000", "--device", "cpu"],
+        &["--batch-size 1000 is larger than a client's shard (350 samples)"],
+    );
+}
+
+#[test]
+fn a_horizon_beyond_reach_is_refused_naming_the_key() {
+    assert_refused(
+        &["plan", "sim-configs/fedbuff.toml", "--horizon", "1e15"],
+        &["stop.max_virtual_time = 1000000000000000", "a run can reach", "stop.max_versions"],
+    );
+    let out = scratch("unreachable-horizon");
+    assert_refused(
+        &[
+            "run",
+            "sim-configs/fedbuff.toml",
+            "--set",
+            "stop.max_virtual_time=1e15",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &["stop.max_virtual_time", "versions"],
+    );
+    assert_eq!(std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0), 0, "no run folder was made");
+}
+
+#[test]
+fn run_takes_the_device_as_a_shortcut() {
+    assert_refused(
+        &["run", "sim-configs/quickstart.toml", "--device", "tpu"],
+        &["unknown device 'tpu'", "auto, cpu, cuda"],
+    );
+    let out = scratch("device-shortcut");
+    let args = ["run", "sim-configs/quickstart.toml", "--device", "cpu", "--set", "stop.max_versions=1"];
+    let (code, stdout, stderr) = fedsim(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(" on cpu"), "{stdout}");
+}

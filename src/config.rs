@@ -2,7 +2,8 @@
 //! with the reference's default), `--set key=value` overrides, and validation into a typed
 //! [`Config`]. Every check lives here and runs before anything is written.
 
-use crate::sim::availability::{read_trace, AvailabilityModel};
+use crate::data::trace_file::{read_availability_trace, read_device_trace};
+use crate::sim::availability::AvailabilityModel;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -1052,7 +1053,7 @@ impl RawConfig {
         let delays = self.delays.resolve(num_clients)?;
         let availability = match self.availability.unwrap_or_default() {
             AvailabilityModel::Trace { file, .. } => {
-                let windows = read_trace(&file, num_clients)
+                let windows = read_availability_trace(&file, num_clients)
                     .map_err(|message| invalid("availability.file", &file, message))?;
                 AvailabilityModel::Trace { file, windows: std::sync::Arc::new(windows) }
             }
@@ -1408,7 +1409,7 @@ impl RawDelays {
             check_spec(key, spec)?;
         }
         if let Some(file) = self.trace {
-            let factors = crate::sim::delay::read_device_trace(&file, num_clients)
+            let factors = read_device_trace(&file, num_clients)
                 .map_err(|message| invalid("delays.trace", &file, message))?;
             model.trace =
                 Some(crate::sim::delay::DeviceTrace { file, factors: std::sync::Arc::new(factors) });

@@ -1,13 +1,17 @@
 //! Datasets in memory: images as one uint8 tensor, labels beside them; loaders for the
 //! CIFAR-10 binary format and Fashion-MNIST's IDX files; splits, client partitions and
-//! augmentation.
+//! augmentation; the guarded Parquet reader and trace files (device factors, online windows),
+//! the other outside bytes a run reads.
 
 pub mod augment;
 pub mod cifar;
 pub mod idx;
+pub mod parquet;
+mod parquet_check;
 pub mod partition;
 pub mod prepare;
 pub mod split;
+pub mod trace_file;
 
 use std::fmt;
 use std::ops::Deref;

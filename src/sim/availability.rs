@@ -42,11 +42,14 @@ pub struct TraceWindows {
     pub clients: Vec<Vec<(SimTime, SimTime)>>,
 }
 
-/// Reads a trace of online windows (CSV or Parquet: client, start, end) for `num_clients`
-/// clients; errors name the row and the column (the caller names the file).
-pub fn read_trace(file: &str, num_clients: usize) -> Result<TraceWindows, String> {
+/// A trace's columns of online windows.
+pub const TRACE_COLUMNS: [&str; 3] = ["client", "start", "end"];
+
+/// The online windows of a trace's rows ([`TRACE_COLUMNS`]) for `num_clients` clients; errors
+/// name the row and the column (the caller names the file).
+pub fn trace_windows(trace: Vec<super::trace::Row>, num_clients: usize) -> Result<TraceWindows, String> {
     let mut rows: Vec<Vec<(SimTime, SimTime, usize)>> = vec![Vec::new(); num_clients];
-    for (row, values) in super::trace::read_columns(file, &["client", "start", "end"])? {
+    for (row, values) in trace {
         let client = super::trace::client(row, values[0], num_clients)?;
         let time = |column: &str, t: f64| {
             Some(t).filter(|t| t.is_finite() && *t >= 0.0).ok_or_else(|| {
@@ -307,59 +310,6 @@ mod tests {
             assert_eq!(windows, 1, "client {client}");
             assert_eq!(online.iter().filter(|&&o| o).count(), 24, "client {client}: 6 hours of 96 quarters");
         }
-    }
-
-    fn trace(name: &str, text: &str, clients: usize) -> Result<TraceWindows, String> {
-        let path = std::env::temp_dir().join(format!("fedsim-trace-{}-{name}.csv", std::process::id()));
-        std::fs::write(&path, text).unwrap();
-        let result = read_trace(path.to_str().unwrap(), clients);
-        let _ = std::fs::remove_file(&path);
-        result
-    }
-
-    #[test]
-    fn a_trace_lists_online_windows_and_bad_rows_are_named() {
-        let t = |u: f64| SimTime::from_units(u);
-        let windows = trace("ok", "client,start,end\n1,5,6\n0,0,2\n0,2,3\n1,1,2\n", 3).unwrap();
-        assert_eq!(windows.clients[0], [(t(0.0), t(3.0))], "touching windows merge");
-        assert_eq!(windows.clients[1], [(t(1.0), t(2.0)), (t(5.0), t(6.0))], "sorted");
-        assert!(windows.clients[2].is_empty());
-        let model = AvailabilityModel::Trace { file: "ok".into(), windows: Arc::new(windows) };
-        let mut a = Availability::new(&model, 3, 0);
-        assert!(a.online(0, t(0.0)) && a.offline_at(0, t(0.0)) == Some(t(3.0)));
-        assert!(!a.online(1, t(0.5)) && a.next_online(1, t(0.5)) == t(1.0));
-        assert_eq!(a.next_online(1, t(3.0)), t(5.0));
-        assert_eq!(a.next_online(1, t(7.0)), FOREVER, "offline for ever after the last window");
-        assert_eq!(a.next_online(2, t(0.0)), FOREVER);
-        let share = measured_online_share(&model, 3, 0, t(6.0));
-        assert!((share - 5.0 / 18.0).abs() < 1e-9, "{share}");
-        for (text, error) in [
-            ("start,end\n0,1\n", "row 1: the header must be client,start,end"),
-            ("client,start,end\n0,1\n", "row 2: expected 3 columns"),
-            ("client,start,end\n0,0,1\n7,0,1\n", "row 3, column client: '7' is not a client 0..2"),
-            ("client,start,end\n0,-1,1\n", "row 2, column start: '-1' is not a finite, non-negative"),
-            ("client,start,end\n0,1,nan\n", "row 2, column end: 'NaN' is not a finite"),
-            ("client,start,end\n0,2,1\n", "row 2, column end: 1 is not after start 2"),
-            ("client,start,end\n0,0,2\n1,0,1\n0,1,3\n", "rows 2 and 4: client 0's online windows overlap"),
-            ("client,start,end\n", "no online window"),
-            ("", "row 1: the header"),
-        ] {
-            let message = trace("bad", text, 3).unwrap_err();
-            assert!(message.contains(error), "{text:?}: {message}");
-        }
-        assert!(read_trace("/no/such/trace.csv", 3).is_err());
-        // The same windows as Parquet.
-        let parquet =
-            std::env::temp_dir().join(format!("fedsim-availability-{}.parquet", std::process::id()));
-        let mut frame =
-            polars::prelude::df!("client" => [1i64, 0, 1], "start" => [5.0, 0.0, 1.0], "end" => [6.0, 3.0, 2.0]).unwrap();
-        polars::prelude::ParquetWriter::new(std::fs::File::create(&parquet).unwrap())
-            .finish(&mut frame)
-            .unwrap();
-        let from_parquet = read_trace(parquet.to_str().unwrap(), 3).unwrap();
-        let _ = std::fs::remove_file(&parquet);
-        assert_eq!(from_parquet.clients[0], [(t(0.0), t(3.0))]);
-        assert_eq!(from_parquet.clients[1], [(t(1.0), t(2.0)), (t(5.0), t(6.0))]);
     }
 
     #[test]

@@ -142,11 +142,15 @@ impl PartialEq for DeviceTrace {
     }
 }
 
-/// Reads a device trace for `num_clients` clients: every client needs exactly one row, with
-/// positive, finite factors. Errors name the row and column (the caller names the file).
-pub fn read_device_trace(file: &str, num_clients: usize) -> Result<Vec<(f64, f64)>, String> {
+/// A device trace's columns.
+pub const TRACE_COLUMNS: [&str; 3] = ["client", "speed", "bandwidth"];
+
+/// The (speed, bandwidth) factors of a device trace's rows ([`TRACE_COLUMNS`]) for
+/// `num_clients` clients: every client needs exactly one row, with positive, finite factors.
+/// Errors name the row and column (the caller names the file).
+pub fn device_factors(trace: Vec<super::trace::Row>, num_clients: usize) -> Result<Vec<(f64, f64)>, String> {
     let mut factors: Vec<Option<(f64, f64)>> = vec![None; num_clients];
-    for (row, values) in super::trace::read_columns(file, &["client", "speed", "bandwidth"])? {
+    for (row, values) in trace {
         let client = super::trace::client(row, values[0], num_clients)?;
         for (column, value) in [("speed", values[1]), ("bandwidth", values[2])] {
             if !(value.is_finite() && value > 0.0) {

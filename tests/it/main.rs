@@ -7,6 +7,7 @@ mod configs;
 mod data;
 mod determinism;
 mod fuzz;
+mod layering;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod report;

@@ -14,6 +14,8 @@ pub const TRAIN_FILES: [&str; 5] =
     ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
 pub const TEST_FILE: &str = "test_batch.bin";
 pub const META_FILE: &str = "batches.meta.txt";
+/// The checksums of a prepared folder's files, written by `fedsim data prepare`.
+pub const MANIFEST: &str = "SHA256SUMS";
 pub const CLASSES: [&str; 10] =
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 pub const PIXELS: usize = 3 * 32 * 32;
@@ -45,7 +47,7 @@ pub fn load(dir: &Path) -> Result<Dataset, DataError> {
 /// The SHA-256 of each file, by name, from the folder's SHA256SUMS (written by `fedsim data
 /// prepare`); empty when there is none (data prepared by other means).
 fn read_checksums(dir: &Path) -> std::collections::HashMap<String, String> {
-    let manifest = std::fs::read_to_string(dir.join(super::prepare::MANIFEST)).unwrap_or_default();
+    let manifest = std::fs::read_to_string(dir.join(MANIFEST)).unwrap_or_default();
     manifest
         .lines()
         .filter_map(|line| {
@@ -77,7 +79,7 @@ fn read_split(
                     path,
                     format!(
                         "its SHA-256 is {actual}, but {} says {expected}: the file was changed or damaged; prepare the data again (fedsim data prepare)",
-                        super::prepare::MANIFEST
+                        MANIFEST
                     ),
                 ));
             }

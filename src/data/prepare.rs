@@ -19,7 +19,8 @@ use super::DataError;
 
 /// The copy of CIFAR-10 this project keeps beside the checkout.
 pub const SHARED_TARBALL: &str = "../shared/data/cifar10-jpeg.tar.gz";
-pub const MANIFEST: &str = "SHA256SUMS";
+/// The prepared folder's checksum file, which the loader checks (named in `cifar`, the layout).
+pub use super::cifar::MANIFEST;
 const TRAIN_PER_SPLIT: usize = 50_000;
 const TEST_PER_SPLIT: usize = 10_000;
 

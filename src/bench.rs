@@ -63,6 +63,26 @@ fn shard_holds_batch(partition: &partition::Partition, batch_size: usize) -> Res
     Ok(())
 }
 
+/// Where a benchmark runs, and on CUDA how it computes float32.
+#[derive(clap::Args, Debug)]
+pub struct BenchDevice {
+    /// On CUDA, TF32 tensor cores for convolutions and matrix products instead of IEEE
+    /// float32 (what runs use).
+    #[arg(long)]
+    pub tf32: bool,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+impl BenchDevice {
+    /// The device, computing float32 as asked (IEEE unless `--tf32`).
+    pub fn resolve(&self) -> Result<tch::Device> {
+        let device = self.device.resolve()?;
+        runtime::use_tf32(self.tf32);
+        Ok(device)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn local_update(
     dirs: &DataDirs,
@@ -131,8 +151,7 @@ pub fn distill(
     repeats: usize,
     threads: usize,
     stacked: Option<bool>,
-    tf32: bool,
-    device: DeviceChoice,
+    device: &BenchDevice,
 ) -> Result<()> {
     use crate::fl::revive::Teacher;
     use crate::nn::dfkd::{DataFreeDistiller, DfkdSettings};
@@ -143,7 +162,6 @@ pub fn distill(
         "--ngf, --teachers, --repeats and --threads must be at least 1"
     );
     let device = device.resolve()?;
-    runtime::use_tf32(tf32);
     if device == tch::Device::Cpu {
         tch::set_num_threads(threads as i32);
     }
@@ -247,12 +265,8 @@ pub struct RoundOptions {
     pub batch_size: usize,
     #[arg(long, default_value_t = 10)]
     pub seed: u64,
-    /// On CUDA, TF32 tensor cores for convolutions and matrix products instead of IEEE
-    /// float32 (what runs use).
-    #[arg(long)]
-    pub tf32: bool,
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub device: BenchDevice,
 }
 
 /// Times FedAvg rounds: `clients` local updates from one base (each 350 samples, Adam, as the
@@ -266,7 +280,6 @@ pub fn round(dirs: &DataDirs, o: &RoundOptions) -> Result<()> {
         "--clients, --cohort, --workers, --rounds, --local-iters and --batch-size must be at least 1"
     );
     let device = o.device.resolve()?;
-    runtime::use_tf32(o.tf32);
     if device.is_cuda() {
         round_with::<DeviceWeights>(dirs, o, device)
     } else {
@@ -392,12 +405,8 @@ pub struct CohortOptions {
     pub local_iters: usize,
     #[arg(long, default_value_t = 10)]
     pub seed: u64,
-    /// On CUDA, TF32 tensor cores for convolutions and matrix products instead of IEEE
-    /// float32 (what runs use).
-    #[arg(long)]
-    pub tf32: bool,
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub device: BenchDevice,
 }
 
 /// The bound the README states for a stacked client's delta against its delta alone (max
@@ -435,7 +444,6 @@ pub fn cohort(dirs: &DataDirs, o: &CohortOptions) -> Result<()> {
     use crate::nn::cohort::{train_cohort, Member};
     anyhow::ensure!(o.clients > 0 && o.local_iters > 0, "--clients and --local-iters must be at least 1");
     let device = o.device.resolve()?;
-    runtime::use_tf32(o.tf32);
     let dataset = load_dataset(dirs, DatasetKind::Cifar10, device)?;
     let (shards, spec) = reference_jobs(&dataset, o.clients, o.model, o.local_iters, 32, o.seed)?;
     let (mean, std) = DatasetKind::Cifar10.normalization();

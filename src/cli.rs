@@ -164,11 +164,8 @@ enum BenchCommand {
         /// GPU, one by one on CPU, as runs do.
         #[arg(long)]
         stacked: Option<bool>,
-        /// On CUDA, TF32 tensor cores instead of IEEE float32 (what runs use).
-        #[arg(long)]
-        tf32: bool,
-        #[arg(long, default_value = "auto")]
-        device: DeviceChoice,
+        #[command(flatten)]
+        device: crate::bench::BenchDevice,
     },
     /// Time FedAvg rounds: N client updates from one base, trained in cohorts of G (stacked
     /// models) on W workers, as a run trains them; prints seconds per round and samples per
@@ -267,8 +264,8 @@ fn run(cli: Cli) -> Result<()> {
             crate::run_command::plan(&config, &overrides, horizon.is_some())
         }
         Command::Bench {
-            command: BenchCommand::Distill { model, ngf, teachers, repeats, threads, stacked, tf32, device },
-        } => crate::bench::distill(model, ngf, teachers, repeats, threads, stacked, tf32, device),
+            command: BenchCommand::Distill { model, ngf, teachers, repeats, threads, stacked, device },
+        } => crate::bench::distill(model, ngf, teachers, repeats, threads, stacked, &device),
         Command::Bench {
             command:
                 BenchCommand::LocalUpdate { model, dataset, repeats, local_iters, batch_size, seed, device },

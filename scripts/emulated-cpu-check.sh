@@ -13,7 +13,7 @@ fedsim=target/release/fedsim
 python=$(readlink -f .venv/bin/python3)
 export PYTHONPATH
 PYTHONPATH=$(echo .venv/lib/python3*/site-packages)
-# The pins run_command sets by restarting; set here, since a restart would leave the emulator.
+# The pins `fedsim run` (src/commands/run.rs) sets by restarting; set here, since a restart would leave the emulator.
 export ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE ONEDNN_MAX_CPU_ISA=AVX2 DNNL_MAX_CPU_ISA=AVX2
 cpus=(host Haswell-noTSX EPYC-Rome-v2)
 out=$(mktemp -d)

@@ -1,20 +1,19 @@
-//! The command line: parses arguments (clap), calls into the library, prints results.
-//! Errors reach the user as one clear message and a non-zero exit code, never a panic.
+//! The command line: parses arguments (clap) and hands them to [`crate::commands`]. Errors
+//! reach the user as one clear message and a non-zero exit code, never a panic.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::central::{self, CentralOptions};
-use crate::data::{self, prepare, DataDirs, DatasetKind};
+use crate::commands::{self, bench};
+use crate::data::{self, DataDirs, DatasetKind};
+use crate::nn::central::CentralOptions;
 use crate::nn::train::OptimizerKind;
 use crate::nn::ModelKind;
 use crate::report::ReportOptions;
-use crate::runtime::{self, DeviceChoice, TorchInfo};
+use crate::runtime::DeviceChoice;
 
 #[derive(Parser, Debug)]
 #[command(name = "fedsim", version, about = "Deterministic discrete-event simulator for federated learning")]
@@ -165,15 +164,15 @@ enum BenchCommand {
         #[arg(long)]
         stacked: Option<bool>,
         #[command(flatten)]
-        device: crate::bench::BenchDevice,
+        device: bench::BenchDevice,
     },
     /// Time FedAvg rounds: N client updates from one base, trained in cohorts of G (stacked
     /// models) on W workers, as a run trains them; prints seconds per round and samples per
     /// second, and on a GPU the memory per client.
-    Round(crate::bench::RoundOptions),
+    Round(bench::RoundOptions),
     /// Train N reference jobs from one base as one stacked cohort and each alone, and compare
     /// each client's delta against the README's bound (the cohort contract on this device).
-    Cohort(crate::bench::CohortOptions),
+    Cohort(bench::CohortOptions),
     /// Time client local updates (the reference's job: 25 Adam steps of batch 32 on a
     /// 350-sample Dirichlet shard) and check that a repeated task gives the same delta.
     LocalUpdate {
@@ -210,23 +209,13 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let dirs = DataDirs { root: cli.data_dir, fashion_mnist: cli.fashion_mnist_dir };
     match cli.command {
-        Command::Info => info(&dirs),
+        Command::Info => commands::info::info(&dirs),
         Command::Data { command: DataCommand::Prepare { from } } => {
-            let started = Instant::now();
-            match prepare::prepare(&dirs.root, from.as_deref())? {
-                prepare::Outcome::AlreadyPrepared(dir) => println!("CIFAR-10 already prepared in {}", dir.display()),
-                prepare::Outcome::Prepared { dir, train, test } => println!(
-                    "CIFAR-10 prepared in {}: {train} training and {test} test images, checksums in {} ({:.1} s)",
-                    dir.display(),
-                    prepare::MANIFEST,
-                    started.elapsed().as_secs_f64()
-                ),
-            }
-            Ok(())
+            commands::prepare::prepare(&dirs, from.as_deref())
         }
         Command::TrainCentral { model, dataset, epochs, batch_size, lr, optimizer, seed, device } => {
             let options = CentralOptions { model, epochs, batch_size, lr, optimizer, seed };
-            train_central(&dirs, dataset, &options, device)
+            commands::train_central::train_central(&dirs, dataset, &options, device)
         }
         Command::Run { config, workers, seed, mut overrides, device, out } => {
             overrides.extend(workers.map(|w| format!("run.workers={w}")));
@@ -234,193 +223,45 @@ fn run(cli: Cli) -> Result<()> {
             overrides.extend(device.map(|d| format!("run.device=\"{d}\"")));
             #[cfg(feature = "mpi")]
             if crate::cluster::launched_by_mpi() {
-                return crate::run_command::run_in_job(&dirs, &config, &overrides, &out);
+                return commands::run::run_in_job(&dirs, &config, &overrides, &out);
             }
-            crate::run_command::run(&dirs, &config, &overrides, &out).map(|_| ())
+            commands::run::run(&dirs, &config, &overrides, &out).map(|_| ())
         }
         Command::Resume { run_dir, workers } => {
             #[cfg(feature = "mpi")]
             if crate::cluster::launched_by_mpi() {
-                return crate::run_command::resume_in_job(&dirs, &run_dir, workers);
+                return commands::run::resume_in_job(&dirs, &run_dir, workers);
             }
-            crate::run_command::resume(&dirs, &run_dir, workers).map(|_| ())
+            commands::run::resume(&dirs, &run_dir, workers).map(|_| ())
         }
         Command::Sweep { sweep, out, report } => {
             #[cfg(feature = "mpi")]
             if crate::cluster::launched_by_mpi() {
-                return crate::sweep::run_in_job(&dirs, &sweep, out, report);
+                return commands::sweep::run_in_job(&dirs, &sweep, out, report);
             }
-            crate::sweep::run(&dirs, &sweep, out, report)
+            commands::sweep::run(&dirs, &sweep, out, report)
         }
         Command::Report { runs, out, at, targets } => {
             let command = std::iter::once("fedsim".to_owned()).chain(std::env::args().skip(1)).collect();
-            let options = ReportOptions { out, times: at, targets, command: shell_words(command) };
-            report_command(&runs, &options)
+            let options =
+                ReportOptions { out, times: at, targets, command: commands::report::shell_words(command) };
+            commands::report::report(&runs, &options)
         }
         Command::Plan { config, horizon, mut overrides } => {
             if let Some(h) = horizon {
                 overrides.push(format!("stop.max_virtual_time={h}"));
             }
-            crate::run_command::plan(&config, &overrides, horizon.is_some())
+            commands::plan::plan(&config, &overrides, horizon.is_some())
         }
         Command::Bench {
             command: BenchCommand::Distill { model, ngf, teachers, repeats, threads, stacked, device },
-        } => crate::bench::distill(model, ngf, teachers, repeats, threads, stacked, &device),
+        } => bench::distill(model, ngf, teachers, repeats, threads, stacked, &device),
         Command::Bench {
             command:
                 BenchCommand::LocalUpdate { model, dataset, repeats, local_iters, batch_size, seed, device },
-        } => {
-            crate::bench::local_update(&dirs, model, dataset, repeats, local_iters, batch_size, seed, device)
-        }
-        Command::Bench { command: BenchCommand::Round(options) } => crate::bench::round(&dirs, &options),
-        Command::Bench { command: BenchCommand::Cohort(options) } => crate::bench::cohort(&dirs, &options),
-    }
-}
-
-/// Writes a report; fails (after writing it) when a run had to be left out.
-pub fn report_command(runs: &[PathBuf], options: &ReportOptions) -> Result<()> {
-    let report = crate::report::write(runs, options)?;
-    println!("{}", report.brief());
-    anyhow::ensure!(
-        report.skipped.is_empty(),
-        "{} of {} runs could not be read and were left out of {}:\n{}",
-        report.skipped.len(),
-        runs.len(),
-        report.summary.display(),
-        report.skipped.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
-    );
-    Ok(())
-}
-
-/// The command line as one string a shell would accept (arguments with spaces quoted).
-fn shell_words(words: Vec<String>) -> String {
-    words
-        .into_iter()
-        .map(|w| if w.contains(char::is_whitespace) { format!("'{w}'") } else { w })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn info(dirs: &DataDirs) -> Result<()> {
-    let torch = TorchInfo::gather();
-    println!("fedsim        {}", env!("CARGO_PKG_VERSION"));
-    println!("libtorch      {}", torch.libtorch);
-    println!("CUDA          {}", if torch.cuda_available { "available" } else { "not available" });
-    println!("CUDA devices  {}", torch.cuda_devices);
-    for (i, name) in torch.gpu_names.iter().enumerate() {
-        let memory = runtime::device_memory(tch::Device::Cuda(i)).map_or(String::new(), |m| {
-            format!(" ({:.1} GiB of {:.1} GiB in use)", runtime::gib(m.total - m.free), runtime::gib(m.total))
-        });
-        println!("  cuda:{i}      {name}{memory}");
-    }
-    match torch.cudnn {
-        Some(version) => println!("cuDNN         available (version {version})"),
-        None => println!("cuDNN         not available"),
-    }
-    println!(
-        "CPU threads   {} (libtorch intra-op default {}; 1 per worker while training)",
-        torch.cpus, torch.torch_threads
-    );
-    println!(
-        "CPU kernels   {} (the machine has {}{})",
-        runtime::cpu_capability(),
-        runtime::cpu_vector_extensions(),
-        if runtime::avx2_pinned() { "; pinned to AVX2" } else { "" }
-    );
-    let cifar = dirs.cifar10();
-    let cifar_state = if prepare::is_complete(&cifar) {
-        "prepared".to_owned()
-    } else {
-        "missing: run `fedsim data prepare`".to_owned()
-    };
-    println!("CIFAR-10      {} ({cifar_state})", cifar.display());
-    let fashion = dirs.fashion_mnist.join("train-images-idx3-ubyte.gz");
-    let fashion_state =
-        if fashion.exists() { "found" } else { "missing: apt-get install dataset-fashion-mnist" };
-    println!("Fashion-MNIST {} ({fashion_state})", dirs.fashion_mnist.display());
-    let shared = PathBuf::from(prepare::SHARED_TARBALL);
-    println!("CIFAR source  {} ({})", shared.display(), if shared.exists() { "found" } else { "not found" });
-    Ok(())
-}
-
-pub(crate) fn load_dataset(dirs: &DataDirs, kind: DatasetKind, device: tch::Device) -> Result<data::Dataset> {
-    let started = Instant::now();
-    let dataset = data::load(kind, dirs)?.to_device(device);
-    eprintln!(
-        "loaded {kind}: {} training and {} test images in {:.2} s",
-        dataset.train.len(),
-        dataset.test.len(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(dataset)
-}
-
-fn train_central(
-    dirs: &DataDirs,
-    kind: DatasetKind,
-    options: &CentralOptions,
-    device: DeviceChoice,
-) -> Result<()> {
-    anyhow::ensure!(options.epochs > 0, "--epochs must be at least 1");
-    anyhow::ensure!(options.batch_size > 0, "--batch-size must be at least 1");
-    anyhow::ensure!(
-        options.lr.is_finite() && options.lr > 0.0,
-        "--lr must be a positive number, got {}",
-        options.lr
-    );
-    let device = device.resolve()?;
-    let dataset = load_dataset(dirs, kind, device)?;
-    println!(
-        "central training: {} on {kind}, {} epochs, {} on {}",
-        options.model,
-        options.epochs,
-        options.optimizer_label(),
-        runtime::describe(device)
-    );
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed_precise} eta {eta}  {msg}")
-            .context("progress bar template")?,
-    );
-    let started = Instant::now();
-    let reports = central::train(
-        options,
-        &dataset,
-        device,
-        |step, total| {
-            bar.set_length(total as u64);
-            bar.set_position(step as u64);
-        },
-        |report| {
-            bar.set_message(format!("epoch {} test accuracy {:.4}", report.epoch, report.test.accuracy));
-            // suspend, not println: println is dropped when stderr is not a terminal.
-            bar.suspend(|| {
-                println!(
-                    "epoch {:>3}  train loss {:.4}  test loss {:.4}  test accuracy {:.4}  ({:.1} s)",
-                    report.epoch,
-                    report.mean_loss,
-                    report.test.loss,
-                    report.test.accuracy,
-                    report.wall.as_secs_f64()
-                )
-            });
-        },
-    )?;
-    bar.finish_and_clear();
-    if let Some(last) = reports.last() {
-        println!(
-            "final test accuracy {:.4} after {} epochs ({:.1} s); per class: {}",
-            last.test.accuracy,
-            last.epoch,
-            started.elapsed().as_secs_f64(),
-            last.test.per_class_accuracy.iter().map(|a| format!("{a:.2}")).collect::<Vec<_>>().join(" ")
-        );
-    }
-    Ok(())
-}
-
-impl CentralOptions {
-    fn optimizer_label(&self) -> String {
-        format!("{:?} lr {} batch {}", self.optimizer, self.lr, self.batch_size).to_lowercase()
+        } => bench::local_update(&dirs, model, dataset, repeats, local_iters, batch_size, seed, device),
+        Command::Bench { command: BenchCommand::Round(options) } => bench::round(&dirs, &options),
+        Command::Bench { command: BenchCommand::Cohort(options) } => bench::cohort(&dirs, &options),
     }
 }
 

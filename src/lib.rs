@@ -5,14 +5,13 @@
 //! tensors), [`params`] and [`fl`] (weight maths and server rules on plain vectors),
 //! [`sched`] (policies that plan who trains when), [`data`] and [`nn`] (datasets, models,
 //! local training, evaluation), [`exec`] (carries out a plan on worker threads), [`record`]
-//! (run directories), [`report`] (tables and figures from run directories), and the
-//! commands in [`cli`].
+//! (run directories), [`report`] (tables and figures from run directories), [`simulation`]
+//! (a config wired into a simulation), and on top the [`commands`], which [`cli`] parses for.
 
-pub mod bench;
-pub mod central;
 pub mod cli;
 #[cfg(feature = "mpi")]
 pub mod cluster;
+pub mod commands;
 pub mod config;
 pub mod data;
 pub mod exec;
@@ -23,10 +22,8 @@ pub mod nn;
 pub mod params;
 pub mod record;
 pub mod report;
-pub mod run_command;
 pub mod runtime;
 pub mod saved;
 pub mod sched;
 pub mod sim;
 pub mod simulation;
-pub mod sweep;

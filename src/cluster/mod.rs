@@ -22,7 +22,7 @@ use mpi::Threading;
 
 pub use coordinator::{await_ranks, RankWorkers};
 pub use serve::serve;
-pub use sweep::{hand_out_points, run_points_given};
+pub use sweep::{hand_out_points, run_points_given, Points};
 
 /// This process's place in an MPI job.
 pub struct Cluster {

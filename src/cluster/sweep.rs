@@ -19,7 +19,16 @@ use serde::{Deserialize, Serialize};
 
 use super::wire::{self, CONTROL};
 use super::Cluster;
-use crate::sweep::Sweep;
+
+/// What rank 0 needs to know of a sweep to hand out its points (the command's sweep is one).
+pub trait Points {
+    /// How many points.
+    fn count(&self) -> usize;
+    /// One line naming the sweep, for the log.
+    fn headline(&self) -> String;
+    /// One line naming point `index`.
+    fn describe(&self, index: usize) -> String;
+}
 
 /// From rank 0 to a training rank.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -39,9 +48,9 @@ enum Ended {
 
 /// Rank 0: hands the sweep's points out to ranks 1..N-1 as they become free and returns the
 /// run directories in point order. The first point that fails ends the sweep with its error.
-pub fn hand_out_points(cluster: &Cluster, sweep: &Sweep) -> anyhow::Result<Vec<PathBuf>> {
+pub fn hand_out_points(cluster: &Cluster, sweep: &dyn Points) -> anyhow::Result<Vec<PathBuf>> {
     let world = &cluster.world;
-    let total = sweep.points.len();
+    let total = sweep.count();
     println!("{}", sweep.headline());
     println!(
         "MPI job of {} ranks: rank 0 hands out the points, ranks 1-{} run one each at a time",

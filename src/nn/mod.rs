@@ -3,6 +3,7 @@
 //! its own `VarStore`, since a tensor must not be shared across threads.
 
 pub mod adam;
+pub mod central;
 pub mod cohort;
 pub mod convnet;
 pub mod device_weights;

@@ -11,6 +11,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::logs::JobSpan;
 use super::metrics::WallBreakdown;
 use crate::record::write_atomically;
 
@@ -377,19 +378,6 @@ fn tick(value: &f64) -> String {
         let text = format!("{value:.3}");
         text.trim_end_matches('0').to_owned()
     }
-}
-
-/// One job on a client's lane, in virtual time.
-#[derive(Clone, Debug, PartialEq)]
-pub struct JobSpan {
-    pub dispatched_at: f64,
-    pub download_end: f64,
-    pub train_end: f64,
-    pub upload_end: f64,
-    /// When the update reached the server, after its leaf and hop.
-    pub at_server: Option<f64>,
-    /// Where the job ended if it never trained (dropped, cancelled, timed out, went offline).
-    pub cut_at: Option<f64>,
 }
 
 /// A run's clients on the virtual time axis: what each did when, idle between.

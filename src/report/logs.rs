@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use super::figures::JobSpan;
 use crate::record::{read_parquet, RunInfo, LOG_FORMAT};
 use crate::sched::Fate;
 
@@ -272,4 +271,16 @@ fn read_table(path: &Path, expected: &[(&str, DataType)]) -> Result<DataFrame, L
         }
     }
     Ok(frame)
+}
+/// One job on a client's lane, in virtual time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSpan {
+    pub dispatched_at: f64,
+    pub download_end: f64,
+    pub train_end: f64,
+    pub upload_end: f64,
+    /// When the update reached the server, after its leaf and hop.
+    pub at_server: Option<f64>,
+    /// Where the job ended if it never trained (dropped, cancelled, timed out, went offline).
+    pub cut_at: Option<f64>,
 }

@@ -27,6 +27,7 @@ pub mod buffered;
 pub mod jobs;
 pub mod leaves;
 pub mod policy;
+pub mod policy_kind;
 pub mod select;
 pub mod sync;
 
@@ -34,7 +35,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 pub use jobs::{Fate, JobRecord};
 pub use leaves::{LeafAssignment, LeafFlush, Topology};
-pub use policy::{ArrivalInfo, ArrivalPolicy, Decision, LateUpdates, Policy, RoundDeadline};
+pub use policy::{ArrivalInfo, ArrivalPolicy, Decision, LateUpdates, RoundDeadline};
+pub use policy_kind::Policy;
 pub use select::{Pick, Selector, UniformIdle};
 
 use leaves::{AtLeaf, Leaves};

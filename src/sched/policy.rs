@@ -3,8 +3,6 @@
 //! still in flight and how many clients to dispatch; each policy is a small type in its own
 //! file ([`super::sync`], [`super::buffered`]) that never sees the clock, the queue or a client.
 
-use super::buffered::Buffered;
-use super::sync::SyncRounds;
 use crate::sim::time::SimDuration;
 
 /// An arriving update as a policy sees it.
@@ -62,37 +60,4 @@ pub enum LateUpdates {
     /// Kept: their updates join the round open when they arrive (staleness 1 or more), and
     /// the next round dispatches only what tops the jobs out back up.
     Carry,
-}
-
-/// A policy as a config names it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Policy {
-    /// FedAvg's rounds of K updates, dispatching ceil(over_commitment K) clients a round, each
-    /// round ending at its deadline if it has one.
-    Sync { over_commitment: f64, deadline: Option<RoundDeadline> },
-    /// FedBuff's buffer of B updates (AFL-DW and FedRevive too), dropping updates staler than
-    /// `max_staleness`, refilling freed slots `min_hole_to_fill` at a time.
-    Buffered { buffer_size: usize, max_staleness: Option<u64>, min_hole_to_fill: usize },
-}
-
-impl Policy {
-    /// FedAvg's rounds without over-commitment.
-    pub const SYNC: Policy = Policy::Sync { over_commitment: 1.0, deadline: None };
-
-    /// FedBuff's buffer of `buffer_size` updates, taking every update.
-    pub const fn buffered(buffer_size: usize) -> Policy {
-        Policy::Buffered { buffer_size, max_staleness: None, min_hole_to_fill: 1 }
-    }
-
-    /// The policy for `active_jobs` (K) jobs in flight.
-    pub fn build(self, active_jobs: usize) -> Box<dyn ArrivalPolicy> {
-        match self {
-            Policy::Sync { over_commitment, deadline } => {
-                Box::new(SyncRounds::new(active_jobs, over_commitment, deadline))
-            }
-            Policy::Buffered { buffer_size, max_staleness, min_hole_to_fill } => {
-                Box::new(Buffered::new(active_jobs, buffer_size, max_staleness, min_hole_to_fill))
-            }
-        }
-    }
 }

@@ -12,7 +12,7 @@ fn every_sim_config_validates() {
         let is_sweep = path.file_name().unwrap().to_str().unwrap().starts_with("sweep-");
         if is_sweep {
             let (_, points) =
-                fedsim::sweep::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                fedsim::commands::sweep::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
             assert!(!points.is_empty());
         } else if path.extension().is_some_and(|e| e == "toml") {
             let config = Config::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

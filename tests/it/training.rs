@@ -1,8 +1,8 @@
 //! Local training and evaluation do what they say, end to end on real data.
 
-use fedsim::central::{self, CentralOptions};
 use fedsim::data::augment::{Augment, Normalize};
 use fedsim::data::{self, partition, split, DatasetKind};
+use fedsim::nn::central::{self, CentralOptions};
 use fedsim::nn::eval::evaluate;
 use fedsim::nn::train::{train_local, OptimizerKind, TrainContext, TrainSpec};
 use fedsim::nn::{initial_weights, InputSpec, Model, ModelKind};

@@ -137,7 +137,7 @@ impl Sweep {
     }
 
     /// "sweep NAME: N runs into OUT, report in REPORT".
-    pub fn headline(&self) -> String {
+    fn headline(&self) -> String {
         format!(
             "sweep {}: {} runs into {}, report in {}",
             self.name,
@@ -148,7 +148,7 @@ impl Sweep {
     }
 
     /// "[i/N] CONFIG OVERRIDES" for point `index`.
-    pub fn describe(&self, index: usize) -> String {
+    fn describe(&self, index: usize) -> String {
         let point = &self.points[index];
         format!(
             "[{}/{}] {} {}",
@@ -160,10 +160,10 @@ impl Sweep {
     }
 
     /// Runs point `index` in this process, or keeps or continues its run from an earlier
-    /// attempt at the sweep ([`crate::run_command::run_or_continue`]); returns its run directory.
+    /// attempt at the sweep ([`super::run::run_or_continue`]); returns its run directory.
     pub fn run_point(&self, dirs: &DataDirs, index: usize) -> Result<PathBuf> {
         let point = &self.points[index];
-        crate::run_command::run_or_continue(dirs, &point.config, &point.overrides, &self.out)
+        super::run::run_or_continue(dirs, &point.config, &point.overrides, &self.out)
     }
 
     /// The report of the points' runs (in point order); `launcher` goes before `fedsim` in
@@ -175,7 +175,7 @@ impl Sweep {
             targets: None,
             command: format!("{launcher}fedsim sweep {}", self.file.display()),
         };
-        crate::cli::report_command(runs, &options)
+        super::report::report(runs, &options)
     }
 
     /// Every point, one after another in this process, then the report.
@@ -188,6 +188,19 @@ impl Sweep {
         }
         println!();
         self.report(&finished, "")
+    }
+}
+
+#[cfg(feature = "mpi")]
+impl crate::cluster::Points for Sweep {
+    fn count(&self) -> usize {
+        self.points.len()
+    }
+    fn headline(&self) -> String {
+        Sweep::headline(self)
+    }
+    fn describe(&self, index: usize) -> String {
+        Sweep::describe(self, index)
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::cli::load_dataset;
+use super::load_dataset;
 use crate::data::augment::{Augment, Normalize};
 use crate::data::{partition, split, DataDirs, DatasetKind};
 use crate::exec::trainer::{Job, TorchTrainer, Trainer};

@@ -17,7 +17,7 @@ pub mod data;
 pub mod exec;
 pub mod faults;
 pub mod fl;
-pub mod import;
+
 pub mod nn;
 pub mod params;
 pub mod record;

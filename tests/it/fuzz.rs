@@ -170,7 +170,7 @@ fn fuzz_config_parser() {
 fn fuzz_reference_json_import() {
     let seeds = files_in(&corpus("json"));
     fuzz("json", &seeds, true, |bytes| {
-        match fedsim::import::reference_config(&String::from_utf8_lossy(bytes)) {
+        match fedsim::config::import::reference_config(&String::from_utf8_lossy(bytes)) {
             Ok(imported) => toml::to_string(&imported.config).is_ok(),
             Err(_) => false,
         }

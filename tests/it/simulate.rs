@@ -581,7 +581,9 @@ fn a_killed_run_keeps_the_rows_it_flushed() {
             .ok()
             .and_then(|mut runs| runs.next())
             .map(|run| run.unwrap().path().join(fedsim::record::stream::SEGMENTS))
-            .filter(|s| s.join("updates-000001.parquet").exists());
+            // A flush writes updates, then evals, then jobs: wait for its evals, or a kill
+            // between the two files leaves a first segment without them.
+            .filter(|s| s.join("updates-000001.parquet").exists() && s.join("evals-000001.parquet").exists());
         if let Some(segments) = found {
             break segments;
         }

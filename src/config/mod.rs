@@ -1,0 +1,273 @@
+//! Experiment configuration, in stages: the TOML file as written ([`raw`], every key
+//! optional with the reference's default), `--set key=value` overrides (`overrides.rs`),
+//! validation into the typed [`Config`] defined here (`validate.rs`), the reverse mapping back
+//! to the input format (`input.rs`) and the reference's JSON configs ([`import`]). Every check
+//! runs before anything is written.
+
+use crate::data::trace_file::{read_availability_trace, read_device_trace};
+use crate::sim::availability::AvailabilityModel;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::partition::PartitionKind;
+use crate::data::DatasetKind;
+use crate::fl::revive::Gates;
+use crate::fl::{BetaSchedule, ClientWeighting, StalenessWeight};
+use crate::nn::dfkd::DfkdSettings;
+use crate::nn::kd::KdSettings;
+use crate::nn::train::OptimizerKind;
+use crate::nn::ModelKind;
+use crate::sim::delay::{Component, DelayModel, DelaySpec, Distribution};
+
+/// A configuration problem; always fatal, reported before a run starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("--set {0}: expected key=value, e.g. --set algorithm.buffer_size=2")]
+    BadOverride(String),
+    #[error("--set {key}: {message}")]
+    Override { key: String, message: String },
+    #[error("{key} = {value}: {allowed}")]
+    Invalid { key: String, value: String, allowed: String },
+}
+
+fn invalid(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), value: value.to_string(), allowed: allowed.into() }
+}
+
+pub mod import;
+mod input;
+mod overrides;
+pub mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use overrides::apply_override;
+pub use raw::*;
+
+/// Upper bounds that keep a typo from exhausting memory or threads; each is far above any
+/// experiment fedsim is meant for.
+pub const MAX_CLIENTS: usize = 1_000_000;
+/// Shard indices held at once: num_clients x client_data_size (8 bytes each).
+pub const MAX_SHARD_SAMPLES: usize = 100_000_000;
+pub const MAX_THREADS: usize = 1024;
+pub const MAX_LOOKAHEAD: usize = 1_000_000;
+
+// ---------------------------------------------------------------------------------------
+// The validated configuration.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlgorithmKind {
+    SyncFl,
+    AsyncFl,
+    AflDw,
+    FedRevive,
+    DdFedRevive,
+}
+
+impl AlgorithmKind {
+    const NAMES: &'static str = "sync_fl, async_fl, afl_dw, fedrevive, dd_fedrevive";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AlgorithmKind::SyncFl => "sync_fl",
+            AlgorithmKind::AsyncFl => "async_fl",
+            AlgorithmKind::AflDw => "afl_dw",
+            AlgorithmKind::FedRevive => "fedrevive",
+            AlgorithmKind::DdFedRevive => "dd_fedrevive",
+        }
+    }
+
+    pub fn is_sync(self) -> bool {
+        self == AlgorithmKind::SyncFl
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Config {
+    pub name: String,
+    /// The master seed as given (names the run).
+    pub seed: u64,
+    pub setup_seed: u64,
+    pub run_seed: u64,
+    pub dataset: DatasetKind,
+    pub num_clients: usize,
+    pub client_data_size: usize,
+    pub partition: PartitionKind,
+    pub val_split: f64,
+    pub kd_split: f64,
+    pub model: ModelKind,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub momentum: f64,
+    pub local_iters: usize,
+    pub batch_size: usize,
+    pub algorithm: AlgorithmKind,
+    pub active_jobs: usize,
+    pub buffer_size: usize,
+    pub max_staleness: Option<u64>,
+    pub over_commitment: f64,
+    pub min_hole_to_fill: usize,
+    pub client_reuse: bool,
+    pub max_model_history: Option<u64>,
+    pub update_timeout: Option<f64>,
+    pub round_deadline: Option<f64>,
+    pub late_updates: LateUpdatesConfig,
+    pub server_lr: f64,
+    pub client_weighting: ClientWeighting,
+    pub staleness_weight: StalenessWeight,
+    pub beta: BetaSchedule,
+    pub kd: KdConfig,
+    pub dfkd: DfkdSettings,
+    pub delays: DelayModel,
+    pub availability: AvailabilityModel,
+    pub topology: Option<TopologyConfig>,
+    pub eval_interval: u64,
+    pub max_versions: Option<u64>,
+    pub max_virtual_time: Option<f64>,
+    pub target_accuracy: Option<f64>,
+    pub early_stop: Vec<(u64, f64)>,
+    pub workers: usize,
+    pub device: String,
+    pub lookahead: usize,
+    pub server_threads: usize,
+    pub cohort_size: CohortSize,
+    pub cpu_kernels: CpuKernels,
+    pub checkpoint_every: u64,
+    pub checkpoint_minutes: f64,
+}
+
+/// Validated leaf aggregators, as the run directory's config.toml shows them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TopologyConfig {
+    pub num_leaf_nodes: usize,
+    pub assignment: LeafAssignmentConfig,
+    pub leaf_buffer_size: usize,
+    pub flush_period: Option<f64>,
+    pub hop_delay: DelaySpec,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeafAssignmentConfig {
+    Blocks,
+    Seeded,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LateUpdatesConfig {
+    Drop,
+    Carry,
+}
+
+impl TopologyConfig {
+    /// The scheduler's view.
+    pub fn topology(&self) -> crate::sched::Topology {
+        use crate::sched::{LeafAssignment, LeafFlush};
+        crate::sched::Topology {
+            num_leaves: self.num_leaf_nodes,
+            assignment: match self.assignment {
+                LeafAssignmentConfig::Blocks => LeafAssignment::Blocks,
+                LeafAssignmentConfig::Seeded => LeafAssignment::Seeded,
+            },
+            flush: match self.flush_period {
+                Some(period) => LeafFlush::Period(crate::sim::time::SimDuration::from_units(period)),
+                None => LeafFlush::Buffer(self.leaf_buffer_size),
+            },
+            hop: self.hop_delay.clone(),
+        }
+    }
+}
+
+/// Validated distillation settings: FedRevive's ([kd], with gates) or DD-FedRevive's
+/// ([simple_kd], without).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct KdConfig {
+    pub buffer_size: usize,
+    pub settings: KdSettings,
+    pub gates: Option<Gates>,
+}
+
+impl Config {
+    /// Reads, overrides and validates a config file: fedsim's TOML, or (a `.json` file) one of
+    /// the reference simulator's configs, imported ([`import`]) with a note on stderr
+    /// listing the keys that only steer the reference's logging, plots or devices.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+        let origin = path.display().to_string();
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+            let imported = crate::config::import::reference_config(&text)
+                .map_err(|e| ConfigError::Parse { path: origin.clone(), message: e.to_string() })?;
+            if !imported.ignored.is_empty() {
+                eprintln!(
+                    "note: {origin}: accepted without effect on results (they steer the reference's logging, plots, devices or saving): {}",
+                    imported.ignored.join(", ")
+                );
+            }
+            return Self::from_value(toml::Value::Table(imported.config), &origin, stem, overrides);
+        }
+        Self::from_toml(&text, &origin, stem, overrides)
+    }
+
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        default_name: &str,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let parse_error =
+            |e: toml::de::Error| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() };
+        let value: toml::Value = toml::from_str(text).map_err(parse_error)?;
+        Self::from_value(value, origin, default_name, overrides)
+    }
+
+    fn from_value(
+        mut value: toml::Value,
+        origin: &str,
+        default_name: &str,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let read = |value: &toml::Value| RawConfig::deserialize(value.clone());
+        let mut raw = read(&value)
+            .map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })?;
+        // Each override is checked as it is applied, so a bad one is blamed, not the file.
+        for item in overrides {
+            apply_override(&mut value, item)?;
+            raw = read(&value)
+                .map_err(|e| ConfigError::Override { key: item.clone(), message: e.to_string() })?;
+        }
+        raw.validate(default_name)
+    }
+
+    /// The resolved configuration as one flat table (every field by its own name), as
+    /// reports compare runs by it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialise the config: {e}\n"))
+    }
+
+    /// The resolved configuration in the input format, every value spelled out: the run
+    /// directory's config.toml, which `fedsim run` reads back into an equal config.
+    pub fn to_input_toml(&self) -> String {
+        toml::to_string_pretty(&self.to_input())
+            .unwrap_or_else(|e| format!("# could not serialise the config: {e}\n"))
+    }
+
+    /// What decides a run's results, as text: the config in the input format without the
+    /// settings that only change speed or bookkeeping (workers, lookahead, checkpoints).
+    /// A checkpoint records its hash, so that a resume refuses another experiment.
+    pub fn results_fingerprint(&self) -> String {
+        let mut config = self.clone();
+        (config.workers, config.lookahead) = (1, 0);
+        (config.checkpoint_every, config.checkpoint_minutes) = (0, 0.0);
+        crate::params::sha256_hex(config.to_input_toml().as_bytes())
+    }
+}

@@ -72,48 +72,32 @@ pub fn compose<'a>(steps: impl IntoIterator<Item = &'a Step>, size: usize) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::fixtures::{aggregate, train};
     use crate::sched::{PlanConfig, Policy, Scheduler};
     use crate::sim::delay::DelayModel;
-    use crate::sim::time::{SimDuration, SimTime};
     use std::collections::HashMap;
-
-    fn task(task: u64, base_version: u64) -> Step {
-        Step::Train(TrainTask {
-            task,
-            client: task as u32,
-            leaf: None,
-            base_version,
-            dispatched_at: SimTime::ZERO,
-            train_time: SimDuration::from_units(0.0),
-            arrives_at: SimTime::ZERO,
-        })
-    }
-
-    fn aggregate(version: u64, tasks: &[u64]) -> Step {
-        let inputs = tasks.iter().map(|&task| UpdateInput { task, staleness: 0 }).collect();
-        Step::Aggregate { version, at: SimTime::ZERO, inputs }
-    }
 
     #[test]
     fn cohorts_fill_in_dispatch_order_and_cut_where_a_base_needs_a_member() {
         // FedAvg with K = 5 and cohorts of 3: [0 1 2] [3 4]; round 2's tasks need version 1,
         // which applies 3 and 4, so they start a new cohort.
         let steps = [
-            task(0, 0),
-            task(1, 0),
-            task(2, 0),
-            task(3, 0),
-            task(4, 0),
+            train(0, 0),
+            train(1, 0),
+            train(2, 0),
+            train(3, 0),
+            train(4, 0),
             aggregate(1, &[0, 1, 2, 3, 4]),
-            task(5, 1),
-            task(6, 1),
+            train(5, 1),
+            train(6, 1),
         ];
         assert_eq!(compose(&steps, 3), [vec![0, 1, 2], vec![3, 4], vec![5, 6]]);
         assert_eq!(compose(&steps, 1).len(), 7, "cohorts of one are the tasks");
         // An aggregation of tasks outside the open cohort cuts nothing.
-        let steps = [task(0, 0), task(1, 0), aggregate(1, &[0]), task(2, 1), task(3, 1), aggregate(2, &[1])];
+        let steps =
+            [train(0, 0), train(1, 0), aggregate(1, &[0]), train(2, 1), train(3, 1), aggregate(2, &[1])];
         assert_eq!(compose(&steps, 2), [vec![0, 1], vec![2, 3]]);
-        let steps = [task(0, 0), task(1, 0), aggregate(1, &[0]), task(2, 1), task(3, 1)];
+        let steps = [train(0, 0), train(1, 0), aggregate(1, &[0]), train(2, 1), train(3, 1)];
         assert_eq!(compose(&steps, 3), [vec![0, 1], vec![2, 3]], "2 needs version 1, which applies 0");
     }
 

@@ -7,7 +7,7 @@ use std::collections::{HashSet, VecDeque};
 
 use super::table::TaskTable;
 use super::versions::VersionStore;
-use crate::sched::{Plan, Step};
+use crate::sched::{Plan, Step, UpdateInput};
 
 #[derive(Default)]
 pub struct PlanReader {
@@ -26,7 +26,7 @@ pub enum Head<'a> {
     Finished,
     /// Nothing read yet to carry out; read on.
     Empty,
-    Aggregate(&'a [crate::sched::UpdateInput]),
+    Aggregate(&'a [UpdateInput]),
     Evaluate,
 }
 

@@ -48,6 +48,21 @@ fn names(line: &str, pattern: &str) -> bool {
         .any(|(at, _)| !line[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_'))
 }
 
+/// Each line of `files` that names one of `forbidden` in its code (comments aside), as
+/// "file:line: names PATTERN (why)".
+fn lines_naming(files: &[PathBuf], forbidden: &[&str], why: &str) -> Vec<String> {
+    let mut broken = Vec::new();
+    for file in files {
+        for (number, line) in std::fs::read_to_string(file).unwrap().lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for pattern in forbidden.iter().filter(|p| names(code, p)) {
+                broken.push(format!("{}:{}: names {pattern} ({why})", file.display(), number + 1));
+            }
+        }
+    }
+    broken
+}
+
 #[test]
 fn no_part_imports_what_sits_above_it() {
     let mut broken = Vec::new();
@@ -55,15 +70,7 @@ fn no_part_imports_what_sits_above_it() {
         let mut files = Vec::new();
         rust_files(&repo().join(folder), &mut files);
         assert!(!files.is_empty(), "{folder} holds no Rust files: update the rules");
-        for file in files {
-            let text = std::fs::read_to_string(&file).unwrap();
-            for (number, line) in text.lines().enumerate() {
-                let code = line.split("//").next().unwrap_or("");
-                for pattern in forbidden.iter().filter(|p| names(code, p)) {
-                    broken.push(format!("{}:{}: names {pattern} ({why})", file.display(), number + 1));
-                }
-            }
-        }
+        broken.extend(lines_naming(&files, forbidden, why));
     }
     assert!(broken.is_empty(), "layering rules broken:\n{}", broken.join("\n"));
 }
@@ -73,19 +80,8 @@ fn only_the_command_line_names_the_commands() {
     let mut files = Vec::new();
     rust_files(&repo().join("src"), &mut files);
     let commands = repo().join("src/commands");
-    let mut broken = Vec::new();
-    for file in files.iter().filter(|f| !f.starts_with(&commands) && !f.ends_with("cli.rs")) {
-        for (number, line) in std::fs::read_to_string(file).unwrap().lines().enumerate() {
-            let code = line.split("//").next().unwrap_or("");
-            for pattern in COMMANDS.iter().filter(|p| names(code, p)) {
-                broken.push(format!(
-                    "{}:{}: names {pattern} (the library calls no command)",
-                    file.display(),
-                    number + 1
-                ));
-            }
-        }
-    }
+    files.retain(|f| !f.starts_with(&commands) && !f.ends_with("cli.rs"));
+    let broken = lines_naming(&files, COMMANDS, "the library calls no command");
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
 

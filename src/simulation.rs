@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tch::Device;
 
-use crate::config::{AlgorithmKind, CohortSize, Config, LateUpdatesConfig};
+use crate::config::algorithms::{Arrival, Distillation};
+use crate::config::{CohortSize, Config, LateUpdatesConfig};
 use crate::data::augment::Augment;
 use crate::data::partition::Partition;
 use crate::data::Dataset;
@@ -31,8 +32,8 @@ use crate::sim::time::{SimDuration, SimTime};
 /// The scheduler's view of a config.
 pub fn plan_config(config: &Config) -> PlanConfig {
     PlanConfig {
-        policy: if config.algorithm.is_sync() {
-            Policy::Sync {
+        policy: match config.algorithm.row().arrival {
+            Arrival::Rounds => Policy::Sync {
                 over_commitment: config.over_commitment,
                 deadline: config.round_deadline.map(|after| RoundDeadline {
                     after: SimDuration::from_units(after),
@@ -41,13 +42,12 @@ pub fn plan_config(config: &Config) -> PlanConfig {
                         LateUpdatesConfig::Carry => LateUpdates::Carry,
                     },
                 }),
-            }
-        } else {
-            Policy::Buffered {
+            },
+            Arrival::Buffered => Policy::Buffered {
                 buffer_size: config.buffer_size,
                 max_staleness: config.max_staleness,
                 min_hole_to_fill: config.min_hole_to_fill,
-            }
+            },
         },
         active_jobs: config.active_jobs,
         num_clients: config.num_clients,
@@ -71,7 +71,7 @@ pub fn server_rule(config: &Config) -> ServerRule {
         server_lr: config.server_lr,
         weighting: config.client_weighting,
         staleness: config.staleness_weight,
-        down_weight: (config.algorithm == AlgorithmKind::AflDw).then_some(config.beta),
+        down_weight: config.algorithm.row().down_weight.then_some(config.beta),
     }
 }
 
@@ -191,8 +191,8 @@ impl Simulation {
             config.setup_seed,
         )
         .context("partitioning the training data")?;
-        let distiller = match config.algorithm {
-            AlgorithmKind::DdFedRevive => Some(AnyDistiller::RealData(Box::new(RealDataDistiller::new(
+        let distiller = match config.algorithm.row().distillation {
+            Distillation::RealData => Some(AnyDistiller::RealData(Box::new(RealDataDistiller::new(
                 config.kd.settings,
                 config.model,
                 dataset.clone(),
@@ -200,7 +200,7 @@ impl Simulation {
                 device,
                 config.run_seed,
             )))),
-            AlgorithmKind::FedRevive => Some(AnyDistiller::DataFree(Box::new(DataFreeDistiller::new(
+            Distillation::DataFree => Some(AnyDistiller::DataFree(Box::new(DataFreeDistiller::new(
                 config.kd.settings,
                 config.dfkd,
                 config.model,
@@ -209,7 +209,7 @@ impl Simulation {
                 device,
                 config.run_seed,
             )?))),
-            _ => None,
+            Distillation::None => None,
         };
         let initial = initial_weights(config.model, input, config.run_seed);
         let layout = crate::nn::Model::new(config.model, input, tch::Device::Cpu).layout;

@@ -9,6 +9,8 @@
 use serde_json::Value as Json;
 use toml::{Table, Value};
 
+use super::algorithms::{Algorithm, AlgorithmKind, Arrival, ALGORITHMS};
+
 /// What an import made: the config in fedsim's layout, and the keys it accepted without
 /// effect on results.
 pub struct Imported {
@@ -65,40 +67,45 @@ pub fn reference_config(text: &str) -> Result<Imported, ImportError> {
             ))
         }
     };
-    let algorithm = match (keys.get("algorithm").and_then(Json::as_str), kd) {
-        (Some("sync_fl"), None) => "sync_fl",
-        (Some("sync_fl"), Some(_)) => {
-            return Err(refuse(
-                "kd_augmentation",
-                "the reference distils only in async_fl; sync_fl has no KD",
-            ))
-        }
-        (Some("async_fl"), Some("dfkd")) => "fedrevive",
-        (Some("async_fl"), Some(_)) => "dd_fedrevive",
-        (Some("async_fl"), None) => {
-            if keys.get("async_downweighting").and_then(Json::as_bool) == Some(true) {
-                "afl_dw"
-            } else {
-                "async_fl"
-            }
-        }
-        (other, _) => {
-            return Err(refuse(
-                "algorithm",
-                format!(
-                    "{} is not \"sync_fl\" or \"async_fl\"",
-                    other.map_or("missing".into(), |s| format!("\"{s}\""))
-                ),
-            ))
-        }
+    let written = keys.get("algorithm").and_then(Json::as_str);
+    let reference_names = reference_algorithms(|_| true);
+    let Some(written) = written.filter(|w| reference_names.contains(w)) else {
+        let quoted: Vec<String> = reference_names.iter().map(|n| format!("\"{n}\"")).collect();
+        return Err(refuse(
+            "algorithm",
+            format!(
+                "{} is not {}",
+                written.map_or("missing".into(), |s| format!("\"{s}\"")),
+                quoted.join(" or ")
+            ),
+        ));
     };
-    out.set("algorithm.kind", Value::String(algorithm.into()));
+    let downweighting = keys.get("async_downweighting").and_then(Json::as_bool) == Some(true);
+    let Some(algorithm) = AlgorithmKind::by_reference(written, kd, downweighting) else {
+        let distilling = reference_algorithms(|a| a.reference.kd_augmentation.is_some());
+        return Err(refuse(
+            "kd_augmentation",
+            format!("the reference distils only in {}; {written} has no KD", distilling.join(" and ")),
+        ));
+    };
+    out.set("algorithm.kind", Value::String(algorithm.name().into()));
     // The reference trains ResNet-18 on CIFAR-10; --set model.kind=convnet for a CPU.
     out.set("model.kind", Value::String("resnet18".into()));
     for (key, value) in &keys {
         out.key(key, value, algorithm, kd)?;
     }
     Ok(Imported { config: out.config, ignored: out.ignored })
+}
+
+/// The reference's `algorithm` values of the table's rows that `keep`, each once, in order.
+fn reference_algorithms(keep: impl Fn(&Algorithm) -> bool) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    for row in ALGORITHMS.iter().filter(|a| keep(a)) {
+        if !names.contains(&row.reference.algorithm) {
+            names.push(row.reference.algorithm);
+        }
+    }
+    names
 }
 
 struct Importer {
@@ -124,7 +131,13 @@ impl Importer {
         }
     }
 
-    fn key(&mut self, key: &str, value: &Json, algorithm: &str, kd: Option<&str>) -> Result<(), ImportError> {
+    fn key(
+        &mut self,
+        key: &str,
+        value: &Json,
+        algorithm: AlgorithmKind,
+        kd: Option<&str>,
+    ) -> Result<(), ImportError> {
         let to_toml =
             |path: &str| json_to_toml(value).ok_or_else(|| refuse(path, format!("{value} has no TOML form")));
         let target = match key {
@@ -184,7 +197,8 @@ impl Importer {
                 None
             }
             "async_fl_settings" | "sync_fl_settings" => {
-                let wanted = if algorithm == "sync_fl" { "sync_fl_settings" } else { "async_fl_settings" };
+                // The reference's settings block is named after its algorithm key.
+                let wanted = format!("{}_settings", algorithm.row().reference.algorithm);
                 if key != wanted {
                     self.ignored.push(format!("{key} (the other algorithm's settings)"));
                     return Ok(());
@@ -196,7 +210,7 @@ impl Importer {
                             "algorithm.active_jobs",
                             json_to_toml(v).ok_or_else(|| refuse(&path, "not a number"))?,
                         ),
-                        "buffer_size" if algorithm != "sync_fl" => self.set(
+                        "buffer_size" if algorithm.row().arrival == Arrival::Buffered => self.set(
                             "algorithm.buffer_size",
                             json_to_toml(v).ok_or_else(|| refuse(&path, "not a number"))?,
                         ),

@@ -39,16 +39,53 @@ fn invalid(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>)
     ConfigError::Invalid { key: key.to_owned(), value: value.to_string(), allowed: allowed.into() }
 }
 
+fn positive(key: &str, v: f64) -> Result<f64, ConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(invalid(key, v, "must be a positive number"))
+    }
+}
+
+fn positive_time(key: &str, v: f64) -> Result<f64, ConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(invalid(key, v, "must be a positive, finite virtual time"))
+    }
+}
+
+fn non_negative(key: &str, v: f64) -> Result<f64, ConfigError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(invalid(key, v, "must be >= 0"))
+    }
+}
+
+fn at_least_one(key: &str, v: usize) -> Result<usize, ConfigError> {
+    if v >= 1 {
+        Ok(v)
+    } else {
+        Err(invalid(key, v, "must be at least 1"))
+    }
+}
+
+pub mod algorithms;
 pub mod import;
 mod input;
 mod overrides;
 pub mod raw;
+mod sections;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use algorithms::{AlgorithmKind, ALGORITHMS};
+use algorithms::{Arrival, BufferDefault, Distillation};
 use overrides::apply_override;
 pub use raw::*;
+pub use sections::*;
 
 /// Upper bounds that keep a typo from exhausting memory or threads; each is far above any
 /// experiment fedsim is meant for.
@@ -60,34 +97,6 @@ pub const MAX_LOOKAHEAD: usize = 1_000_000;
 
 // ---------------------------------------------------------------------------------------
 // The validated configuration.
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlgorithmKind {
-    SyncFl,
-    AsyncFl,
-    AflDw,
-    FedRevive,
-    DdFedRevive,
-}
-
-impl AlgorithmKind {
-    const NAMES: &'static str = "sync_fl, async_fl, afl_dw, fedrevive, dd_fedrevive";
-
-    pub fn name(self) -> &'static str {
-        match self {
-            AlgorithmKind::SyncFl => "sync_fl",
-            AlgorithmKind::AsyncFl => "async_fl",
-            AlgorithmKind::AflDw => "afl_dw",
-            AlgorithmKind::FedRevive => "fedrevive",
-            AlgorithmKind::DdFedRevive => "dd_fedrevive",
-        }
-    }
-
-    pub fn is_sync(self) -> bool {
-        self == AlgorithmKind::SyncFl
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
@@ -141,58 +150,6 @@ pub struct Config {
     pub cpu_kernels: CpuKernels,
     pub checkpoint_every: u64,
     pub checkpoint_minutes: f64,
-}
-
-/// Validated leaf aggregators, as the run directory's config.toml shows them.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TopologyConfig {
-    pub num_leaf_nodes: usize,
-    pub assignment: LeafAssignmentConfig,
-    pub leaf_buffer_size: usize,
-    pub flush_period: Option<f64>,
-    pub hop_delay: DelaySpec,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeafAssignmentConfig {
-    Blocks,
-    Seeded,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LateUpdatesConfig {
-    Drop,
-    Carry,
-}
-
-impl TopologyConfig {
-    /// The scheduler's view.
-    pub fn topology(&self) -> crate::sched::Topology {
-        use crate::sched::{LeafAssignment, LeafFlush};
-        crate::sched::Topology {
-            num_leaves: self.num_leaf_nodes,
-            assignment: match self.assignment {
-                LeafAssignmentConfig::Blocks => LeafAssignment::Blocks,
-                LeafAssignmentConfig::Seeded => LeafAssignment::Seeded,
-            },
-            flush: match self.flush_period {
-                Some(period) => LeafFlush::Period(crate::sim::time::SimDuration::from_units(period)),
-                None => LeafFlush::Buffer(self.leaf_buffer_size),
-            },
-            hop: self.hop_delay.clone(),
-        }
-    }
-}
-
-/// Validated distillation settings: FedRevive's ([kd], with gates) or DD-FedRevive's
-/// ([simple_kd], without).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct KdConfig {
-    pub buffer_size: usize,
-    pub settings: KdSettings,
-    pub gates: Option<Gates>,
 }
 
 impl Config {

@@ -1,5 +1,5 @@
 //! Cohort training: the local updates of G clients as one computation. The G models are one
-//! stacked model: every variable gains a leading client axis; a convolution over the stack is
+//! stacked model, running the model's own forward pass ([`super::layers`]): every variable gains a leading client axis; a convolution over the stack is
 //! one grouped convolution (groups = G, client g's channels are group g), a linear layer one
 //! batched matmul, and each tracker keeps per-client statistics. The loss is the sum of the
 //! clients' mean losses, so each client's gradient is its own, and Adam and SGD are elementwise,
@@ -17,6 +17,7 @@ use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
 use super::device_weights::TorchWeights;
+use super::layers::Layers;
 use super::train::{
     augmented_batch, single_threaded_torch, BatchOrder, TrainContext, TrainOutcome, TrainSpec,
 };
@@ -124,31 +125,7 @@ impl StackedModel {
     /// channels g*C..(g+1)*C); in training mode the trackers record each client's statistics
     /// over the rows `mask` marks real.
     fn forward(&self, xs: &Tensor, mask: Option<&Mask>, train: bool) -> Tensor {
-        match self.kind {
-            ModelKind::ConvNet => {
-                let xs = self.track("track1", &self.conv("conv1", xs, 2, 0), mask, train).relu();
-                let xs = self.track("track2", &self.conv("conv2", &xs, 2, 0), mask, train).relu();
-                let xs = self.to_rows(&xs);
-                let xs = self.linear("fc1", &xs).relu();
-                let xs = self.linear("fc2", &xs).relu();
-                self.linear("fc3", &xs)
-            }
-            ModelKind::ResNet18 => {
-                let mut out = self.track("stem_track", &self.conv("stem", xs, 1, 1), mask, train).relu();
-                let mut cin = 64;
-                for (stage, (cout, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate()
-                {
-                    for (i, s) in [stride, 1].into_iter().enumerate() {
-                        let block = format!("layer{}.{i}", stage + 1);
-                        out = self.basic_block(&block, &out, s, cin != cout || s != 1, mask, train);
-                        cin = cout;
-                    }
-                }
-                let side = out.size()[2];
-                let pooled = out.avg_pool2d([side, side], [side, side], [0, 0], false, true, None);
-                self.linear("head", &self.to_rows(&pooled))
-            }
-        }
+        self.kind.forward(&Stack { model: self, mask, train }, xs)
     }
 
     /// Evaluation-mode class scores `[G, B, classes]` of one batch `[B, C, H, W]` shown to every
@@ -168,29 +145,6 @@ impl StackedModel {
         let stacked =
             xs.view([self.clients, per, c, h, w]).transpose(0, 1).reshape([per, self.clients * c, h, w]);
         self.forward(&stacked, None, false)
-    }
-
-    fn basic_block(
-        &self,
-        name: &str,
-        xs: &Tensor,
-        stride: i64,
-        shortcut: bool,
-        mask: Option<&Mask>,
-        train: bool,
-    ) -> Tensor {
-        let conv = |layer: &str, xs: &Tensor, k_stride: i64, pad: i64| {
-            self.conv(&format!("{name}.{layer}"), xs, k_stride, pad)
-        };
-        let track = |layer: &str, xs: &Tensor| self.track(&format!("{name}.{layer}"), xs, mask, train);
-        let out = track("track1", &conv("conv1", xs, stride, 1)).relu();
-        let out = track("track2", &conv("conv2", &out, 1, 1));
-        let skip = if shortcut {
-            track("shortcut_track", &conv("shortcut_conv", xs, stride, 0))
-        } else {
-            xs.shallow_clone()
-        };
-        (out + skip).relu()
     }
 
     /// The stacked convolution `name`: one grouped convolution on a GPU; on CPU client by
@@ -291,6 +245,31 @@ impl StackedModel {
             });
         }
         xs.shallow_clone()
+    }
+}
+
+/// A [`StackedModel`] in one forward pass: the model's layers over the stack.
+struct Stack<'a> {
+    model: &'a StackedModel,
+    mask: Option<&'a Mask>,
+    train: bool,
+}
+
+impl Layers for Stack<'_> {
+    fn conv(&self, name: &str, xs: &Tensor, stride: i64, padding: i64) -> Tensor {
+        self.model.conv(name, xs, stride, padding)
+    }
+
+    fn track(&self, name: &str, xs: &Tensor) -> Tensor {
+        self.model.track(name, xs, self.mask, self.train)
+    }
+
+    fn linear(&self, name: &str, xs: &Tensor) -> Tensor {
+        self.model.linear(name, xs)
+    }
+
+    fn flatten(&self, xs: &Tensor) -> Tensor {
+        self.model.to_rows(xs)
     }
 }
 

@@ -1,4 +1,5 @@
-//! Models, local training and evaluation on libtorch. A model's weights travel between
+//! Models, local training and evaluation on libtorch. Each model is one file written against
+//! [`layers::Layers`], run alone or stacked in cohorts. A model's weights travel between
 //! threads as plain `Vec<f32>` in a fixed layout (variables sorted by name); each job builds
 //! its own `VarStore`, since a tensor must not be shared across threads.
 
@@ -11,6 +12,7 @@ pub mod dfkd;
 pub mod eval;
 pub mod generator;
 pub mod kd;
+pub mod layers;
 pub mod resnet;
 pub mod tracker;
 pub mod train;
@@ -43,6 +45,22 @@ impl ModelKind {
         match self {
             ModelKind::ConvNet => "convnet",
             ModelKind::ResNet18 => "resnet18",
+        }
+    }
+
+    /// The model's layers that hold variables, for inputs of `input`'s shape.
+    pub fn layers(self, input: InputSpec) -> Vec<layers::LayerSpec> {
+        match self {
+            ModelKind::ConvNet => convnet::layers(input),
+            ModelKind::ResNet18 => resnet::layers(input),
+        }
+    }
+
+    /// The model's forward pass on one model or a stack ([`layers::Layers`]).
+    pub fn forward(self, l: &dyn layers::Layers, xs: &Tensor) -> Tensor {
+        match self {
+            ModelKind::ConvNet => convnet::forward(l, xs),
+            ModelKind::ResNet18 => resnet::forward(l, xs),
         }
     }
 }
@@ -170,10 +188,7 @@ impl Model {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let probe = tracker::Probe::default();
-        let net: Box<dyn nn::ModuleT> = match kind {
-            ModelKind::ConvNet => Box::new(convnet::ConvNet::new(&root, input, &probe)),
-            ModelKind::ResNet18 => Box::new(resnet::ResNet18::new(&root, input, &probe)),
-        };
+        let net: Box<dyn nn::ModuleT> = Box::new(layers::SingleNet::new(&root, kind, input, &probe));
         let layout = Layout::of(&vs);
         Model { kind, vs, net, layout, probe }
     }

@@ -28,6 +28,15 @@ pub enum DeviceError {
     NoCuda,
 }
 
+/// The process could not restart itself with what libtorch must read as it loads.
+#[derive(Debug, thiserror::Error)]
+#[error("restarting fedsim with {settings} set before libtorch loads")]
+pub struct RestartError {
+    settings: String,
+    #[source]
+    source: std::io::Error,
+}
+
 impl FromStr for DeviceChoice {
     type Err = DeviceError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -291,7 +300,7 @@ pub fn omp_wait_policy() -> Option<String> {
 /// more than one thread and the environment names no policy (one it names is kept). Where
 /// something is missing this restarts the process with it and returns only if that fails.
 /// Call before anything touches libtorch.
-pub fn restart_unless_set_for_libtorch(pin_avx2: bool, server_threads: usize) -> anyhow::Result<()> {
+pub fn restart_unless_set_for_libtorch(pin_avx2: bool, server_threads: usize) -> Result<(), RestartError> {
     let mut missing = Vec::new();
     if pin_avx2 && !avx2_pinned() {
         missing.extend(AVX2_PINS);
@@ -308,8 +317,7 @@ pub fn restart_unless_set_for_libtorch(pin_avx2: bool, server_threads: usize) ->
     let program = std::env::current_exe().map_or(argv0, Into::into);
     let error = std::process::Command::new(program).args(args).envs(missing.iter().copied()).exec();
     let pairs: Vec<String> = missing.iter().map(|(key, value)| format!("{key}={value}")).collect();
-    Err(anyhow::Error::new(error)
-        .context(format!("restarting fedsim with {} set before libtorch loads", pairs.join(" "))))
+    Err(RestartError { settings: pairs.join(" "), source: error })
 }
 
 /// A device in words, e.g. `cpu` or `cuda:0 (NVIDIA H100 80GB HBM3)`.

@@ -6,6 +6,32 @@
 
 use std::collections::BTreeMap;
 
+/// Saved state that does not fit what restores it: a checkpoint of another config, version or
+/// model, or a damaged one. Each names the part of the state at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("the checkpoint lacks the {kind} {name:?}")]
+    Missing { kind: &'static str, name: String },
+    #[error("the checkpoint's {name:?} is not of {expected}")]
+    WrongType { name: String, expected: &'static str },
+    #[error("the checkpoint's {name:?} has {found} values where {expected} are expected")]
+    WrongLength { name: String, found: usize, expected: usize },
+    #[error("the checkpoint's value {name:?}: {message}")]
+    Value { name: String, message: String },
+    /// The parts read, but they do not fit together or with the config.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// Fails with [`StateError::Mismatch`] unless `condition` holds.
+pub fn ensure(condition: bool, message: impl FnOnce() -> String) -> Result<(), StateError> {
+    if condition {
+        Ok(())
+    } else {
+        Err(StateError::Mismatch(message()))
+    }
+}
+
 /// A host array of one element type, with its shape.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Array {
@@ -49,43 +75,51 @@ impl SavedState {
         self.arrays.insert(name.into(), array);
     }
 
-    pub fn put_value(&mut self, name: impl Into<String>, value: impl serde::Serialize) -> anyhow::Result<()> {
-        self.values.insert(name.into(), serde_json::to_value(value)?);
+    /// Stores a plain value (counts, flags, small records) by name.
+    pub fn put_value(
+        &mut self,
+        name: impl Into<String>,
+        value: impl serde::Serialize,
+    ) -> Result<(), StateError> {
+        let name = name.into();
+        let value = serde_json::to_value(value)
+            .map_err(|e| StateError::Value { name: name.clone(), message: e.to_string() })?;
+        self.values.insert(name, value);
         Ok(())
     }
 
     /// Removes and returns an array; a missing one is an error naming it.
-    pub fn take_array(&mut self, name: &str) -> anyhow::Result<Array> {
-        self.arrays.remove(name).ok_or_else(|| anyhow::anyhow!("the checkpoint lacks the array {name:?}"))
+    pub fn take_array(&mut self, name: &str) -> Result<Array, StateError> {
+        self.arrays.remove(name).ok_or_else(|| StateError::Missing { kind: "array", name: name.to_owned() })
     }
 
     /// Removes and returns an f32 array's data, checking its length.
-    pub fn take_f32(&mut self, name: &str, len: usize) -> anyhow::Result<Vec<f32>> {
+    pub fn take_f32(&mut self, name: &str, len: usize) -> Result<Vec<f32>, StateError> {
         match self.take_array(name)? {
             Array::F32 { data, .. } if data.len() == len => Ok(data),
             Array::F32 { data, .. } => {
-                anyhow::bail!("the checkpoint's {name:?} has {} values where {len} are expected", data.len())
+                Err(StateError::WrongLength { name: name.to_owned(), found: data.len(), expected: len })
             }
-            _ => anyhow::bail!("the checkpoint's {name:?} is not of 32-bit floats"),
+            _ => Err(StateError::WrongType { name: name.to_owned(), expected: "32-bit floats" }),
         }
     }
 
     /// Removes and returns an f64 array's data.
-    pub fn take_f64(&mut self, name: &str) -> anyhow::Result<Vec<f64>> {
+    pub fn take_f64(&mut self, name: &str) -> Result<Vec<f64>, StateError> {
         match self.take_array(name)? {
             Array::F64 { data, .. } => Ok(data),
-            _ => anyhow::bail!("the checkpoint's {name:?} is not of 64-bit floats"),
+            _ => Err(StateError::WrongType { name: name.to_owned(), expected: "64-bit floats" }),
         }
     }
 
     /// A value, read as `T`; a missing or mistyped one is an error naming it.
-    pub fn value<T: serde::de::DeserializeOwned>(&self, name: &str) -> anyhow::Result<T> {
+    pub fn value<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, StateError> {
         let value = self
             .values
             .get(name)
-            .ok_or_else(|| anyhow::anyhow!("the checkpoint lacks the value {name:?}"))?;
+            .ok_or_else(|| StateError::Missing { kind: "value", name: name.to_owned() })?;
         serde_json::from_value(value.clone())
-            .map_err(|e| anyhow::anyhow!("the checkpoint's value {name:?}: {e}"))
+            .map_err(|e| StateError::Value { name: name.to_owned(), message: e.to_string() })
     }
 
     /// Moves every array and value of `other` in under `prefix.`.

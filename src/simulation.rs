@@ -4,19 +4,21 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use tch::Device;
 
 use crate::config::algorithms::{Arrival, Distillation};
 use crate::config::{CohortSize, Config, LateUpdatesConfig};
 use crate::data::augment::Augment;
 use crate::data::partition::Partition;
+use crate::data::partition::PartitionError;
+use crate::data::DataError;
 use crate::data::Dataset;
 use crate::data::{partition, split, DataDirs};
-use crate::exec::sizing::{resident_bytes, size_cohorts, CohortPlan};
+use crate::exec::sizing::{resident_bytes, size_cohorts, CohortPlan, DoesNotFit};
 use crate::exec::trainer::{TorchEvaluator, TorchTrainer};
 use crate::exec::{
-    execute, Engines, ExecSettings, RunOutcome, RunSnapshot, Sink, ThreadWorkers, Trainer, Workers,
+    execute, Engines, ExecError, ExecSettings, RunOutcome, RunSnapshot, Sink, ThreadWorkers, TrainError,
+    Trainer, Workers,
 };
 use crate::fl::revive::{Distiller, ReviveSchedule, TeacherBuffer};
 use crate::fl::server::{Revive, Server};
@@ -28,6 +30,23 @@ use crate::nn::train::TrainSpec;
 use crate::nn::{initial_weights, InputSpec};
 use crate::sched::{Fate, LateUpdates, Plan, PlanConfig, Policy, RoundDeadline, Scheduler};
 use crate::sim::time::{SimDuration, SimTime};
+
+/// Why a run could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("partitioning the training data")]
+    Partition(#[source] PartitionError),
+    #[error(
+        "run.cohort_size = \"auto\" could not read the device's memory; set run.cohort_size to a number"
+    )]
+    MemoryUnreadable,
+    #[error("run.cohort_size = \"auto\"")]
+    DoesNotFit(#[source] DoesNotFit),
+    #[error(transparent)]
+    Model(#[from] crate::nn::NnError),
+}
 
 /// The scheduler's view of a config.
 pub fn plan_config(config: &Config) -> PlanConfig {
@@ -104,7 +123,7 @@ fn cohort_plan(
     partition: &Partition,
     weights: usize,
     device: Device,
-) -> Result<CohortPlan> {
+) -> Result<CohortPlan, SetupError> {
     let fixed = |cohort_size| CohortPlan { cohort_size, concurrent_cohorts: config.workers };
     match config.cohort_size {
         CohortSize::Fixed(size) => Ok(fixed(size)),
@@ -113,19 +132,15 @@ fn cohort_plan(
             let (mean, std) = dataset.kind.normalization();
             let normalize = crate::data::augment::Normalize::new(&mean, &std, device);
             let ctx = crate::nn::train::TrainContext { data: &dataset.train, normalize: &normalize, device };
-            let unreadable = || {
-                anyhow::anyhow!(
-                    "run.cohort_size = \"auto\" could not read the device's memory; set run.cohort_size to a number"
-                )
-            };
+            let unreadable = || SetupError::MemoryUnreadable;
             let per_client = crate::nn::cohort::measure_client_footprint(spec, &partition.shards[0], &ctx)
                 .ok_or_else(unreadable)?;
             let free = crate::runtime::device_memory(device).ok_or_else(unreadable)?.free;
             let weight_bytes = weights as u64 * 4;
             let tasks_held = config.active_jobs + config.lookahead;
             let resident = resident_bytes(weight_bytes, tasks_held, 1 + spec.return_model as u64);
-            Ok(size_cohorts(free, resident, per_client, config.workers, config.active_jobs)
-                .context("run.cohort_size = \"auto\"")?)
+            size_cohorts(free, resident, per_client, config.workers, config.active_jobs)
+                .map_err(SetupError::DoesNotFit)
         }
     }
 }
@@ -175,7 +190,7 @@ impl ServerParts {
 }
 
 impl Simulation {
-    pub fn build(config: &Config, dirs: &DataDirs, device: Device) -> Result<Simulation> {
+    pub fn build(config: &Config, dirs: &DataDirs, device: Device) -> Result<Simulation, SetupError> {
         let dataset = Arc::new(crate::data::load(config.dataset, dirs)?.to_device(device));
         let input = InputSpec::of(&dataset);
         // The setup seed decides the data; the run seed everything that runs.
@@ -190,7 +205,7 @@ impl Simulation {
             config.partition,
             config.setup_seed,
         )
-        .context("partitioning the training data")?;
+        .map_err(SetupError::Partition)?;
         let distiller = match config.algorithm.row().distillation {
             Distillation::RealData => Some(AnyDistiller::RealData(Box::new(RealDataDistiller::new(
                 config.kd.settings,
@@ -250,7 +265,7 @@ impl Simulation {
     /// Runs to the plan's end or a stop rule. On a GPU model versions live on the device
     /// ([`DeviceWeights`]); on CPU they are host vectors, whose floats the reports hold.
     /// Continues from a checkpoint's snapshot where `resume` gives one.
-    pub fn run(self, sink: &mut dyn Sink, resume: Option<RunSnapshot>) -> Result<RunOutcome> {
+    pub fn run(self, sink: &mut dyn Sink, resume: Option<RunSnapshot>) -> Result<RunOutcome, ExecError> {
         if self.experiment.trainer.device.is_cuda() {
             self.run_with::<DeviceWeights>(sink, resume)
         } else {
@@ -263,7 +278,7 @@ impl Simulation {
         self,
         sink: &mut dyn Sink,
         resume: Option<RunSnapshot>,
-    ) -> Result<RunOutcome> {
+    ) -> Result<RunOutcome, ExecError> {
         self.run_on::<W>(sink, resume, |trainer, threads| Ok(Box::new(ThreadWorkers::new(threads, trainer)?)))
     }
 
@@ -275,7 +290,7 @@ impl Simulation {
         ranks: &[crate::exec::workers::RankLoad],
         sink: &mut dyn Sink,
         resume: Option<RunSnapshot>,
-    ) -> Result<RunOutcome> {
+    ) -> Result<RunOutcome, ExecError> {
         use crate::cluster::RankWorkers;
         let device = self.experiment.trainer.device;
         let ranks = ranks.to_vec();
@@ -295,8 +310,8 @@ impl Simulation {
         self,
         sink: &mut dyn Sink,
         resume: Option<RunSnapshot>,
-        make_workers: impl FnOnce(Arc<dyn Trainer<W>>, usize) -> Result<Box<dyn Workers<W> + 'w>>,
-    ) -> Result<RunOutcome> {
+        make_workers: impl FnOnce(Arc<dyn Trainer<W>>, usize) -> Result<Box<dyn Workers<W> + 'w>, TrainError>,
+    ) -> Result<RunOutcome, ExecError> {
         let mut server = self.server.server::<W>();
         let Experiment { initial_weights, trainer, settings, cohorts, server_threads } = self.experiment;
         let device = trainer.device;

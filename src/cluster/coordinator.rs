@@ -11,7 +11,7 @@ use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
 use mpi::request::StaticScope;
 use mpi::topology::{Communicator, SimpleCommunicator};
 
-use super::Cluster;
+use super::{Cluster, ClusterError};
 use tch::Device;
 
 use super::wire::{self, OutcomeHead, ToCoordinator, ToRank, CONTROL, FLOATS};
@@ -50,25 +50,26 @@ pub struct RankWorkers<'a, W> {
     /// How long a rank holding cohorts may stay silent.
     silence: Duration,
     /// A cohort that could not be sent, reported by the next `next_finished`.
-    failed_start: Option<(u64, anyhow::Error)>,
+    failed_start: Option<(u64, ClusterError)>,
 }
 
 /// How long rank 0 waits for the training ranks to build their trainers.
 const STARTUP: Duration = Duration::from_secs(600);
 
 /// Waits until every training rank has built its trainer and said so; what each has.
-pub fn await_ranks(cluster: &Cluster) -> anyhow::Result<Vec<RankLoad>> {
+pub fn await_ranks(cluster: &Cluster) -> Result<Vec<RankLoad>, ClusterError> {
     let world = &cluster.world;
     let mut ranks: Vec<Option<RankLoad>> = (1..cluster.size).map(|_| None).collect();
     let started = Instant::now();
     while ranks.iter().any(Option::is_none) {
         let Some((source, message)) = receive_control(world)? else {
-            anyhow::ensure!(
-                started.elapsed() < STARTUP,
-                "ranks {} did not start within {} s",
-                missing(&ranks),
-                STARTUP.as_secs()
-            );
+            if started.elapsed() >= STARTUP {
+                return Err(ClusterError::Rank(format!(
+                    "ranks {} did not start within {} s",
+                    missing(&ranks),
+                    STARTUP.as_secs()
+                )));
+            }
             std::thread::sleep(Duration::from_millis(5));
             continue;
         };
@@ -84,8 +85,10 @@ pub fn await_ranks(cluster: &Cluster) -> anyhow::Result<Vec<RankLoad>> {
                 })
             }
             // The rank's error names it ("rank 2 could not start: ...").
-            ToCoordinator::Failed { error, .. } => anyhow::bail!("{error}"),
-            other => anyhow::bail!("rank {source} sent {other:?} before it was ready"),
+            ToCoordinator::Failed { error, .. } => return Err(ClusterError::Rank(error)),
+            other => {
+                return Err(ClusterError::Rank(format!("rank {source} sent {other:?} before it was ready")))
+            }
         }
     }
     Ok(ranks.into_iter().map(|r| r.expect("all ready")).collect())
@@ -147,14 +150,14 @@ impl<'a, W: TorchWeights> RankWorkers<'a, W> {
 
     /// Gives up on the rank at `index` (the job is then aborted, not finalised): why, with
     /// what it held. `silent` says what it failed to do for the silence period.
-    fn unresponsive(&self, index: usize, silent: &str) -> anyhow::Error {
+    fn unresponsive(&self, index: usize, silent: &str) -> ClusterError {
         self.cluster.unresponsive.set(true);
-        anyhow::anyhow!(
+        ClusterError::Rank(format!(
             "{} stopped answering ({silent} for {} s) while it held {}",
             self.rank_name(index),
             self.silence.as_secs(),
             self.held_by(index)
-        )
+        ))
     }
 
     /// Tasks held by the rank at `index`, for messages.
@@ -186,7 +189,7 @@ impl<'a, W: TorchWeights> RankWorkers<'a, W> {
 
     /// Sends a float buffer to a rank, waiting at most `silence` for the rank to take it: a
     /// blocking send to a rank that stopped would never return.
-    fn send_floats(&self, index: usize, floats: &[f32]) -> anyhow::Result<()> {
+    fn send_floats(&self, index: usize, floats: &[f32]) -> Result<(), ClusterError> {
         let buffer: *mut [f32] = Box::into_raw(floats.to_vec().into_boxed_slice());
         // SAFETY: the buffer stays allocated until the send completes (freed below), or for
         // ever when the rank never takes it (the job is then ended).
@@ -217,7 +220,7 @@ impl<'a, W: TorchWeights> RankWorkers<'a, W> {
     }
 
     /// Receives a float buffer from a rank, waiting at most `silence`.
-    fn receive_floats(&self, index: usize) -> anyhow::Result<Vec<f32>> {
+    fn receive_floats(&self, index: usize) -> Result<Vec<f32>, ClusterError> {
         let source = self.world.process_at_rank(index as i32 + 1);
         let started = Instant::now();
         loop {
@@ -237,9 +240,9 @@ impl<'a, W: TorchWeights> RankWorkers<'a, W> {
         index: usize,
         cohort: u64,
         heads: &[OutcomeHead],
-    ) -> anyhow::Result<Vec<crate::nn::train::TrainOutcome<W>>> {
+    ) -> Result<Vec<crate::nn::train::TrainOutcome<W>>, ClusterError> {
         self.send(index, &ToRank::Pull { cohort });
-        let receive = || Ok::<_, anyhow::Error>(W::from_host(&self.receive_floats(index)?, self.device));
+        let receive = || Ok::<_, ClusterError>(W::from_host(&self.receive_floats(index)?, self.device));
         heads
             .iter()
             .map(|head| {
@@ -252,11 +255,16 @@ impl<'a, W: TorchWeights> RankWorkers<'a, W> {
 
     /// A failed cohort for the executor, which ends the run with its error: `cohort` where it
     /// is running, or else any running cohort (the executor expects a running one back).
-    fn failure(&self, cohort: u64, error: anyhow::Error) -> Finished<W> {
+    fn failure(&self, cohort: u64, error: ClusterError) -> Finished<W> {
         let cohort = if self.running.contains_key(&cohort) {
             cohort
         } else {
             self.running.keys().min().copied().unwrap_or(cohort)
+        };
+        let error = match error {
+            ClusterError::Training(error) => error,
+            // The executor's error is a trainer's; the rank's story is its message.
+            other => crate::exec::TrainError::Workers(other.to_string()),
         };
         Finished { cohort, worker: 0, result: Err(error) }
     }
@@ -275,7 +283,7 @@ fn missing(ranks: &[Option<RankLoad>]) -> String {
 }
 
 /// A control message from any rank, if one is waiting: (source rank, message).
-fn receive_control(world: &SimpleCommunicator) -> anyhow::Result<Option<(usize, ToCoordinator)>> {
+fn receive_control(world: &SimpleCommunicator) -> Result<Option<(usize, ToCoordinator)>, ClusterError> {
     let Some(matched) = world.any_process().immediate_matched_probe_with_tag(CONTROL) else {
         return Ok(None);
     };
@@ -354,10 +362,10 @@ impl<W: TorchWeights> Workers<W> for RankWorkers<'_, W> {
                     let Some((_, tasks)) = self.running.remove(&cohort) else {
                         return self.failure(
                             cohort,
-                            anyhow::anyhow!(
+                            ClusterError::Rank(format!(
                                 "{} returned cohort {cohort}, which it was not given",
                                 self.rank_name(index)
-                            ),
+                            )),
                         );
                     };
                     self.publish_holdings(index);
@@ -373,13 +381,19 @@ impl<W: TorchWeights> Workers<W> for RankWorkers<'_, W> {
                     let held = self.held_by(index);
                     return self.failure(
                         cohort,
-                        anyhow::anyhow!("{} failed while it held {held}: {error}", self.rank_name(index)),
+                        ClusterError::Rank(format!(
+                            "{} failed while it held {held}: {error}",
+                            self.rank_name(index)
+                        )),
                     );
                 }
                 other => {
                     return self.failure(
                         0,
-                        anyhow::anyhow!("{} sent {other:?} during the run", self.rank_name(index)),
+                        ClusterError::Rank(format!(
+                            "{} sent {other:?} during the run",
+                            self.rank_name(index)
+                        )),
                     )
                 }
             }

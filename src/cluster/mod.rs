@@ -58,24 +58,39 @@ pub fn gpu_of_this_rank(device: tch::Device) -> tch::Device {
     }
 }
 
+/// Why an MPI job cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("MPI was already started in this process")]
+    AlreadyStarted,
+    #[error("FEDSIM_MPI_SILENCE_SECONDS = {0:?}: give a whole number of seconds, at least 1")]
+    BadSilence(String),
+    #[error("{from} sent a message this fedsim cannot read ({message}); every rank must run the same fedsim build")]
+    Unreadable { from: String, message: String },
+    /// What a rank reported, or did, that ends the job, in words naming the rank.
+    #[error("{0}")]
+    Rank(String),
+    #[error(transparent)]
+    Training(#[from] crate::exec::TrainError),
+}
+
 /// Joins the MPI job this process was launched in; `None` outside one. Call after the
 /// process has restarted for its CPU pins (MPI must start in the process that stays).
-pub fn join() -> anyhow::Result<Option<Cluster>> {
+pub fn join() -> Result<Option<Cluster>, ClusterError> {
     if !launched_by_mpi() {
         return Ok(None);
     }
     // Only the main thread calls MPI; training threads never do.
-    let (universe, _) = mpi::initialize_with_threading(Threading::Funneled)
-        .ok_or_else(|| anyhow::anyhow!("MPI was already started in this process"))?;
+    let (universe, _) =
+        mpi::initialize_with_threading(Threading::Funneled).ok_or(ClusterError::AlreadyStarted)?;
     let world = universe.world();
     let silence = match std::env::var("FEDSIM_MPI_SILENCE_SECONDS") {
-        Ok(value) => {
-            value.parse::<u64>().ok().filter(|s| *s > 0).map(Duration::from_secs).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "FEDSIM_MPI_SILENCE_SECONDS = {value:?}: give a whole number of seconds, at least 1"
-                )
-            })?
-        }
+        Ok(value) => value
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs)
+            .ok_or_else(|| ClusterError::BadSilence(value.clone()))?,
         Err(_) => Duration::from_secs(30),
     };
     Ok(Some(Cluster {
@@ -112,7 +127,7 @@ impl Cluster {
     /// The end of this rank's part of the job: a failure anywhere ends the whole job
     /// (MPI_Abort), once this rank has written what it has and said why; so does a rank that
     /// stopped answering, since finalising MPI would wait for it.
-    pub fn finish(&self, result: anyhow::Result<()>) -> anyhow::Result<()> {
+    pub fn finish<E: std::fmt::Display>(&self, result: Result<(), E>) -> Result<(), E> {
         let ending = match &result {
             Err(error) if self.size > 1 => Some(format!("error: {error:#}")),
             _ if self.unresponsive.get() => Some("a rank stopped answering".to_owned()),
@@ -133,7 +148,7 @@ impl Cluster {
     }
 
     /// Tells rank 0 that this training rank could not start.
-    pub fn report_startup_failure(&self, error: &anyhow::Error) {
+    pub fn report_startup_failure(&self, error: &dyn std::fmt::Display) {
         self.tell_rank_0(&wire::ToCoordinator::Failed { cohort: 0, error: format!("{error:#}") });
     }
 }

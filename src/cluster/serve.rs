@@ -6,12 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
 use mpi::topology::Communicator;
 
 use super::wire::{self, OutcomeHead, ToCoordinator, ToRank, CONTROL, FLOATS};
-use super::Cluster;
+use super::{Cluster, ClusterError};
 use crate::exec::trainer::TorchTrainer;
 use crate::exec::{Finished, Job, ThreadWorkers, Trainer, Workers};
 use crate::nn::device_weights::TorchWeights;
@@ -25,7 +24,7 @@ pub fn serve<W: TorchWeights>(
     cluster: &Cluster,
     trainer: TorchTrainer,
     threads: usize,
-) -> anyhow::Result<()> {
+) -> Result<(), ClusterError> {
     let device = trainer.device;
     let root = cluster.world.process_at_rank(0);
     let say = |message: &ToCoordinator| cluster.tell_rank_0(message);
@@ -49,10 +48,10 @@ pub fn serve<W: TorchWeights>(
                     }
                 }
                 ToRank::Cohort { cohort, jobs } => {
-                    let jobs: anyhow::Result<Vec<Job<W>>> = jobs
+                    let jobs: Result<Vec<Job<W>>, String> = jobs
                         .into_iter()
                         .map(|(task, client, version)| {
-                            let base = bases.get(&version).cloned().with_context(|| {
+                            let base = bases.get(&version).cloned().ok_or_else(|| {
                                 format!("task {task}'s base version {version} never arrived")
                             })?;
                             Ok(Job { task, client, version, base })
@@ -63,13 +62,13 @@ pub fn serve<W: TorchWeights>(
                             crate::faults::reached("train");
                             workers.start(cohort, jobs);
                         }
-                        Err(error) => say(&ToCoordinator::Failed { cohort, error: format!("{error:#}") }),
+                        Err(error) => say(&ToCoordinator::Failed { cohort, error }),
                     }
                 }
                 ToRank::Pull { cohort } => {
-                    let outcomes = trained
-                        .remove(&cohort)
-                        .with_context(|| format!("rank 0 asked for cohort {cohort}, which is not here"))?;
+                    let outcomes = trained.remove(&cohort).ok_or_else(|| {
+                        ClusterError::Rank(format!("rank 0 asked for cohort {cohort}, which is not here"))
+                    })?;
                     for outcome in outcomes {
                         root.send_with_tag(&outcome.delta.to_host()[..], FLOATS);
                         if let Some(model) = &outcome.model {

@@ -12,13 +12,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use mpi::point_to_point::{Destination, Source};
 use mpi::topology::Communicator;
 use serde::{Deserialize, Serialize};
 
 use super::wire::{self, CONTROL};
-use super::Cluster;
+use super::{Cluster, ClusterError};
 
 /// What rank 0 needs to know of a sweep to hand out its points (the command's sweep is one).
 pub trait Points {
@@ -48,7 +47,7 @@ enum Ended {
 
 /// Rank 0: hands the sweep's points out to ranks 1..N-1 as they become free and returns the
 /// run directories in point order. The first point that fails ends the sweep with its error.
-pub fn hand_out_points(cluster: &Cluster, sweep: &dyn Points) -> anyhow::Result<Vec<PathBuf>> {
+pub fn hand_out_points(cluster: &Cluster, sweep: &dyn Points) -> Result<Vec<PathBuf>, ClusterError> {
     let world = &cluster.world;
     let total = sweep.count();
     println!("{}", sweep.headline());
@@ -78,25 +77,27 @@ pub fn hand_out_points(cluster: &Cluster, sweep: &dyn Points) -> anyhow::Result<
         running -= 1;
         match wire::decode::<Ended>(&bytes, &format!("rank {rank}"))? {
             Ended::Finished { point, run_dir } => {
-                anyhow::ensure!(
-                    run_dir.join("run.json").is_file(),
-                    "rank {rank} wrote point {} into {}, which rank 0 cannot read; give --out a folder \
-                     every rank shares (a cluster's shared file system)",
-                    point + 1,
-                    run_dir.display()
-                );
+                if !run_dir.join("run.json").is_file() {
+                    return Err(ClusterError::Rank(format!(
+                        "rank {rank} wrote point {} into {}, which rank 0 cannot read; give --out a folder \
+                         every rank shares (a cluster's shared file system)",
+                        point + 1,
+                        run_dir.display()
+                    )));
+                }
                 println!("[{}/{total}] finished on rank {rank}: {}", point + 1, run_dir.display());
-                *finished
-                    .get_mut(point)
-                    .with_context(|| format!("rank {rank} ran point {point}, not in the sweep"))? =
-                    Some(run_dir);
+                *finished.get_mut(point).ok_or_else(|| {
+                    ClusterError::Rank(format!("rank {rank} ran point {point}, not in the sweep"))
+                })? = Some(run_dir);
                 if hand_next(rank) {
                     running += 1;
                 }
             }
             Ended::Failed { point, error } => {
                 let which = if point < total { sweep.describe(point) } else { format!("{point}") };
-                anyhow::bail!("sweep point {which} failed on rank {rank}: {error}")
+                return Err(ClusterError::Rank(format!(
+                    "sweep point {which} failed on rank {rank}: {error}"
+                )));
             }
         }
     }
@@ -104,10 +105,10 @@ pub fn hand_out_points(cluster: &Cluster, sweep: &dyn Points) -> anyhow::Result<
 }
 
 /// A training rank: runs the points rank 0 gives it with `run_point` until told to leave.
-pub fn run_points_given(
+pub fn run_points_given<E: std::fmt::Display>(
     cluster: &Cluster,
-    mut run_point: impl FnMut(usize) -> anyhow::Result<PathBuf>,
-) -> anyhow::Result<()> {
+    mut run_point: impl FnMut(usize) -> Result<PathBuf, E>,
+) -> Result<(), ClusterError> {
     let root = cluster.world.process_at_rank(0);
     loop {
         let (bytes, _) = root.receive_vec_with_tag::<u8>(CONTROL);

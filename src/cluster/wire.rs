@@ -88,12 +88,9 @@ pub fn encode<M: Serialize>(message: &M) -> Vec<u8> {
 }
 
 /// A control message from JSON bytes; `from` names the sender in the error.
-pub fn decode<M: for<'de> Deserialize<'de>>(bytes: &[u8], from: &str) -> anyhow::Result<M> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{from} sent a message this fedsim cannot read ({e}); every rank must run the same fedsim build"
-        )
-    })
+pub fn decode<M: for<'de> Deserialize<'de>>(bytes: &[u8], from: &str) -> Result<M, super::ClusterError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| super::ClusterError::Unreadable { from: from.to_owned(), message: e.to_string() })
 }
 
 #[cfg(test)]

@@ -39,13 +39,13 @@ impl Sink for ProgressSink<'_> {
     fn job(&mut self, record: crate::sched::JobRecord) {
         self.recorder.job(record);
     }
-    fn check(&mut self) -> Result<()> {
+    fn check(&mut self) -> Result<(), crate::record::RecordError> {
         self.recorder.check()
     }
     fn checkpoint_due(&mut self, version: u64) -> bool {
         self.recorder.checkpoint_due(version)
     }
-    fn checkpoint(&mut self, snapshot: &crate::saved::RunSnapshot) -> Result<()> {
+    fn checkpoint(&mut self, snapshot: &crate::saved::RunSnapshot) -> Result<(), crate::record::RecordError> {
         self.recorder.checkpoint(snapshot)
     }
     fn progress(&mut self, p: &Progress) {
@@ -170,7 +170,7 @@ fn run_here(
     sink: &mut dyn Sink,
     resume: Option<crate::saved::RunSnapshot>,
 ) -> Result<crate::exec::RunOutcome> {
-    simulation.run(sink, resume)
+    Ok(simulation.run(sink, resume)?)
 }
 
 /// Builds a loaded config's simulation and runs it into a new run directory.
@@ -248,7 +248,7 @@ fn in_job(
         cluster.size,
         cluster.size - 1
     );
-    run(&|s, sink, resume| s.run_on_ranks(cluster, &ranks, sink, resume)).map(|_| ())
+    run(&|s, sink, resume| Ok(s.run_on_ranks(cluster, &ranks, sink, resume)?)).map(|_| ())
 }
 
 /// A training rank: builds the simulation as rank 0 does and trains what rank 0 sends.
@@ -262,7 +262,7 @@ fn serve_rank(
     let simulation = match Simulation::build(config, dirs, device) {
         Ok(simulation) => simulation,
         Err(error) => {
-            let error = error.context(format!("rank {} could not start", cluster.rank));
+            let error = anyhow::Error::from(error).context(format!("rank {} could not start", cluster.rank));
             cluster.report_startup_failure(&error);
             // Rank 0 ends the job with the error; this rank's own end is the fallback.
             std::thread::sleep(cluster.silence);
@@ -398,6 +398,64 @@ fn carry_out(
     let cohorts = simulation.experiment.cohorts;
     let device = simulation.experiment.trainer.device;
     let resumed_from_version = resume.as_ref().map(|s| s.version);
+    announce(config, device, cohorts, setup_seconds, &run_dir);
+    let started = Instant::now();
+    runtime::reset_peak_memory(device);
+    let outcome = match run_with_progress(config, simulation, &mut recorder, resume, runner) {
+        Ok(outcome) => outcome,
+        Err(error) => return Err(record_failure(error, recorder, &run_dir.path)),
+    };
+    let device_peak = runtime::device_memory(device).map(|m| m.peak_allocated);
+    let written = Written {
+        wall: started.elapsed().as_secs_f64(),
+        device_peak,
+        last: recorder.last_eval.clone(),
+        evals: recorder.evals,
+        checkpoints_written: recorder.checkpoints_written,
+        checkpoint_seconds: recorder.checkpoint_time.as_secs_f64(),
+        checkpoint_bytes: recorder.checkpoint_bytes,
+        hash: weights_hash(&outcome.run.final_weights),
+    };
+    recorder.finish().context("writing the run's Parquet tables")?;
+    write_results(config, &run_dir, &outcome, &written, cohorts, device, resumed_from_version)?;
+    let run = &outcome.run;
+    let interrupted = run.stop == crate::exec::StopReason::Interrupted;
+    print_summary(config, &outcome, &written, device, &run_dir);
+    // An interrupted run is recorded, but a sweep must not go on to its next point.
+    anyhow::ensure!(
+        !interrupted,
+        "interrupted (Ctrl-C) at version {}; what ran is in {}{}",
+        run.version,
+        run_dir.path.display(),
+        if checkpoint::path(&run_dir.path).exists() {
+            format!("; `fedsim resume {}` continues it", run_dir.path.display())
+        } else {
+            String::new()
+        }
+    );
+    Ok(run_dir.path)
+}
+
+/// What the end of a run measured besides its outcome, for run.json and the summary.
+struct Written {
+    wall: f64,
+    device_peak: Option<u64>,
+    last: Option<EvalRecord>,
+    evals: u64,
+    checkpoints_written: u64,
+    checkpoint_seconds: f64,
+    checkpoint_bytes: u64,
+    hash: String,
+}
+
+/// The run's first lines: what runs where, its start-up time, its cohorts and its folder.
+fn announce(
+    config: &Config,
+    device: tch::Device,
+    cohorts: crate::exec::sizing::CohortPlan,
+    setup_seconds: f64,
+    run_dir: &RunDir,
+) {
     println!(
         "fedsim run {}: {} on {}, {} worker{}, {} clients in flight (K), buffer {}; {} tasks ready at the start",
         config.name,
@@ -422,6 +480,16 @@ fn carry_out(
         device_memory_line(device)
     );
     println!("  results in {}", run_dir.path.display());
+}
+
+/// Runs the simulation behind a progress bar; a libtorch panic on this thread becomes an error.
+fn run_with_progress(
+    config: &Config,
+    simulation: Simulation,
+    recorder: &mut StreamingRecorder,
+    resume: Option<crate::saved::RunSnapshot>,
+    runner: &Runner,
+) -> Result<Finished> {
     let horizon = config.max_virtual_time;
     let length = horizon.map_or(config.max_versions.unwrap_or(0), |h| (h * 100.0) as u64);
     let template = if horizon.is_some() {
@@ -430,48 +498,55 @@ fn carry_out(
         "{bar:30} {pos}/{len} versions {elapsed_precise} {msg}"
     };
     let bar = ProgressBar::new(length).with_style(ProgressStyle::with_template(template)?);
-    let started = Instant::now();
-    runtime::reset_peak_memory(device);
     let outcome = {
         let mut sink =
-            ProgressSink { recorder: &mut recorder, bar: bar.clone(), horizon, last_accuracy: None };
+            ProgressSink { recorder: &mut *recorder, bar: bar.clone(), horizon, last_accuracy: None };
         // A libtorch error on the coordinating thread (server step, evaluation) is a panic too.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             simulation_run(simulation, &mut sink, resume, runner)
         }))
         .unwrap_or_else(|panic| {
-            Err(crate::exec::workers::panic_error(panic, "in the server step or an evaluation"))
+            Err(crate::exec::workers::panic_error(panic, "in the server step or an evaluation").into())
         })
     };
     bar.finish_and_clear();
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            // What was recorded stays: the tables so far, and why the run stopped.
-            let (updates, evals) = (recorder.updates, recorder.evals);
-            recorder.finish().context("writing the tables of a failed run")?;
-            let reason = format!("{error:#}\n");
-            std::fs::write(run_dir.path.join("failure.txt"), &reason)
-                .with_context(|| format!("writing {}", run_dir.path.join("failure.txt").display()))?;
-            let resumable = checkpoint::path(&run_dir.path).exists();
-            return Err(error.context(format!(
-                "the run stopped after {updates} updates and {evals} evaluations, which are in {} (failure.txt says why){}",
-                run_dir.path.display(),
-                if resumable { "; `fedsim resume` continues it from its last checkpoint" } else { "" }
-            )));
-        }
-    };
-    let device_peak = runtime::device_memory(device).map(|m| m.peak_allocated);
-    let wall = started.elapsed().as_secs_f64();
-    let (last, evals) = (recorder.last_eval.clone(), recorder.evals);
-    let (checkpoints_written, checkpoint_seconds, checkpoint_bytes) =
-        (recorder.checkpoints_written, recorder.checkpoint_time.as_secs_f64(), recorder.checkpoint_bytes);
-    recorder.finish().context("writing the run's Parquet tables")?;
+    outcome
+}
+
+/// Keeps what a failed run recorded (its tables so far, and failure.txt saying why) and returns
+/// the error to report, naming where that is and whether `fedsim resume` can continue it.
+fn record_failure(error: anyhow::Error, recorder: StreamingRecorder, run_dir: &Path) -> anyhow::Error {
+    let (updates, evals) = (recorder.updates, recorder.evals);
+    if let Err(finishing) = recorder.finish().context("writing the tables of a failed run") {
+        return finishing;
+    }
+    let reason = format!("{error:#}\n");
+    let failure = run_dir.join("failure.txt");
+    if let Err(writing) = std::fs::write(&failure, &reason) {
+        return anyhow::Error::from(writing).context(format!("writing {}", failure.display()));
+    }
+    let resumable = checkpoint::path(run_dir).exists();
+    error.context(format!(
+        "the run stopped after {updates} updates and {evals} evaluations, which are in {} (failure.txt says why){}",
+        run_dir.display(),
+        if resumable { "; `fedsim resume` continues it from its last checkpoint" } else { "" }
+    ))
+}
+
+/// The final weights and run.json; a complete run's checkpoint and log segments go.
+fn write_results(
+    config: &Config,
+    run_dir: &RunDir,
+    outcome: &Finished,
+    written: &Written,
+    cohorts: crate::exec::sizing::CohortPlan,
+    device: tch::Device,
+    resumed_from_version: Option<u64>,
+) -> Result<()> {
     let mut model = crate::nn::Model::new(config.model, outcome.input, tch::Device::Cpu);
     model
         .save(&outcome.run.final_weights, &run_dir.weights_path())
         .with_context(|| format!("writing the final weights to {}", run_dir.weights_path().display()))?;
-    let hash = weights_hash(&outcome.run.final_weights);
     let run = &outcome.run;
     run_dir.write_info(&RunInfo {
         log_format: crate::record::LOG_FORMAT,
@@ -493,34 +568,45 @@ fn carry_out(
         workers: config.workers,
         cohort_size: cohorts.cohort_size,
         concurrent_cohorts: Some(cohorts.concurrent_cohorts),
-        device_memory_peak_bytes: device_peak,
+        device_memory_peak_bytes: written.device_peak,
         versions: run.version,
         virtual_time: run.virtual_time,
-        wall_seconds: wall,
+        wall_seconds: written.wall,
         stop_reason: run.stop.to_string(),
-        final_weights_sha256: hash.clone(),
+        final_weights_sha256: written.hash.clone(),
         tasks_trained: run.tasks_trained,
         updates_applied: run.updates_applied,
         train_seconds: run.train_time.as_secs_f64(),
         server_seconds: run.server_time.as_secs_f64(),
         eval_seconds: run.eval_time.as_secs_f64(),
-        checkpoints_written: Some(checkpoints_written),
-        checkpoint_seconds: Some(checkpoint_seconds),
+        checkpoints_written: Some(written.checkpoints_written),
+        checkpoint_seconds: Some(written.checkpoint_seconds),
         resumed_from_version,
         ranks: run.ranks.clone(),
     })?;
-    let interrupted = run.stop == crate::exec::StopReason::Interrupted;
-    if !interrupted {
+    if run.stop != crate::exec::StopReason::Interrupted {
         // Complete: its checkpoint and segments are no longer needed.
         crate::record::stream::tidy(&run_dir.path).with_context(|| {
             format!("removing the checkpoint of the finished run {}", run_dir.path.display())
         })?;
     }
+    Ok(())
+}
+
+/// The closing lines: why the run stopped, what it cost and where it is.
+fn print_summary(
+    config: &Config,
+    outcome: &Finished,
+    written: &Written,
+    device: tch::Device,
+    run_dir: &RunDir,
+) {
+    let run = &outcome.run;
     let rounds = run.updates_applied as f64 / config.active_jobs as f64;
     // Over MPI the training threads are the ranks'; rank 0 only coordinates.
     let training_threads =
         if run.ranks.is_empty() { config.workers } else { run.ranks.iter().map(|r| r.workers).sum() };
-    let last = last.as_ref();
+    let last = written.last.as_ref();
     println!(
         "stopped: {} at version {}, virtual time {:.2}; final accuracy {}",
         run.stop,
@@ -530,10 +616,10 @@ fn carry_out(
     );
     println!(
         "wall {:.1} s: {:.1} ms per version, {:.1} ms per round of K updates, {:.1} client updates/s",
-        wall,
-        wall * 1e3 / run.version.max(1) as f64,
-        wall * 1e3 / rounds.max(1e-9),
-        run.updates_applied as f64 / wall
+        written.wall,
+        written.wall * 1e3 / run.version.max(1) as f64,
+        written.wall * 1e3 / rounds.max(1e-9),
+        run.updates_applied as f64 / written.wall
     );
     println!(
         "workers busy {:.0}% (training {:.1} s over {} tasks; server {:.2} s; evaluation {:.1} s); up to {} tasks ready at once",
@@ -552,7 +638,7 @@ fn carry_out(
             rank.tasks,
             rank.cohorts,
             rank.workers,
-            100.0 * rank.train_seconds / (wall * rank.workers as f64).max(1e-9)
+            100.0 * rank.train_seconds / (written.wall * rank.workers as f64).max(1e-9)
         );
     }
     if !run.ranks.is_empty() {
@@ -560,45 +646,33 @@ fn carry_out(
             "  rank 0 (coordinator): server {:.1} s and evaluation {:.1} s, {:.0}% of the wall time",
             run.server_time.as_secs_f64(),
             run.eval_time.as_secs_f64(),
-            100.0 * (run.server_time + run.eval_time).as_secs_f64() / wall.max(1e-9)
+            100.0 * (run.server_time + run.eval_time).as_secs_f64() / written.wall.max(1e-9)
         );
     }
-    let evals = evals.max(1);
+    let evals = written.evals.max(1);
     println!(
         "evaluation {:.3} s each on {} test images; peak memory {}",
         run.eval_time.as_secs_f64() / evals as f64,
         outcome.test_images,
         peak_memory().map_or("unknown".to_owned(), |kb| format!("{:.0} MB", kb as f64 / 1024.0))
     );
-    if let Some(peak) = device_peak {
+    if let Some(peak) = written.device_peak {
         println!(
             "device memory: peak {:.2} GiB allocated while training{}",
             runtime::gib(peak),
             device_memory_line(device)
         );
     }
-    if checkpoints_written > 0 {
+    if written.checkpoints_written > 0 {
         println!(
-            "checkpoints: {checkpoints_written} of {:.1} MB (the last), {:.3} s each to write (logs flushed with each)",
-            checkpoint_bytes as f64 / 1e6,
-            checkpoint_seconds / checkpoints_written as f64
+            "checkpoints: {} of {:.1} MB (the last), {:.3} s each to write (logs flushed with each)",
+            written.checkpoints_written,
+            written.checkpoint_bytes as f64 / 1e6,
+            written.checkpoint_seconds / written.checkpoints_written as f64
         );
     }
-    println!("final weights sha256 {hash}");
+    println!("final weights sha256 {}", written.hash);
     println!("results in {}", run_dir.path.display());
-    // An interrupted run is recorded, but a sweep must not go on to its next point.
-    anyhow::ensure!(
-        !interrupted,
-        "interrupted (Ctrl-C) at version {}; what ran is in {}{}",
-        run.version,
-        run_dir.path.display(),
-        if checkpoint::path(&run_dir.path).exists() {
-            format!("; `fedsim resume {}` continues it", run_dir.path.display())
-        } else {
-            String::new()
-        }
-    );
-    Ok(run_dir.path)
 }
 
 struct Finished {

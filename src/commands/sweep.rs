@@ -221,9 +221,10 @@ pub fn run_in_job(dirs: &DataDirs, path: &Path, out: Option<PathBuf>, report: Op
     };
     let result = if cluster.rank == 0 {
         crate::cluster::hand_out_points(&cluster, &sweep)
+            .map_err(anyhow::Error::from)
             .and_then(|runs| sweep.report(&runs, &format!("mpirun -np {} ", cluster.size)))
     } else {
-        crate::cluster::run_points_given(&cluster, |index| sweep.run_point(dirs, index))
+        crate::cluster::run_points_given(&cluster, |index| sweep.run_point(dirs, index)).map_err(Into::into)
     };
     cluster.finish(result)
 }

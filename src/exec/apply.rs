@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Evaluator, Run, StopReason};
+use super::{Evaluator, ExecError, Run, StopReason};
 use crate::fl::server::{Arrival, Server};
 use crate::params::Weights;
 use crate::record::rows::{EvalRecord, Progress, Sink, UpdateRecord};
@@ -20,7 +20,7 @@ impl<W: Weights> Run<'_, W> {
         plan: &mut dyn Plan,
         server: &mut Server<W>,
         sink: &mut dyn Sink,
-    ) -> anyhow::Result<Option<StopReason>> {
+    ) -> Result<Option<StopReason>, ExecError> {
         let Some(Step::Aggregate { version, at, inputs }) = self.reader.pop() else {
             unreachable!("the head of the plan is an aggregation")
         };
@@ -100,7 +100,7 @@ impl<W: Weights> Run<'_, W> {
         &mut self,
         evaluator: &mut dyn Evaluator<W>,
         sink: &mut dyn Sink,
-    ) -> anyhow::Result<Option<StopReason>> {
+    ) -> Result<Option<StopReason>, ExecError> {
         let Some(Step::Evaluate { version, at }) = self.reader.pop() else {
             unreachable!("the head of the plan is an evaluation")
         };

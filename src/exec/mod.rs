@@ -40,7 +40,7 @@ use reader::{Head, PlanReader};
 use stop::StopRules;
 pub use stop::{early_stop, StopReason};
 use table::TaskTable;
-pub use trainer::{Evaluator, Job, Trainer};
+pub use trainer::{Evaluator, Job, TrainError, Trainer};
 use versions::VersionStore;
 pub use workers::{Finished, ThreadWorkers, Workers};
 
@@ -99,6 +99,21 @@ impl RunOutcome {
     }
 }
 
+/// Why a run stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Server(#[from] crate::fl::ServerError),
+    /// A checkpoint that does not fit this config's plan.
+    #[error(transparent)]
+    State(#[from] crate::saved::StateError),
+    /// The run's record could not be stored (the rows flushed before are kept).
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
+}
+
 /// Runs `plan` from `initial` (version 0), or from a checkpoint's snapshot (`resume`; the
 /// plan then starts from its beginning and is replayed up to the snapshot's position), to its
 /// end or to a model-dependent stop. Versions and aggregation stay where the weights live (on
@@ -112,7 +127,7 @@ pub fn execute<W: Weights>(
     resume: Option<RunSnapshot>,
     settings: &ExecSettings,
     engines: Engines<W>,
-) -> anyhow::Result<RunOutcome> {
+) -> Result<RunOutcome, ExecError> {
     let Engines { workers, evaluator, server, sink } = engines;
     let mut run = match resume {
         None => Run::new(settings, VersionStore::new(initial)),
@@ -220,7 +235,7 @@ impl<'s, W: Weights> Run<'s, W> {
     }
 
     /// A cohort finished training.
-    fn collect(&mut self, finished: Finished<W>) -> anyhow::Result<()> {
+    fn collect(&mut self, finished: Finished<W>) -> Result<(), ExecError> {
         let trained = self.table.finish(finished, &mut self.versions)?;
         self.outcome.cohorts_trained += 1;
         self.outcome.tasks_trained += trained.tasks;

@@ -5,16 +5,18 @@
 
 use std::time::Duration;
 
-use super::{ExecSettings, Run, RunSnapshot, VersionStore};
+use super::{ExecError, ExecSettings, Run, RunSnapshot, VersionStore};
 use crate::fl::server::Server;
+use crate::fl::ServerError;
 use crate::nn::train::TrainOutcome;
 use crate::params::Weights;
+use crate::saved::StateError;
 use crate::sched::{Plan, Step};
 use crate::sim::time::SimTime;
 
 impl<'s, W: Weights> Run<'s, W> {
     /// What a checkpoint saves now.
-    pub(super) fn snapshot(&self, server: &Server<W>) -> anyhow::Result<RunSnapshot> {
+    pub(super) fn snapshot(&self, server: &Server<W>) -> Result<RunSnapshot, ServerError> {
         Ok(RunSnapshot {
             position: self.reader.position(),
             plan_read: self.reader.done(),
@@ -41,7 +43,7 @@ impl<'s, W: Weights> Run<'s, W> {
         like: &W,
         snapshot: RunSnapshot,
         server: &mut Server<W>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, ExecError> {
         let versions = snapshot.versions.iter().map(|(version, host)| (*version, like.like(host)));
         let mut run = Run::new(settings, VersionStore::restore(versions, snapshot.version)?);
         for trained in snapshot.trained {
@@ -76,11 +78,11 @@ impl<'s, W: Weights> Run<'s, W> {
         run.versions.keep_needed();
         // Tasks read in the tail may train from versions still to be made.
         if let Some(task) = run.table.missing_base(&run.versions) {
-            anyhow::bail!(
+            return Err(StateError::Mismatch(format!(
                 "the checkpoint lacks version {}, the base of task {}",
-                task.base_version,
-                task.task
-            );
+                task.base_version, task.task
+            ))
+            .into());
         }
         // Jobs the checkpointed run had recorded are in its log segments already.
         run.jobs_recorded_before = SimTime::from_units(snapshot.jobs_recorded_before);
@@ -90,13 +92,13 @@ impl<'s, W: Weights> Run<'s, W> {
 
     /// Reads the plan's first `position` steps as the checkpointed run carried them out: what
     /// was applied is dropped, what was trained waits done, the cohorts form as they did.
-    fn replay(&mut self, plan: &mut dyn Plan, position: u64, version: u64) -> anyhow::Result<()> {
+    fn replay(&mut self, plan: &mut dyn Plan, position: u64, version: u64) -> Result<(), StateError> {
         let mut last_made = 0u64;
         for read in 0..position {
             let step = plan.next().ok_or_else(|| {
-                anyhow::anyhow!(
+                StateError::Mismatch(format!(
                     "the plan ends after {read} steps, before the checkpoint's position {position}: the checkpoint is not of this config"
-                )
+                ))
             })?;
             match step {
                 Step::Train(task) => self.table.admit(task, &mut self.versions),
@@ -108,10 +110,11 @@ impl<'s, W: Weights> Run<'s, W> {
                 Step::Evaluate { .. } => {}
             }
         }
-        anyhow::ensure!(
-            last_made == version,
-            "replaying the plan to the checkpoint's position makes version {last_made}, the checkpoint holds version {version}: the checkpoint is not of this config"
-        );
+        crate::saved::ensure(last_made == version, || {
+            format!(
+                "replaying the plan to the checkpoint's position makes version {last_made}, the checkpoint holds version {version}: the checkpoint is not of this config"
+            )
+        })?;
         self.reader.resume_at(position, position);
         Ok(())
     }
@@ -164,7 +167,7 @@ mod tests {
     /// Position, current version, tasks held and versions held after a resume.
     type Resumed = (u64, u64, usize, Vec<(u64, Vec<f32>)>);
 
-    fn resume(snapshot: RunSnapshot) -> anyhow::Result<Resumed> {
+    fn resume(snapshot: RunSnapshot) -> Result<Resumed, ExecError> {
         let settings = settings();
         let mut server = Server { rule: ServerRule::plain(1.0), revive: None, tracker_reset: Vec::new() };
         let run = Run::resume(&settings, &mut plan(), &vec![0.0], snapshot, &mut server)?;

@@ -9,9 +9,10 @@ use std::time::Duration;
 use super::cohorts::CohortBuilder;
 use super::versions::VersionStore;
 use super::workers::{Finished, Workers};
-use super::Job;
+use super::{Job, TrainError};
 use crate::nn::train::TrainOutcome;
 use crate::params::Weights;
+use crate::saved::StateError;
 use crate::saved::TrainedTask;
 use crate::sched::{TrainTask, UpdateInput};
 
@@ -171,16 +172,13 @@ impl<W> TaskTable<W> {
         &mut self,
         finished: Finished<W>,
         versions: &mut VersionStore<W>,
-    ) -> anyhow::Result<Trained> {
+    ) -> Result<Trained, TrainError> {
         let Finished { cohort, worker, result } = finished;
         let tasks = self.running.remove(&cohort).expect("a finished cohort was running");
         let outcomes = result?;
-        anyhow::ensure!(
-            outcomes.len() == tasks.len(),
-            "a trainer returned {} outcomes for {} tasks",
-            outcomes.len(),
-            tasks.len()
-        );
+        if outcomes.len() != tasks.len() {
+            return Err(TrainError::WrongCount { returned: outcomes.len(), tasks: tasks.len() });
+        }
         let mut trained = Trained::default();
         for (id, outcome) in tasks.into_iter().zip(outcomes) {
             trained.tasks += 1;
@@ -211,10 +209,10 @@ impl<W> TaskTable<W> {
         &mut self,
         inputs: &[UpdateInput],
         versions: &mut VersionStore<W>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), StateError> {
         for input in inputs {
             let slot = self.slots.remove(&input.task).ok_or_else(|| {
-                anyhow::anyhow!("the plan aggregates task {} before training it", input.task)
+                StateError::Mismatch(format!("the plan aggregates task {} before training it", input.task))
             })?;
             if matches!(slot.state, TaskState::Waiting) {
                 versions.unneed(slot.task.base_version);
@@ -225,7 +223,7 @@ impl<W> TaskTable<W> {
 
     /// After a resume's replay: cohorts whose tasks were all applied or trained before the
     /// checkpoint do not train. A cohort partly trained means the checkpoint is of another plan.
-    pub fn drop_settled_cohorts(&mut self) -> anyhow::Result<()> {
+    pub fn drop_settled_cohorts(&mut self) -> Result<(), StateError> {
         let mut mixed = false;
         let slots = &self.slots;
         self.waiting.retain(|_, cohort| {
@@ -236,8 +234,9 @@ impl<W> TaskTable<W> {
             mixed |= pending != 0 && pending != cohort.len();
             pending != 0
         });
-        anyhow::ensure!(!mixed, "the checkpoint holds part of a cohort's results: it is not of this config");
-        Ok(())
+        crate::saved::ensure(!mixed, || {
+            "the checkpoint holds part of a cohort's results: it is not of this config".to_owned()
+        })
     }
 
     /// At the plan's end: waiting cohorts none of whose tasks is `needed` (by an aggregation

@@ -28,7 +28,7 @@ struct FakeTrainer {
 }
 
 impl Trainer for FakeTrainer {
-    fn train(&self, jobs: &[Job]) -> anyhow::Result<Vec<TrainOutcome>> {
+    fn train(&self, jobs: &[Job]) -> Result<Vec<TrainOutcome>, TrainError> {
         self.cohorts.lock().unwrap().push(jobs.iter().map(|j| j.task).collect());
         Ok(jobs
             .iter()
@@ -174,7 +174,7 @@ fn execute_fake_into(
     early_stop: Vec<(u64, f64)>,
     resume: Option<RunSnapshot>,
     sink: &mut dyn Sink,
-) -> anyhow::Result<RunOutcome> {
+) -> Result<RunOutcome, ExecError> {
     let mut workers =
         OrderedWorkers { trainer: trainer.clone(), capacity, started: Vec::new(), picks, next_pick: 0 };
     let partition = Partition {
@@ -215,7 +215,7 @@ impl Sink for SnapshotSink {
     fn checkpoint_due(&mut self, version: u64) -> bool {
         version % self.every == 0
     }
-    fn checkpoint(&mut self, snapshot: &RunSnapshot) -> anyhow::Result<()> {
+    fn checkpoint(&mut self, snapshot: &RunSnapshot) -> Result<(), crate::record::RecordError> {
         let rows = [self.rows.updates.len(), self.rows.evals.len(), self.rows.jobs.len()];
         self.snapshots.push((snapshot.clone(), rows));
         Ok(())

@@ -34,10 +34,29 @@ impl<W> Clone for Job<W> {
     }
 }
 
+/// Why a cohort did not train.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    #[error(
+        "the device ran out of memory {what}; lower run.cohort_size (clients per cohort) or run.workers (cohorts at once). libtorch said: {said}"
+    )]
+    OutOfMemory { what: String, said: String },
+    #[error("{what} failed: {message}")]
+    Panicked { what: String, message: String },
+    #[error("a trainer returned {returned} outcomes for {tasks} tasks")]
+    WrongCount { returned: usize, tasks: usize },
+    /// Another process's failure, as it reported it (MPI ranks), or a worker pool that could
+    /// not start.
+    #[error("{0}")]
+    Workers(String),
+}
+
 /// Trains cohorts. `train` returns one outcome per job, in job order, and depends only on the
 /// jobs (never on the thread or on other cohorts), so any worker may run any cohort.
 pub trait Trainer<W = Vec<f32>>: Send + Sync {
-    fn train(&self, jobs: &[Job<W>]) -> anyhow::Result<Vec<TrainOutcome<W>>>;
+    fn train(&self, jobs: &[Job<W>]) -> Result<Vec<TrainOutcome<W>>, TrainError>;
 }
 
 /// Evaluates model versions.
@@ -57,7 +76,7 @@ pub struct TorchTrainer {
 }
 
 impl<W: TorchWeights> Trainer<W> for TorchTrainer {
-    fn train(&self, jobs: &[Job<W>]) -> anyhow::Result<Vec<TrainOutcome<W>>> {
+    fn train(&self, jobs: &[Job<W>]) -> Result<Vec<TrainOutcome<W>>, TrainError> {
         crate::runtime::use_own_stream(self.device);
         let (mean, std) = self.dataset.kind.normalization();
         let normalize = Normalize::new(&mean, &std, self.device);

@@ -26,12 +26,14 @@ impl<W> VersionStore<W> {
     }
 
     /// The versions a checkpoint holds, `current` among them.
-    pub fn restore(versions: impl IntoIterator<Item = (u64, W)>, current: u64) -> anyhow::Result<Self> {
+    pub fn restore(
+        versions: impl IntoIterator<Item = (u64, W)>,
+        current: u64,
+    ) -> Result<Self, crate::saved::StateError> {
         let versions: BTreeMap<u64, Arc<W>> = versions.into_iter().map(|(v, w)| (v, Arc::new(w))).collect();
-        anyhow::ensure!(
-            versions.contains_key(&current),
-            "the checkpoint lacks its own current model (version {current})"
-        );
+        crate::saved::ensure(versions.contains_key(&current), || {
+            format!("the checkpoint lacks its own current model (version {current})")
+        })?;
         Ok(VersionStore { versions, needed_by: HashMap::new(), current })
     }
 

@@ -4,7 +4,7 @@
 
 use std::sync::{mpsc, Arc};
 
-use super::trainer::{Job, Trainer};
+use super::trainer::{Job, TrainError, Trainer};
 use crate::nn::train::TrainOutcome;
 use crate::params::Weights;
 pub use crate::record::rows::RankLoad;
@@ -13,7 +13,7 @@ pub use crate::record::rows::RankLoad;
 pub struct Finished<W = Vec<f32>> {
     pub cohort: u64,
     pub worker: u32,
-    pub result: anyhow::Result<Vec<TrainOutcome<W>>>,
+    pub result: Result<Vec<TrainOutcome<W>>, TrainError>,
 }
 
 pub trait Workers<W = Vec<f32>> {
@@ -40,11 +40,12 @@ pub struct ThreadWorkers<W = Vec<f32>> {
 }
 
 impl<W: Weights> ThreadWorkers<W> {
-    pub fn new(threads: usize, trainer: Arc<dyn Trainer<W>>) -> anyhow::Result<Self> {
+    pub fn new(threads: usize, trainer: Arc<dyn Trainer<W>>) -> Result<Self, TrainError> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("fedsim-worker-{i}"))
-            .build()?;
+            .build()
+            .map_err(|e| TrainError::Workers(format!("starting {threads} worker threads: {e}")))?;
         let (sender, receiver) = mpsc::channel();
         Ok(ThreadWorkers { pool, threads, trainer, sender, receiver, running: 0 })
     }
@@ -95,16 +96,15 @@ impl<W> ThreadWorkers<W> {
 }
 
 /// A panic while doing `what` as an error; out-of-memory names the settings that lower memory use.
-pub fn panic_error(panic: Box<dyn std::any::Any + Send>, what: &str) -> anyhow::Error {
+pub fn panic_error(panic: Box<dyn std::any::Any + Send>, what: &str) -> TrainError {
     let message = crate::faults::panic_message(&*panic).unwrap_or_else(|| "unknown panic".to_owned());
     if message.contains("out of memory") {
-        anyhow::anyhow!(
-            "the device ran out of memory {what}; lower run.cohort_size (clients per cohort) or \
-             run.workers (cohorts at once). libtorch said: {}",
-            message.lines().next().unwrap_or_default()
-        )
+        TrainError::OutOfMemory {
+            what: what.to_owned(),
+            said: message.lines().next().unwrap_or_default().to_owned(),
+        }
     } else {
-        anyhow::anyhow!("{what} failed: {message}")
+        TrainError::Panicked { what: what.to_owned(), message }
     }
 }
 

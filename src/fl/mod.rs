@@ -9,4 +9,16 @@ pub mod stabilizer;
 pub mod weights;
 
 pub use aggregate::{ServerRule, Update};
+
+/// Why the server could not aggregate, or save or restore its state.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("FedRevive needs the client's model")]
+    MissingModel,
+    /// The distiller's own failure (libtorch's, in `nn`), which `fl` does not name.
+    #[error(transparent)]
+    Distiller(Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    State(#[from] crate::saved::StateError),
+}
 pub use weights::{BetaSchedule, ClientWeighting, StalenessWeight};

@@ -4,6 +4,7 @@
 //! The distillation itself is behind the [`Distiller`] trait, so the engine never sees how it
 //! is done (synthetic images for FedRevive, the real KD split for DD-FedRevive).
 
+use super::ServerError;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -61,22 +62,22 @@ impl<W> TeacherBuffer<W> {
 /// randomness from it, so the result depends only on the plan and two arrivals of one
 /// aggregation never share a stream.
 pub trait Distiller<W = Vec<f32>> {
-    fn distill(&mut self, current: &W, teachers: &[&Teacher<W>], arrival: u64) -> anyhow::Result<W>;
+    fn distill(&mut self, current: &W, teachers: &[&Teacher<W>], arrival: u64) -> Result<W, ServerError>;
 
     /// Work that runs between the freeze and warm-up gates, before distillation trains
     /// (FedRevive warms its generator up here). Nothing by default.
-    fn warm_up(&mut self, _current: &W, _teachers: &[&Teacher<W>], _arrival: u64) -> anyhow::Result<()> {
+    fn warm_up(&mut self, _current: &W, _teachers: &[&Teacher<W>], _arrival: u64) -> Result<(), ServerError> {
         Ok(())
     }
 
     /// What the distiller carries from one arrival to the next (FedRevive's generator, its
     /// optimizer, the image pool, the stabilisers), for a checkpoint. Nothing by default.
-    fn save(&self) -> anyhow::Result<crate::saved::SavedState> {
+    fn save(&self) -> Result<crate::saved::SavedState, ServerError> {
         Ok(crate::saved::SavedState::default())
     }
 
     /// Puts back what [`Distiller::save`] gave, into a distiller built from the same config.
-    fn restore(&mut self, _state: crate::saved::SavedState) -> anyhow::Result<()> {
+    fn restore(&mut self, _state: crate::saved::SavedState) -> Result<(), ServerError> {
         Ok(())
     }
 }

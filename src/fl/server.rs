@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::aggregate::{ServerRule, Update};
 use super::revive::{blend, Distiller, ReviveAction, ReviveSchedule, Teacher, TeacherBuffer};
+use super::ServerError;
 use crate::params::Weights;
 use crate::saved::{Array, SavedState};
 
@@ -42,7 +43,7 @@ pub struct Server<W = Vec<f32>> {
 
 impl<W: Weights> Server<W> {
     /// theta (version `version`) -> theta of version `version + 1`, where theta lives.
-    pub fn aggregate(&mut self, theta: &W, version: u64, arrivals: &[Arrival<W>]) -> anyhow::Result<W> {
+    pub fn aggregate(&mut self, theta: &W, version: u64, arrivals: &[Arrival<W>]) -> Result<W, ServerError> {
         let mut next = theta.clone();
         match &mut self.revive {
             None => {
@@ -85,7 +86,7 @@ impl<W: Weights> Server<W> {
 impl<W: Weights> Server<W> {
     /// What of the server decides the future: FedRevive's teachers and its distiller's state
     /// (plain rules keep none).
-    pub fn save(&self) -> anyhow::Result<SavedState> {
+    pub fn save(&self) -> Result<SavedState, ServerError> {
         let mut state = SavedState::default();
         if let Some(revive) = &self.revive {
             let teachers = revive.teachers.teachers();
@@ -108,7 +109,7 @@ impl<W: Weights> Server<W> {
 
     /// Puts back what [`Server::save`] gave; `like` places the teachers' weights where the
     /// run keeps its weights.
-    pub fn restore(&mut self, mut state: SavedState, like: &W) -> anyhow::Result<()> {
+    pub fn restore(&mut self, mut state: SavedState, like: &W) -> Result<(), ServerError> {
         let Some(revive) = &mut self.revive else { return Ok(()) };
         let count: usize = state.value("teachers")?;
         revive.teachers.clear();
@@ -126,10 +127,15 @@ impl<W: Weights> Server<W> {
 impl<W: Weights> Revive<W> {
     /// Each arrival joins the teachers; its delta is kept, down-weighted or blended with a
     /// distilled one, as the schedule says.
-    fn revived_deltas(&mut self, theta: &W, version: u64, arrivals: &[Arrival<W>]) -> anyhow::Result<Vec<W>> {
+    fn revived_deltas(
+        &mut self,
+        theta: &W,
+        version: u64,
+        arrivals: &[Arrival<W>],
+    ) -> Result<Vec<W>, ServerError> {
         let mut deltas = Vec::with_capacity(arrivals.len());
         for arrival in arrivals {
-            let model = arrival.model.ok_or_else(|| anyhow::anyhow!("FedRevive needs the client's model"))?;
+            let model = arrival.model.ok_or(ServerError::MissingModel)?;
             self.teachers.push(Teacher {
                 weights: Arc::new(model.clone()),
                 class_proportions: arrival.class_proportions.clone(),
@@ -178,7 +184,12 @@ mod tests {
     }
 
     impl Distiller for Fixed {
-        fn distill(&mut self, _: &Vec<f32>, teachers: &[&Teacher], arrival: u64) -> anyhow::Result<Vec<f32>> {
+        fn distill(
+            &mut self,
+            _: &Vec<f32>,
+            teachers: &[&Teacher],
+            arrival: u64,
+        ) -> Result<Vec<f32>, ServerError> {
             assert!(!teachers.is_empty());
             self.calls.lock().unwrap().push(arrival);
             Ok(self.delta.clone())

@@ -75,14 +75,12 @@ impl LossStabilizer {
     }
 
     /// Puts back the windows [`LossStabilizer::save`] gave.
-    pub fn restore(&mut self, mut state: crate::saved::SavedState) -> anyhow::Result<()> {
+    pub fn restore(&mut self, mut state: crate::saved::SavedState) -> Result<(), crate::saved::StateError> {
         for (term, history) in self.history.iter_mut().enumerate() {
             let values = state.take_f64(&term.to_string())?;
-            anyhow::ensure!(
-                values.len() <= self.window,
-                "a stabiliser window holds more than {} values",
-                self.window
-            );
+            crate::saved::ensure(values.len() <= self.window, || {
+                format!("a stabiliser window holds more than {} values", self.window)
+            })?;
             *history = values.into();
         }
         Ok(())

@@ -4,6 +4,7 @@
 //! FedRevive's persistent generator is trained by one across the whole run, and a resumed
 //! run must continue it exactly.
 
+use super::NnError;
 use std::ffi::{c_char, c_int, c_void, CStr};
 
 use tch::{nn::VarStore, Tensor};
@@ -40,7 +41,7 @@ pub struct SavableAdam {
 unsafe impl Send for SavableAdam {}
 
 /// libtorch's last error, if a call left one.
-fn last_error() -> anyhow::Result<()> {
+fn last_error() -> Result<(), NnError> {
     unsafe {
         let message = torch_sys::get_and_reset_last_err();
         if message.is_null() {
@@ -48,14 +49,14 @@ fn last_error() -> anyhow::Result<()> {
         }
         let text = CStr::from_ptr(message as *const c_char).to_string_lossy().into_owned();
         free(message as *mut c_void);
-        Err(anyhow::anyhow!("libtorch: {text}"))
+        Err(NnError::Libtorch(text))
     }
 }
 
 impl SavableAdam {
     /// Adam with betas (beta1, beta2), eps 1e-8 and no weight decay (tch's defaults) over the
     /// trainable variables of `vs`, in their order.
-    pub fn new(vs: &VarStore, lr: f64, beta1: f64, beta2: f64) -> anyhow::Result<Self> {
+    pub fn new(vs: &VarStore, lr: f64, beta1: f64, beta2: f64) -> Result<Self, NnError> {
         let optimizer = unsafe { torch_sys::ato_adam(lr, beta1, beta2, 0.0, 1e-8, false) };
         last_error()?;
         let mut adam = SavableAdam { optimizer, parameters: vs.trainable_variables() };
@@ -67,7 +68,7 @@ impl SavableAdam {
     }
 
     /// Zeroes the gradients, back-propagates `loss` and takes one step.
-    pub fn backward_step(&mut self, loss: &Tensor) -> anyhow::Result<()> {
+    pub fn backward_step(&mut self, loss: &Tensor) -> Result<(), NnError> {
         unsafe { torch_sys::ato_zero_grad(self.optimizer) };
         last_error()?;
         loss.backward();
@@ -76,7 +77,7 @@ impl SavableAdam {
     }
 
     /// Every parameter's step count and moment estimates (none for a parameter never stepped).
-    pub fn save(&self) -> anyhow::Result<SavedState> {
+    pub fn save(&self) -> Result<SavedState, NnError> {
         let mut state = SavedState::default();
         let count = unsafe { fedsim_adam_parameters(self.optimizer) };
         let mut steps = Vec::with_capacity(count as usize);
@@ -84,7 +85,9 @@ impl SavableAdam {
             let (mut step, mut exp_avg, mut exp_avg_sq) = (0i64, std::ptr::null_mut(), std::ptr::null_mut());
             let found =
                 unsafe { fedsim_adam_get(self.optimizer, index, &mut step, &mut exp_avg, &mut exp_avg_sq) };
-            anyhow::ensure!(found >= 0, "reading the state of Adam's parameter {index}");
+            if found < 0 {
+                return Err(NnError::Libtorch(format!("reading the state of Adam's parameter {index}")));
+            }
             if found == 0 {
                 steps.push(None);
                 continue;
@@ -100,17 +103,18 @@ impl SavableAdam {
     }
 
     /// Puts back what [`SavableAdam::save`] gave, into an optimizer over the same variables.
-    pub fn restore(&mut self, mut state: SavedState) -> anyhow::Result<()> {
+    pub fn restore(&mut self, mut state: SavedState) -> Result<(), NnError> {
         let steps: Vec<Option<i64>> = state.value("steps")?;
-        anyhow::ensure!(
-            steps.len() == self.parameters.len(),
-            "the checkpoint's Adam state has {} parameters, the optimizer {}",
-            steps.len(),
-            self.parameters.len()
-        );
+        crate::saved::ensure(steps.len() == self.parameters.len(), || {
+            format!(
+                "the checkpoint's Adam state has {} parameters, the optimizer {}",
+                steps.len(),
+                self.parameters.len()
+            )
+        })?;
         for (index, step) in steps.into_iter().enumerate() {
             let Some(step) = step else { continue };
-            let mut tensor = |name: &str| -> anyhow::Result<Tensor> {
+            let mut tensor = |name: &str| -> Result<Tensor, NnError> {
                 let size = self.parameters[index].size();
                 let values = state.take_f32(&format!("{index}.{name}"), self.parameters[index].numel())?;
                 Ok(Tensor::from_slice(&values).view(size.as_slice()))
@@ -119,7 +123,9 @@ impl SavableAdam {
             let done = unsafe {
                 fedsim_adam_set(self.optimizer, index as i64, step, exp_avg.as_ptr(), exp_avg_sq.as_ptr())
             };
-            anyhow::ensure!(done == 0, "restoring the state of Adam's parameter {index}");
+            if done != 0 {
+                return Err(NnError::Libtorch(format!("restoring the state of Adam's parameter {index}")));
+            }
         }
         Ok(())
     }
@@ -132,7 +138,7 @@ impl Drop for SavableAdam {
 }
 
 /// A float tensor's values on the host, with its shape.
-pub fn host_array(tensor: &Tensor) -> anyhow::Result<Array> {
+pub fn host_array(tensor: &Tensor) -> Result<Array, NnError> {
     let shape: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
     let flat = tensor.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous().view(-1);
     Ok(Array::F32 { shape, data: Vec::<f32>::try_from(&flat)? })

@@ -23,12 +23,13 @@ use super::adam::{host_array, SavableAdam};
 use super::device_weights::TorchWeights;
 use super::generator::Generator;
 use super::kd::{draw_by_class, draw_labels, KdCore, KdSettings};
-use super::{InputSpec, ModelKind};
+use super::{InputSpec, ModelKind, NnError};
 use crate::data::augment::{Augment, Normalize};
 use crate::data::DatasetKind;
 use crate::fl::revive::{Distiller, Teacher};
 use crate::fl::stabilizer::LossStabilizer;
-use crate::saved::{Array, SavedState};
+use crate::fl::ServerError;
+use crate::saved::{Array, SavedState, StateError};
 use crate::sim::rng::{self, Purpose, Rng};
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -127,7 +128,7 @@ impl DataFreeDistiller {
         input: InputSpec,
         device: Device,
         seed: u64,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, NnError> {
         let (mean, std) = dataset.normalization();
         let (generator_vs, _) = Generator::build(settings.nz, settings.ngf, input, seed, device);
         let meta_optimizer = SavableAdam::new(&generator_vs, settings.lr_g, 0.5, 0.999)?;
@@ -194,7 +195,7 @@ impl DataFreeDistiller {
         current: &W,
         teachers: &[&Teacher<W>],
         arrival: u64,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), NnError> {
         self.core.load_teachers(teachers);
         let s = self.settings;
         let device = self.core.device;
@@ -305,23 +306,25 @@ impl DataFreeDistiller {
 }
 
 impl<W: TorchWeights> Distiller<W> for DataFreeDistiller {
-    fn warm_up(&mut self, current: &W, teachers: &[&Teacher<W>], arrival: u64) -> anyhow::Result<()> {
-        self.synthesize(current, teachers, arrival)
+    fn warm_up(&mut self, current: &W, teachers: &[&Teacher<W>], arrival: u64) -> Result<(), ServerError> {
+        Ok(self.synthesize(current, teachers, arrival)?)
     }
 
-    fn distill(&mut self, current: &W, teachers: &[&Teacher<W>], arrival: u64) -> anyhow::Result<W> {
+    fn distill(&mut self, current: &W, teachers: &[&Teacher<W>], arrival: u64) -> Result<W, ServerError> {
         self.synthesize(current, teachers, arrival)?;
         crate::faults::reached("distill");
         let by_class = self.pool.by_class(self.input.classes as usize);
         let mut rng = rng::stream(self.seed, Purpose::Distill, arrival);
         let (images, device) = (&self.pool.images, self.core.device);
-        self.core.distill(current, teachers, &mut rng, |q, count, rng| {
-            let index = Tensor::from_slice(&draw_by_class(&by_class, q, count, rng)).to_device(device);
-            images.index_select(0, &index)
-        })
+        self.core
+            .distill(current, teachers, &mut rng, |q, count, rng| {
+                let index = Tensor::from_slice(&draw_by_class(&by_class, q, count, rng)).to_device(device);
+                images.index_select(0, &index)
+            })
+            .map_err(ServerError::from)
     }
 
-    fn save(&self) -> anyhow::Result<SavedState> {
+    fn save(&self) -> Result<SavedState, ServerError> {
         let mut state = SavedState::default();
         for (name, variable) in self.generator_vs.variables() {
             state.put_array(format!("generator.{name}"), host_array(&variable)?);
@@ -332,7 +335,10 @@ impl<W: TorchWeights> Distiller<W> for DataFreeDistiller {
         let pool = &self.pool;
         let shape: Vec<usize> = pool.images.size().iter().map(|&d| d as usize).collect();
         let pixels = pool.images.to_device(Device::Cpu).contiguous().view(-1);
-        state.put_array("pool.images", Array::U8 { shape, data: Vec::<u8>::try_from(&pixels)? });
+        state.put_array(
+            "pool.images",
+            Array::U8 { shape, data: Vec::<u8>::try_from(&pixels).map_err(NnError::from)? },
+        );
         state.put_array(
             "pool.labels",
             Array::U8 { shape: vec![pool.labels.len()], data: pool.labels.clone() },
@@ -343,8 +349,8 @@ impl<W: TorchWeights> Distiller<W> for DataFreeDistiller {
         Ok(state)
     }
 
-    fn restore(&mut self, mut state: SavedState) -> anyhow::Result<()> {
-        tch::no_grad(|| -> anyhow::Result<()> {
+    fn restore(&mut self, mut state: SavedState) -> Result<(), ServerError> {
+        tch::no_grad(|| -> Result<(), StateError> {
             for (name, mut variable) in self.generator_vs.variables() {
                 let values = state.take_f32(&format!("generator.{name}"), variable.numel())?;
                 let restored = Tensor::from_slice(&values).view(variable.size().as_slice());
@@ -357,10 +363,9 @@ impl<W: TorchWeights> Distiller<W> for DataFreeDistiller {
         self.core.restore(state.unnest("kd"))?;
         let capacity = self.pool.labels.len();
         let (next, filled): (usize, usize) = (state.value("pool.next")?, state.value("pool.filled")?);
-        anyhow::ensure!(
-            next < capacity.max(1) && filled <= capacity,
-            "the checkpoint's image pool does not fit dfkd.pool_size = {capacity}"
-        );
+        crate::saved::ensure(next < capacity.max(1) && filled <= capacity, || {
+            format!("the checkpoint's image pool does not fit dfkd.pool_size = {capacity}")
+        })?;
         match (state.take_array("pool.images")?, state.take_array("pool.labels")?) {
             (Array::U8 { shape, data }, Array::U8 { data: labels, .. })
                 if labels.len() == capacity && shape.iter().map(|&d| d as i64).collect::<Vec<_>>() == self.pool.images.size() =>
@@ -369,7 +374,12 @@ impl<W: TorchWeights> Distiller<W> for DataFreeDistiller {
                 self.pool.images.copy_(&images.to_device(self.core.device));
                 self.pool.labels = labels;
             }
-            _ => anyhow::bail!("the checkpoint's image pool does not fit dfkd.pool_size = {capacity} and the dataset's image size"),
+            _ => {
+                return Err(StateError::Mismatch(format!(
+                    "the checkpoint's image pool does not fit dfkd.pool_size = {capacity} and the dataset's image size"
+                ))
+                .into())
+            }
         }
         (self.pool.next, self.pool.filled) = (next, filled);
         self.synthesis_calls = state.value("synthesis_calls")?;

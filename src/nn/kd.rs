@@ -11,6 +11,8 @@
 //! runs in evaluation mode, so distillation never moves the trackers' statistics of client
 //! data (the networks have no normalisation, so the forward pass is the same either way).
 
+use super::NnError;
+use crate::fl::ServerError;
 use rand::Rng as _;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
 
@@ -82,7 +84,7 @@ impl KdCore {
         self.stabilizer.as_ref().map(LossStabilizer::save).unwrap_or_default()
     }
 
-    pub fn restore(&mut self, state: crate::saved::SavedState) -> anyhow::Result<()> {
+    pub fn restore(&mut self, state: crate::saved::SavedState) -> Result<(), crate::saved::StateError> {
         match &mut self.stabilizer {
             Some(stabilizer) => stabilizer.restore(state),
             None => Ok(()),
@@ -122,7 +124,7 @@ impl KdCore {
         teachers: &[&Teacher<W>],
         rng: &mut Rng,
         mut draw: impl FnMut(&[f64], usize, &mut Rng) -> Tensor,
-    ) -> anyhow::Result<W> {
+    ) -> Result<W, NnError> {
         self.student.load_weights(current);
         let s = self.settings;
         let mut optimizer =
@@ -294,22 +296,24 @@ impl RealDataDistiller {
 }
 
 impl<W: TorchWeights> Distiller<W> for RealDataDistiller {
-    fn distill(&mut self, current: &W, teachers: &[&Teacher<W>], arrival: u64) -> anyhow::Result<W> {
+    fn distill(&mut self, current: &W, teachers: &[&Teacher<W>], arrival: u64) -> Result<W, ServerError> {
         self.core.load_teachers(teachers);
         let mut rng = rng::stream(self.seed, Purpose::Distill, arrival);
         let (images, by_class, device) = (&self.dataset.train.images, &self.by_class, self.core.device);
-        self.core.distill(current, teachers, &mut rng, |q, count, rng| {
-            let index = Tensor::from_slice(&draw_by_class(by_class, q, count, rng)).to_device(device);
-            images.index_select(0, &index)
-        })
+        self.core
+            .distill(current, teachers, &mut rng, |q, count, rng| {
+                let index = Tensor::from_slice(&draw_by_class(by_class, q, count, rng)).to_device(device);
+                images.index_select(0, &index)
+            })
+            .map_err(ServerError::from)
     }
 
-    fn save(&self) -> anyhow::Result<crate::saved::SavedState> {
+    fn save(&self) -> Result<crate::saved::SavedState, ServerError> {
         Ok(self.core.save())
     }
 
-    fn restore(&mut self, state: crate::saved::SavedState) -> anyhow::Result<()> {
-        self.core.restore(state)
+    fn restore(&mut self, state: crate::saved::SavedState) -> Result<(), ServerError> {
+        Ok(self.core.restore(state)?)
     }
 }
 

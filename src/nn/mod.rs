@@ -78,6 +78,27 @@ impl FromStr for ModelKind {
     }
 }
 
+/// What can fail in model code: libtorch, or saved state that does not fit the model.
+#[derive(Debug, thiserror::Error)]
+pub enum NnError {
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    /// A libtorch call outside tch's wrappers (the savable Adam), with libtorch's message.
+    #[error("libtorch: {0}")]
+    Libtorch(String),
+    #[error(transparent)]
+    State(#[from] crate::saved::StateError),
+}
+
+impl From<NnError> for crate::fl::ServerError {
+    fn from(error: NnError) -> Self {
+        match error {
+            NnError::State(state) => crate::fl::ServerError::State(state),
+            other => crate::fl::ServerError::Distiller(Box::new(other)),
+        }
+    }
+}
+
 /// What a model takes and predicts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InputSpec {

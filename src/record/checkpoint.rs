@@ -10,13 +10,22 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
 
+use super::RecordError;
 use crate::saved::{Array, RunSnapshot, SavedState, TrainedTask};
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// What is wrong with a file read as a checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FormatError(String);
+
+fn format_error(message: impl Into<String>) -> FormatError {
+    FormatError(message.into())
+}
 
 /// Raise when the layout below changes: a resume refuses checkpoints of another format.
 pub const CHECKPOINT_FORMAT: u32 = 3;
@@ -126,7 +135,7 @@ pub fn write(
     provenance: &Provenance,
     segments: usize,
     snapshot: &RunSnapshot,
-) -> anyhow::Result<()> {
+) -> Result<(), RecordError> {
     let mut views: Vec<(String, Bytes)> = Vec::new();
     for (version, weights) in &snapshot.versions {
         views.push((format!("version.{version}"), floats(weights)));
@@ -168,21 +177,26 @@ pub fn write(
         trained,
         server_values: snapshot.server.values.clone(),
     };
-    let metadata = HashMap::from([("fedsim".to_owned(), serde_json::to_string(&header)?)]);
     let path = run_dir.join(CHECKPOINT);
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| RecordError::WriteCheckpoint {
+        path: path.clone(),
+        source,
+    };
+    let metadata =
+        HashMap::from([("fedsim".to_owned(), serde_json::to_string(&header).map_err(|e| failed(e.into()))?)]);
     let staging = path.with_extension("partial");
     let written = safetensors::tensor::serialize_to_file(
         views.iter().map(|(n, b)| (n.as_str(), b)),
         &Some(metadata),
         &staging,
     )
-    .map_err(|e| anyhow::anyhow!("{e:?}"))
+    .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { format!("{e:?}").into() })
     .and_then(|()| Ok(std::fs::File::open(&staging)?.sync_all()?))
     .and_then(|()| Ok(std::fs::rename(&staging, &path)?));
     if let Err(error) = written {
         // Nothing half-written stays; the previous checkpoint is untouched.
         let _ = std::fs::remove_file(&staging);
-        return Err(error.context(format!("writing the checkpoint {}", path.display())));
+        return Err(failed(error));
     }
     // The rename itself reaches the disk with the folder.
     if let Ok(folder) = std::fs::File::open(run_dir) {
@@ -197,33 +211,33 @@ pub fn path(run_dir: &Path) -> PathBuf {
 }
 
 /// Reads a checkpoint; every fault names the file and what is wrong.
-pub fn read(file: &Path) -> anyhow::Result<Checkpoint> {
+pub fn read(file: &Path) -> Result<Checkpoint, RecordError> {
     let mut buffer = Vec::new();
     std::fs::File::open(file)
         .and_then(|mut f| f.read_to_end(&mut buffer))
-        .with_context(|| format!("reading the checkpoint {}", file.display()))?;
-    parse(&buffer)
-        .with_context(|| format!("{} is not a fedsim checkpoint this version can read", file.display()))
+        .map_err(|source| RecordError::ReadCheckpoint { path: file.to_owned(), source })?;
+    parse(&buffer).map_err(|problem| RecordError::NotACheckpoint { path: file.to_owned(), problem })
 }
 
 /// A checkpoint from its bytes.
-pub fn parse(buffer: &[u8]) -> anyhow::Result<Checkpoint> {
-    let (_, metadata) =
-        SafeTensors::read_metadata(buffer).map_err(|e| anyhow::anyhow!("not a safetensors file ({e:?})"))?;
+pub fn parse(buffer: &[u8]) -> Result<Checkpoint, FormatError> {
+    let (_, metadata) = SafeTensors::read_metadata(buffer)
+        .map_err(|e| format_error(format!("not a safetensors file ({e:?})")))?;
     let text = metadata
         .metadata()
         .as_ref()
         .and_then(|m| m.get("fedsim"))
-        .ok_or_else(|| anyhow::anyhow!("a safetensors file without fedsim's checkpoint header"))?;
-    let format: serde_json::Value = serde_json::from_str(text)?;
+        .ok_or_else(|| format_error("a safetensors file without fedsim's checkpoint header"))?;
+    let format: serde_json::Value = serde_json::from_str(text).map_err(|e| format_error(e.to_string()))?;
     let found = format.get("format").and_then(|f| f.as_u64());
-    anyhow::ensure!(
-        found == Some(CHECKPOINT_FORMAT as u64),
-        "checkpoint format {found:?}; this fedsim reads format {CHECKPOINT_FORMAT}"
-    );
-    let header: Header = serde_json::from_str(text)?;
+    if found != Some(CHECKPOINT_FORMAT as u64) {
+        return Err(format_error(format!(
+            "checkpoint format {found:?}; this fedsim reads format {CHECKPOINT_FORMAT}"
+        )));
+    }
+    let header: Header = serde_json::from_str(text).map_err(|e| format_error(e.to_string()))?;
     let tensors = SafeTensors::deserialize(buffer)
-        .map_err(|e| anyhow::anyhow!("a damaged safetensors file ({e:?})"))?;
+        .map_err(|e| format_error(format!("a damaged safetensors file ({e:?})")))?;
     let mut arrays: HashMap<String, Array> = HashMap::new();
     for (name, tensor) in tensors.tensors() {
         let shape = tensor.shape().to_vec();
@@ -244,15 +258,19 @@ pub fn parse(buffer: &[u8]) -> anyhow::Result<Checkpoint> {
                     .collect(),
             },
             Dtype::U8 => Array::U8 { shape, data: data.to_vec() },
-            other => anyhow::bail!("the array {name:?} is of type {other:?}, which fedsim never writes"),
+            other => {
+                return Err(format_error(format!(
+                    "the array {name:?} is of type {other:?}, which fedsim never writes"
+                )))
+            }
         };
         arrays.insert(name, array);
     }
-    let mut take = |name: String| -> anyhow::Result<Vec<f32>> {
+    let mut take = |name: String| -> Result<Vec<f32>, FormatError> {
         match arrays.remove(&name) {
             Some(Array::F32 { data, .. }) => Ok(data),
-            Some(_) => anyhow::bail!("the array {name:?} is not of 32-bit floats"),
-            None => anyhow::bail!("the array {name:?} is missing"),
+            Some(_) => Err(format_error(format!("the array {name:?} is not of 32-bit floats"))),
+            None => Err(format_error(format!("the array {name:?} is missing"))),
         }
     };
     let mut versions = Vec::with_capacity(header.versions.len());
@@ -277,7 +295,7 @@ pub fn parse(buffer: &[u8]) -> anyhow::Result<Checkpoint> {
             Some(inner) => {
                 server.arrays.insert(inner.to_owned(), array);
             }
-            None => anyhow::bail!("an array {name:?} that no part of a run writes"),
+            None => return Err(format_error(format!("an array {name:?} that no part of a run writes"))),
         }
     }
     Ok(Checkpoint {

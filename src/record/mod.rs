@@ -10,6 +10,33 @@ use serde::Serialize;
 
 pub use crate::data::parquet::read_parquet;
 pub mod checkpoint;
+
+/// Why a run's record could not be written or read back.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// A full disk or a file over the size limit: the rows flushed before are kept.
+    #[error("writing the run's log segments in {}", folder.display())]
+    Segments {
+        folder: PathBuf,
+        #[source]
+        source: PolarsError,
+    },
+    #[error("writing the checkpoint {}", path.display())]
+    WriteCheckpoint {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("reading the checkpoint {}", path.display())]
+    ReadCheckpoint {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// What is wrong is a description, not a cause, so it is part of the message.
+    #[error("{} is not a fedsim checkpoint this version can read: {problem}", path.display())]
+    NotACheckpoint { path: PathBuf, problem: checkpoint::FormatError },
+}
 pub mod rows;
 pub mod stream;
 

@@ -48,7 +48,7 @@ pub trait Sink {
     fn progress(&mut self, _progress: &Progress) {}
     /// Whether the rows so far could be stored; the executor checks after each evaluation
     /// and stops the run with the error (a full disk, a file over the size limit).
-    fn check(&mut self) -> anyhow::Result<()> {
+    fn check(&mut self) -> Result<(), super::RecordError> {
         Ok(())
     }
     /// Whether a checkpoint is due now that `version` exists (never, by default); asked once
@@ -58,7 +58,7 @@ pub trait Sink {
     }
     /// Stores a checkpoint (and first the rows so far, so that logs and checkpoint agree).
     /// Also called when the user interrupts the run; a sink without checkpoints ignores it.
-    fn checkpoint(&mut self, _snapshot: &crate::saved::RunSnapshot) -> anyhow::Result<()> {
+    fn checkpoint(&mut self, _snapshot: &crate::saved::RunSnapshot) -> Result<(), super::RecordError> {
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ use polars::prelude::*;
 
 use super::checkpoint::{self, Provenance};
 use super::rows::{EvalRecord, Sink, UpdateRecord, VecSink};
+use super::RecordError;
 use crate::saved::RunSnapshot;
 use crate::sched::JobRecord;
 
@@ -154,9 +155,8 @@ impl StreamingRecorder {
     }
 
     /// A failed write of the log segments, naming their folder.
-    fn segments_error(&self, error: PolarsError) -> anyhow::Error {
-        anyhow::Error::new(error)
-            .context(format!("writing the run's log segments in {}", self.dir.join(SEGMENTS).display()))
+    fn segments_error(&self, source: PolarsError) -> RecordError {
+        RecordError::Segments { folder: self.dir.join(SEGMENTS), source }
     }
 
     fn note(&mut self, result: PolarsResult<()>) {
@@ -254,7 +254,7 @@ impl Sink for StreamingRecorder {
         })
     }
 
-    fn checkpoint(&mut self, snapshot: &RunSnapshot) -> anyhow::Result<()> {
+    fn checkpoint(&mut self, snapshot: &RunSnapshot) -> Result<(), RecordError> {
         let Some(settings) = &self.checkpoints else { return Ok(()) };
         let provenance = settings.provenance.clone();
         let started = Instant::now();
@@ -269,7 +269,7 @@ impl Sink for StreamingRecorder {
         Ok(())
     }
 
-    fn check(&mut self) -> anyhow::Result<()> {
+    fn check(&mut self) -> Result<(), RecordError> {
         match self.error.take() {
             Some(error) => Err(self.segments_error(error)),
             None => Ok(()),

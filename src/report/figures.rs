@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use anyhow::{anyhow, Context, Result};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -14,6 +13,29 @@ use plotters::prelude::*;
 use super::logs::JobSpan;
 use super::metrics::WallBreakdown;
 use crate::record::write_atomically;
+
+/// Why a figure could not be drawn or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FigureError {
+    #[error("{0}")]
+    NoFont(String),
+    #[error("drawing {}: {message}", path.display())]
+    Draw { path: PathBuf, message: String },
+    #[error("encoding {}", path.display())]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+    #[error("writing {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T, E = FigureError> = std::result::Result<T, E>;
 
 /// Every figure's size in pixels (PNG) and points (SVG).
 pub const SIZE: (u32, u32) = (1000, 620);
@@ -49,10 +71,10 @@ fn ensure_font() -> Result<()> {
         })
     })
     .clone()
-    .map_err(|e| anyhow!(e))
+    .map_err(FigureError::NoFont)
 }
 
-type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+type DrawResult<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
 /// Something that draws itself on any plotters backend.
 pub trait Figure {
@@ -68,23 +90,29 @@ pub fn render(figure: &impl Figure, stem: &Path) -> Result<[PathBuf; 2]> {
     let mut pixels = vec![0u8; width as usize * height as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
-        figure.draw(&root).map_err(|e| anyhow!("drawing {}: {e}", png.display()))?;
-        root.present().map_err(|e| anyhow!("drawing {}: {e}", png.display()))?;
+        let drawing = |e: String| FigureError::Draw { path: png.clone(), message: e };
+        figure.draw(&root).map_err(|e| drawing(e.to_string()))?;
+        root.present().map_err(|e| drawing(e.to_string()))?;
     }
-    let image =
-        image::RgbImage::from_raw(width, height, pixels).context("the bitmap has the figure's size")?;
+    let image = image::RgbImage::from_raw(width, height, pixels).ok_or_else(|| FigureError::Draw {
+        path: png.clone(),
+        message: "the bitmap does not have the figure's size".to_owned(),
+    })?;
     let mut encoded = std::io::Cursor::new(Vec::new());
     image
         .write_to(&mut encoded, image::ImageFormat::Png)
-        .with_context(|| format!("encoding {}", png.display()))?;
-    write_atomically(&png, encoded.get_ref()).with_context(|| format!("writing {}", png.display()))?;
+        .map_err(|source| FigureError::Encode { path: png.clone(), source })?;
+    write_atomically(&png, encoded.get_ref())
+        .map_err(|source| FigureError::Write { path: png.clone(), source })?;
     let mut text = String::new();
     {
         let root = SVGBackend::with_string(&mut text, SIZE).into_drawing_area();
-        figure.draw(&root).map_err(|e| anyhow!("drawing {}: {e}", svg.display()))?;
-        root.present().map_err(|e| anyhow!("drawing {}: {e}", svg.display()))?;
+        let drawing = |e: String| FigureError::Draw { path: svg.clone(), message: e };
+        figure.draw(&root).map_err(|e| drawing(e.to_string()))?;
+        root.present().map_err(|e| drawing(e.to_string()))?;
     }
-    write_atomically(&svg, text.as_bytes()).with_context(|| format!("writing {}", svg.display()))?;
+    write_atomically(&svg, text.as_bytes())
+        .map_err(|source| FigureError::Write { path: svg.clone(), source })?;
     Ok([png, svg])
 }
 

@@ -13,12 +13,50 @@ mod summary;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use polars::prelude::PolarsError;
 
-use self::figures::{render, Line, Lines, Speedup, StalenessHistograms, Timeline, TimelinePanel, WallTime};
+use self::figures::{
+    render, FigureError, Line, Lines, Speedup, StalenessHistograms, Timeline, TimelinePanel, WallTime,
+};
 use self::logs::{LogError, RunLogs};
 use self::metrics::{RunStats, WorkerGroup};
 use self::seeds::SeedGroup;
+
+/// Why no report was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{}: given twice; a report compares different runs, each once", .0.display())]
+    GivenTwice(PathBuf),
+    #[error("--out {}: exists and is not a folder; name a folder for the report", .0.display())]
+    OutNotAFolder(PathBuf),
+    #[error("no run could be read, so no report was written:\n{}", reasons(.0))]
+    NoRun(Vec<LogError>),
+    #[error("comparing runs that differ only in workers")]
+    Groups(#[source] PolarsError),
+    #[error("computing the report")]
+    Stats(#[source] PolarsError),
+    #[error("creating the report folder {}", path.display())]
+    CreateFolder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Figure(#[from] FigureError),
+}
+
+/// The runs left out and why, one indented line each.
+fn reasons(skipped: &[LogError]) -> String {
+    skipped.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+}
+
+type Result<T, E = ReportError> = std::result::Result<T, E>;
 
 /// What to report and where.
 #[derive(Clone, Debug)]
@@ -62,17 +100,13 @@ pub fn write(run_dirs: &[PathBuf], options: &ReportOptions) -> Result<Report> {
     let mut seen = std::collections::HashSet::new();
     for dir in run_dirs {
         let key = dir.canonicalize().unwrap_or_else(|_| dir.clone());
-        anyhow::ensure!(
-            seen.insert(key),
-            "{}: given twice; a report compares different runs, each once",
-            dir.display()
-        );
+        if !seen.insert(key) {
+            return Err(ReportError::GivenTwice(dir.clone()));
+        }
     }
-    anyhow::ensure!(
-        !options.out.exists() || options.out.is_dir(),
-        "--out {}: exists and is not a folder; name a folder for the report",
-        options.out.display()
-    );
+    if options.out.exists() && !options.out.is_dir() {
+        return Err(ReportError::OutNotAFolder(options.out.clone()));
+    }
     let mut runs = Vec::new();
     let mut skipped = Vec::new();
     for dir in run_dirs {
@@ -82,20 +116,18 @@ pub fn write(run_dirs: &[PathBuf], options: &ReportOptions) -> Result<Report> {
         }
     }
     if runs.is_empty() {
-        let reasons: Vec<String> = skipped.iter().map(|e| format!("  {e}")).collect();
-        anyhow::bail!("no run could be read, so no report was written:\n{}", reasons.join("\n"));
+        return Err(ReportError::NoRun(skipped));
     }
     let labels = metrics::labels(&runs);
-    let groups = metrics::worker_groups(&runs).context("comparing runs that differ only in workers")?;
+    let groups = metrics::worker_groups(&runs).map_err(ReportError::Groups)?;
     let times = options.times.clone().unwrap_or_else(|| metrics::default_times(&runs));
     let targets = options.targets.clone().unwrap_or_else(|| metrics::default_targets(&runs));
-    let stats =
-        metrics::run_stats(&runs, &labels, &groups, &times, &targets).context("computing the report")?;
+    let stats = metrics::run_stats(&runs, &labels, &groups, &times, &targets).map_err(ReportError::Stats)?;
 
     let seed_groups = seeds::seed_groups(&runs, &stats, targets.len());
 
     std::fs::create_dir_all(&options.out)
-        .with_context(|| format!("creating the report folder {}", options.out.display()))?;
+        .map_err(|source| ReportError::CreateFolder { path: options.out.clone(), source })?;
     let figures = draw_figures(&runs, &stats, &groups, &seed_groups, &options.out)?;
     let report = Report {
         summary: options.out.join("summary.md"),
@@ -109,7 +141,7 @@ pub fn write(run_dirs: &[PathBuf], options: &ReportOptions) -> Result<Report> {
     };
     let markdown = summary::markdown(&report, &runs, options);
     crate::record::write_atomically(&report.summary, markdown.as_bytes())
-        .with_context(|| format!("writing {}", report.summary.display()))?;
+        .map_err(|source| ReportError::Write { path: report.summary.clone(), source })?;
     Ok(report)
 }
 

@@ -194,3 +194,15 @@ fn the_rule_reader_tells_a_path_from_the_tail_of_a_name() {
     assert!(!names("Dispatch::Now", "tch::") && !names("a.match::<T>()", "tch::"));
     assert!(names("crate::record::read_parquet(p)", "crate::record"));
 }
+
+/// Library errors are typed, one type per area (ConfigError, RecordError, ExecError...), so a
+/// caller can tell them apart; anyhow, which erases the type, is for the command layer only.
+#[test]
+fn only_the_command_line_uses_anyhow() {
+    let mut files = Vec::new();
+    rust_files(&repo().join("src"), &mut files);
+    let commands = repo().join("src/commands");
+    files.retain(|f| !f.starts_with(&commands) && !f.ends_with("cli.rs") && !f.ends_with("main.rs"));
+    let broken = lines_naming(&files, &["anyhow"], "typed errors below the command layer");
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}

@@ -16,6 +16,10 @@ use super::algorithms::{Algorithm, AlgorithmKind, Arrival, ALGORITHMS};
 pub struct Imported {
     pub config: Table,
     pub ignored: Vec<String>,
+    /// `continue_exp_from` as written, when it names a folder: the reference continues the
+    /// experiment saved there, or ignores the key when the folder holds none. The import does
+    /// no I/O; [`super::Config::load`] looks.
+    pub continue_from: Option<String>,
 }
 
 /// Why a reference config cannot be run.
@@ -55,7 +59,7 @@ pub fn reference_config(text: &str) -> Result<Imported, ImportError> {
     let Json::Object(keys) = json else {
         return Err(refuse("(file)", "is not a JSON object of config keys"));
     };
-    let mut out = Importer { config: Table::new(), ignored: Vec::new() };
+    let mut out = Importer { config: Table::new(), ignored: Vec::new(), continue_from: None };
     // Which KD the config uses decides which settings block matters.
     let kd = match keys.get("kd_augmentation") {
         None | Some(Json::Null) => None,
@@ -94,7 +98,7 @@ pub fn reference_config(text: &str) -> Result<Imported, ImportError> {
     for (key, value) in &keys {
         out.key(key, value, algorithm, kd)?;
     }
-    Ok(Imported { config: out.config, ignored: out.ignored })
+    Ok(Imported { config: out.config, ignored: out.ignored, continue_from: out.continue_from })
 }
 
 /// The reference's `algorithm` values of the table's rows that `keep`, each once, in order.
@@ -111,6 +115,7 @@ fn reference_algorithms(keep: impl Fn(&Algorithm) -> bool) -> Vec<&'static str> 
 struct Importer {
     config: Table,
     ignored: Vec<String>,
+    continue_from: Option<String>,
 }
 
 impl Importer {
@@ -266,12 +271,13 @@ impl Importer {
                     format!("{value}: fedsim distils on the CIFAR-10 KD split only; use null"),
                 ))
             }
-            "continue_exp_from" => {
-                return Err(refuse(
-                    key,
-                    format!("{value}: fedsim cannot continue the reference's saved state; use null"),
-                ))
-            }
+            "continue_exp_from" => match value.as_str() {
+                Some(folder) => {
+                    self.continue_from = Some(folder.to_owned());
+                    None
+                }
+                None => return Err(refuse(key, format!("{value} is not a folder's path or null"))),
+            },
             _ if NO_EFFECT.contains(&key) || key.starts_with("wandb_") => {
                 self.ignored.push(key.to_owned());
                 None

@@ -152,6 +152,29 @@ pub struct Config {
     pub checkpoint_minutes: f64,
 }
 
+/// The reference's `continue_exp_from`: it continues the experiment saved in that folder, and
+/// ignores the key ("if not a valid exp path, it will be ignored") when the folder holds none,
+/// as on any fresh machine, where its shipped CIFAR-10 files name "./ExperimentOuts/...".
+/// fedsim cannot continue the reference's saved state, so a folder with files in it is
+/// refused by name; a missing or empty one is noted and the run starts afresh, as there.
+fn continue_from(folder: &str, origin: &str) -> Result<(), ConfigError> {
+    let holds_files = std::fs::read_dir(folder).is_ok_and(|mut entries| entries.next().is_some());
+    if holds_files {
+        return Err(ConfigError::Parse {
+            path: origin.to_owned(),
+            message: format!(
+                "continue_exp_from: \"{folder}\" holds files, which would be the reference's saved experiment; \
+                 fedsim cannot continue the reference's saved state: set it to null to start afresh"
+            ),
+        });
+    }
+    eprintln!(
+        "note: {origin}: continue_exp_from \"{folder}\" holds no experiment here; the reference ignores it then, \
+         and this run starts afresh"
+    );
+    Ok(())
+}
+
 impl Config {
     /// Reads, overrides and validates a config file: fedsim's TOML, or (a `.json` file) one of
     /// the reference simulator's configs, imported ([`import`]) with a note on stderr
@@ -164,6 +187,9 @@ impl Config {
         if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
             let imported = crate::config::import::reference_config(&text)
                 .map_err(|e| ConfigError::Parse { path: origin.clone(), message: e.to_string() })?;
+            if let Some(folder) = &imported.continue_from {
+                continue_from(folder, &origin)?;
+            }
             if !imported.ignored.is_empty() {
                 eprintln!(
                     "note: {origin}: accepted without effect on results (they steer the reference's logging, plots, devices or saving): {}",

@@ -110,11 +110,6 @@ fn reference_keys_fedsim_cannot_honour_are_refused_by_name() {
             "dfkd_settings.beta: \"adaptive\": fedsim knows a number or",
         ),
         (
-            "\"continue_exp_from\": null",
-            "\"continue_exp_from\": \"run7\"",
-            "continue_exp_from: \"run7\": fedsim cannot continue",
-        ),
-        (
             "\"external_kd_dataset\": null",
             "\"external_kd_dataset\": \"svhn\"",
             "external_kd_dataset: \"svhn\"",
@@ -153,6 +148,55 @@ fn reference_keys_fedsim_cannot_honour_are_refused_by_name() {
         stderr.contains("dfkd_settings (a KD this config does not use)") && stderr.contains("wandb_project"),
         "{stderr}"
     );
+}
+
+/// The reference's shipped CIFAR-10 files all name "./ExperimentOuts/cifar10/<algorithm>" in
+/// continue_exp_from, which the reference ignores where that folder holds no experiment: they
+/// run as they are, with a note, as the same experiment as null. A folder with files in it
+/// would be continued by the reference, which fedsim cannot do: refused by name.
+#[test]
+fn continue_exp_from_is_ignored_as_the_reference_ignores_it_and_refused_where_it_would_not_be() {
+    let sample = std::fs::read_to_string(repo().join("sim-configs/reference/fedrevive.json")).unwrap();
+    let scratch = crate::scratch("continue_exp_from");
+    let with = |folder: &str| {
+        let path = scratch.join("shipped.json");
+        let text = sample.replace(
+            "\"continue_exp_from\": null",
+            &format!("\"continue_exp_from\": {}", serde_json::Value::String(folder.to_owned())),
+        );
+        assert_ne!(text, sample);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let fresh = Config::load(&repo().join("sim-configs/reference/fedrevive.json"), &[]).unwrap();
+    let shipped = with("./ExperimentOuts/cifar10/fedrevive");
+    let config = Config::load(&shipped, &[]).unwrap();
+    assert_eq!(Config { name: fresh.name.clone(), ..config }, fresh);
+    let (code, _, stderr) = crate::fedsim(&["plan", shipped.to_str().unwrap(), "--horizon", "5"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("continue_exp_from \"./ExperimentOuts/cifar10/fedrevive\" holds no experiment here"),
+        "{stderr}"
+    );
+    let empty = scratch.join("empty-experiment");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert!(Config::load(&with(empty.to_str().unwrap()), &[]).is_ok());
+    let saved = scratch.join("saved-experiment");
+    std::fs::create_dir_all(&saved).unwrap();
+    std::fs::write(saved.join("exp_state.pkl"), b"state").unwrap();
+    let err = Config::load(&with(saved.to_str().unwrap()), &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("continue_exp_from")
+            && err.contains("saved-experiment")
+            && err.contains("set it to null"),
+        "{err}"
+    );
+    let path = scratch.join("number.json");
+    std::fs::write(&path, sample.replace("\"continue_exp_from\": null", "\"continue_exp_from\": 7")).unwrap();
+    assert!(Config::load(&path, &[])
+        .unwrap_err()
+        .to_string()
+        .contains("continue_exp_from: 7 is not a folder"));
 }
 
 /// A run directory's config.toml is the resolved config in the input format: read back, it is

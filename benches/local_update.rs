@@ -38,6 +38,7 @@ fn local_update(c: &mut Criterion) {
         momentum: 0.9,
         local_iters: STEPS,
         batch_size: BATCH,
+        prox_mu: 0.0,
         augment: Augment::default(),
         return_model: false,
     };

@@ -28,6 +28,12 @@ pub trait Weights: Clone + Send + Sync + 'static {
     fn scale(&mut self, alpha: f32);
     /// Sets `range` to `value` (tracker resets).
     fn fill(&mut self, range: Range<usize>, value: f32);
+    /// self <- self + alpha x^2 (a second moment: Adam, Adagrad).
+    fn add_squares(&mut self, alpha: f32, x: &Self);
+    /// self <- self - alpha x^2 sign(self - x^2) (Yogi's second moment).
+    fn add_yogi_squares(&mut self, alpha: f32, x: &Self);
+    /// self <- self + lr m / (sqrt(v) + tau) (an adaptive optimizer's step).
+    fn add_adaptive_step(&mut self, lr: f32, m: &Self, v: &Self, tau: f32);
     fn all_finite(&self) -> bool;
     /// The values on the host (borrowed where they already are there).
     fn to_host(&self) -> Cow<'_, [f32]>;
@@ -56,6 +62,25 @@ impl Weights for Vec<f32> {
     fn fill(&mut self, range: Range<usize>, value: f32) {
         self[range].fill(value);
     }
+    fn add_squares(&mut self, alpha: f32, x: &Self) {
+        assert_eq!(self.len(), x.len(), "weight vectors differ in length");
+        for (y, x) in self.iter_mut().zip(x) {
+            *y += alpha * (x * x);
+        }
+    }
+    fn add_yogi_squares(&mut self, alpha: f32, x: &Self) {
+        assert_eq!(self.len(), x.len(), "weight vectors differ in length");
+        for (y, x) in self.iter_mut().zip(x) {
+            let square = x * x;
+            *y -= alpha * square * sign(*y - square);
+        }
+    }
+    fn add_adaptive_step(&mut self, lr: f32, m: &Self, v: &Self, tau: f32) {
+        assert!(self.len() == m.len() && m.len() == v.len(), "weight vectors differ in length");
+        for ((y, m), v) in self.iter_mut().zip(m).zip(v) {
+            *y += lr * m / (v.sqrt() + tau);
+        }
+    }
     fn all_finite(&self) -> bool {
         self.iter().all(|v| v.is_finite())
     }
@@ -69,6 +94,17 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     assert_eq!(y.len(), x.len(), "weight vectors differ in length");
     for (y, x) in y.iter_mut().zip(x) {
         *y += a * x;
+    }
+}
+
+/// -1, 0 or 1 as torch's sign (0 at 0, unlike f32::signum).
+fn sign(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
     }
 }
 

@@ -22,7 +22,7 @@ use crate::exec::{
 };
 use crate::fl::revive::{Distiller, ReviveSchedule, TeacherBuffer};
 use crate::fl::server::{Revive, Server};
-use crate::fl::ServerRule;
+use crate::fl::{ServerOptimizerSettings, ServerRule};
 use crate::nn::device_weights::{DeviceWeights, TorchWeights};
 use crate::nn::dfkd::DataFreeDistiller;
 use crate::nn::kd::RealDataDistiller;
@@ -161,6 +161,7 @@ enum AnyDistiller {
 /// The server's parts; the server itself is made for the run's kind of weights.
 struct ServerParts {
     rule: ServerRule,
+    optimizer: ServerOptimizerSettings,
     tracker_reset: Vec<(std::ops::Range<usize>, f32)>,
     /// Schedule, teacher buffer size and distiller of FedRevive and DD-FedRevive.
     revive: Option<(ReviveSchedule, usize, AnyDistiller)>,
@@ -176,6 +177,7 @@ impl ServerParts {
     fn server<W: TorchWeights>(self) -> Server<W> {
         Server {
             rule: self.rule,
+            optimizer: self.optimizer.build(),
             tracker_reset: self.tracker_reset,
             revive: self.revive.map(|(schedule, buffer_size, distiller)| Revive {
                 schedule,
@@ -231,6 +233,7 @@ impl Simulation {
         let server = ServerParts {
             tracker_reset: layout.tracker_resets(),
             rule: server_rule(config),
+            optimizer: config.server_optimizer,
             revive: distiller.map(|distiller| (revive_schedule(config), config.kd.buffer_size, distiller)),
         };
         let spec = TrainSpec {
@@ -241,6 +244,7 @@ impl Simulation {
             momentum: config.momentum,
             local_iters: config.local_iters,
             batch_size: config.batch_size,
+            prox_mu: config.prox_mu,
             augment: Augment::default(),
             return_model: server.needs_models(),
         };

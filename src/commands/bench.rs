@@ -47,6 +47,7 @@ fn reference_jobs(
         momentum: 0.9,
         local_iters,
         batch_size,
+        prox_mu: 0.0,
         augment: Augment::default(),
         return_model: false,
     };

@@ -16,6 +16,8 @@ impl Config {
             PartitionKind::Dirichlet { alpha } => ("dirichlet", Some(alpha)),
         };
         let kd = self.kd.settings;
+        let optimizer = self.server_optimizer;
+        let optimizer_row = optimizer.kind.row();
         let (raw_kd, raw_simple_kd) = match self.kd.gates {
             Some(gates) => (
                 RawKd {
@@ -63,6 +65,8 @@ impl Config {
                 optimizer: Some(self.optimizer),
                 lr: Some(self.lr),
                 momentum: Some(self.momentum),
+                // Left out at 0, so configs without FedProx keep their text and fingerprint.
+                prox_mu: (self.prox_mu != 0.0).then_some(self.prox_mu),
                 local_iters: Some(self.local_iters),
                 batch_size: Some(self.batch_size),
             },
@@ -85,6 +89,13 @@ impl Config {
                     .to_owned()
                 }),
                 server_lr: Some(self.server_lr),
+                // Written only where they are read, so configs without an optimizer keep
+                // their text and fingerprint, and the file validates back.
+                server_optimizer: (optimizer.kind != ServerOptimizerKind::Sgd)
+                    .then(|| optimizer.kind.name().to_owned()),
+                server_beta1: optimizer_row.uses_beta1.then_some(optimizer.beta1),
+                server_beta2: optimizer_row.uses_beta2.then_some(optimizer.beta2),
+                server_tau: optimizer_row.uses_tau.then_some(optimizer.tau),
                 client_weighting: Some(self.client_weighting),
                 staleness_weight: Some(self.staleness_weight),
                 beta: Some(self.beta),

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::partition::PartitionKind;
 use crate::data::DatasetKind;
+use crate::fl::optimizer::OptimizerRow;
 use crate::fl::revive::Gates;
-use crate::fl::{BetaSchedule, ClientWeighting, StalenessWeight};
+use crate::fl::{
+    BetaSchedule, ClientWeighting, ServerOptimizerKind, ServerOptimizerSettings, StalenessWeight,
+};
 use crate::nn::dfkd::DfkdSettings;
 use crate::nn::kd::KdSettings;
 use crate::nn::train::OptimizerKind;
@@ -115,6 +118,8 @@ pub struct Config {
     pub optimizer: OptimizerKind,
     pub lr: f64,
     pub momentum: f64,
+    /// FedProx's mu (train.prox_mu); 0 trains without the proximal term.
+    pub prox_mu: f64,
     pub local_iters: usize,
     pub batch_size: usize,
     pub algorithm: AlgorithmKind,
@@ -129,6 +134,8 @@ pub struct Config {
     pub round_deadline: Option<f64>,
     pub late_updates: LateUpdatesConfig,
     pub server_lr: f64,
+    /// algorithm.server_optimizer with its beta1, beta2 and tau.
+    pub server_optimizer: ServerOptimizerSettings,
     pub client_weighting: ClientWeighting,
     pub staleness_weight: StalenessWeight,
     pub beta: BetaSchedule,

@@ -61,6 +61,24 @@ fn a_device_trace_replaces_the_mixture_and_bad_ones_are_named() {
 }
 
 #[test]
+fn server_optimizers_take_the_papers_defaults_and_sgd_keeps_the_algorithms_learning_rate() {
+    let with = |keys: &str| {
+        load(&format!("[algorithm]\nkind = \"sync_fl\"\n{keys}\n[stop]\nmax_versions = 1")).unwrap()
+    };
+    let sgd = with("");
+    assert_eq!(sgd.server_optimizer, ServerOptimizerSettings::sgd());
+    for (name, lr) in [("momentum", 1.0), ("adam", 0.01), ("yogi", 0.01), ("adagrad", 0.1)] {
+        let config = with(&format!("server_optimizer = \"{name}\""));
+        assert_eq!(config.server_optimizer.kind.name(), name);
+        assert_eq!(config.server_lr, lr, "{name}");
+        assert_eq!((config.server_optimizer.beta1, config.server_optimizer.beta2), (0.9, 0.99), "{name}");
+        assert_eq!(config.server_optimizer.tau, 1e-3, "{name}");
+        // A written learning rate wins.
+        assert_eq!(with(&format!("server_optimizer = \"{name}\"\nserver_lr = 0.3")).server_lr, 0.3);
+    }
+}
+
+#[test]
 fn defaults_are_the_reference_values() {
     let c = load(MINIMAL).unwrap();
     assert_eq!((c.num_clients, c.client_data_size, c.active_jobs, c.buffer_size), (1000, 350, 100, 2));
@@ -150,6 +168,31 @@ fn bad_values_name_the_key_and_what_is_allowed() {
         ),
         ("[data]\nval_split = -0.1\n[stop]\nmax_versions = 1", "data.val_split = -0.1: must be a share"),
         ("[train]\nmomentum = 1.5\n[stop]\nmax_versions = 1", "train.momentum = 1.5: must lie in [0, 1)"),
+        ("[train]\nprox_mu = -0.1\n[stop]\nmax_versions = 1", "train.prox_mu = -0.1: must be a finite number >= 0"),
+        (
+            "[algorithm]\nserver_optimizer = \"lamb\"\n[stop]\nmax_versions = 1",
+            "algorithm.server_optimizer = \"lamb\": valid optimizers: sgd, momentum, adam, yogi, adagrad",
+        ),
+        (
+            "[algorithm]\nserver_optimizer = \"momentum\"\nserver_tau = 0.1\n[stop]\nmax_versions = 1",
+            "algorithm.server_tau = 0.1: is not read by server_optimizer \"momentum\"; it is a parameter of adam, yogi, adagrad",
+        ),
+        (
+            "[algorithm]\nserver_beta1 = 0.5\n[stop]\nmax_versions = 1",
+            "algorithm.server_beta1 = 0.5: is not read by server_optimizer \"sgd\"",
+        ),
+        (
+            "[algorithm]\nserver_optimizer = \"adam\"\nserver_beta2 = 1.0\n[stop]\nmax_versions = 1",
+            "algorithm.server_beta2 = 1: must lie in [0, 1)",
+        ),
+        (
+            "[algorithm]\nserver_optimizer = \"yogi\"\nserver_tau = 0.0\n[stop]\nmax_versions = 1",
+            "algorithm.server_tau = 0: must be a positive number",
+        ),
+        (
+            "[algorithm]\nserver_optimizer = \"adam\"\nserver_lr = -0.5\n[stop]\nmax_versions = 1",
+            "algorithm.server_lr = -0.5: must be positive with server_optimizer \"adam\"",
+        ),
         (
             "[run]\nserver_threads = 0\n[stop]\nmax_versions = 1",
             "run.server_threads = 0: must be between 1 and 1024",

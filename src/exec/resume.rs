@@ -169,7 +169,7 @@ mod tests {
 
     fn resume(snapshot: RunSnapshot) -> Result<Resumed, ExecError> {
         let settings = settings();
-        let mut server = Server { rule: ServerRule::plain(1.0), revive: None, tracker_reset: Vec::new() };
+        let mut server = Server::plain(ServerRule::plain(1.0));
         let run = Run::resume(&settings, &mut plan(), &vec![0.0], snapshot, &mut server)?;
         Ok((run.reader.position(), run.versions.current_version(), run.table.len(), run.versions.to_host()))
     }

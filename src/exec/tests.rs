@@ -189,7 +189,7 @@ fn execute_fake_into(
         target_accuracy: None,
         early_stop,
     };
-    let mut server = Server { rule: ServerRule::plain(1.0), revive: None, tracker_reset: Vec::new() };
+    let mut server = Server::plain(ServerRule::plain(1.0));
     let engines = Engines { workers: &mut workers, evaluator: &mut FakeEvaluator, server: &mut server, sink };
     execute(&mut plan(policy), initial, resume, &settings, engines)
 }

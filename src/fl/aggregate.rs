@@ -1,11 +1,13 @@
-//! The server step every algorithm shares: theta <- theta + server_lr * sum_i c_i d_i in plan
-//! order (so that the floats never depend on which worker finished first), with
+//! The aggregation every algorithm shares: the pseudo-gradient Delta_t = sum_i c_i d_i in plan
+//! order (so that the floats never depend on which worker finished first), handed to the
+//! server optimizer (`sgd`: theta <- theta + server_lr Delta_t; see `optimizer`), with
 //! c_i = w_i / sum_j w_j * s(tau_i) and d_i the update's delta as the algorithm uses it:
 //! theta_i - theta_{v_i}, scaled by 1 - beta(tau_i) for AFL-DW, or FedRevive's blend. A negative
 //! server_lr interpolates instead: theta <- (1 - |lr|) theta + |lr| sum_i c'_i (theta_{v_i} + d_i)
 //! with c' = c normalised to sum 1, so a blended or down-weighted update pulls towards its base
 //! plus that update, not towards the raw client model (FEDREVIVE.md section 8).
 
+use super::optimizer::{ServerOptimizer, Sgd};
 use super::weights::{BetaSchedule, ClientWeighting, StalenessWeight};
 use crate::params::Weights;
 
@@ -72,15 +74,27 @@ impl ServerRule {
         self.down_weight.map_or(1.0, |b| 1.0 - b.beta(staleness))
     }
 
-    /// Applies one aggregation to `theta` in place.
+    /// Applies one aggregation to `theta` in place with plain SGD (stateless).
     pub fn apply<W: Weights>(&self, theta: &mut W, updates: &[Update<W>]) {
+        self.apply_with(theta, updates, &mut Sgd);
+    }
+
+    /// Applies one aggregation to `theta` in place: the server optimizer's step on the mean
+    /// delta, or (server_lr < 0, SGD only) interpolation towards the clients' models.
+    pub fn apply_with<W: Weights>(
+        &self,
+        theta: &mut W,
+        updates: &[Update<W>],
+        optimizer: &mut dyn ServerOptimizer<W>,
+    ) {
         let coefficients = self.coefficients(updates);
         if self.server_lr > 0.0 {
-            let mut step = theta.zeros_like();
+            // Delta_t, the pseudo-gradient: sum_i c_i s_i d_i, summed in plan order.
+            let mut mean_delta = theta.zeros_like();
             for (update, &c) in updates.iter().zip(&coefficients) {
-                step.axpy((c * self.delta_scale(update.staleness)) as f32, update.delta);
+                mean_delta.axpy((c * self.delta_scale(update.staleness)) as f32, update.delta);
             }
-            theta.axpy(self.server_lr as f32, &step);
+            optimizer.step(theta, &mean_delta, self.server_lr as f32);
         } else {
             let mix = -self.server_lr;
             let total: f64 = coefficients.iter().sum();

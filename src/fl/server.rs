@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::aggregate::{ServerRule, Update};
+use super::optimizer::ServerOptimizer;
 use super::revive::{blend, Distiller, ReviveAction, ReviveSchedule, Teacher, TeacherBuffer};
 use super::ServerError;
 use crate::params::Weights;
@@ -36,19 +37,26 @@ pub struct Revive<W = Vec<f32>> {
 /// The server of a run whose weights are `W` (host vectors, or tensors on the device).
 pub struct Server<W = Vec<f32>> {
     pub rule: ServerRule,
+    /// Turns each aggregation's mean delta into the next model; keeps its state (moments).
+    pub optimizer: Box<dyn ServerOptimizer<W>>,
     pub revive: Option<Revive<W>>,
     /// Where the global model's tracker buffers lie and what they are reset to.
     pub tracker_reset: Vec<(Range<usize>, f32)>,
 }
 
 impl<W: Weights> Server<W> {
+    /// A server with `rule` and plain SGD, without FedRevive or trackers to reset.
+    pub fn plain(rule: ServerRule) -> Self {
+        Server { rule, optimizer: Box::new(super::optimizer::Sgd), revive: None, tracker_reset: Vec::new() }
+    }
+
     /// theta (version `version`) -> theta of version `version + 1`, where theta lives.
     pub fn aggregate(&mut self, theta: &W, version: u64, arrivals: &[Arrival<W>]) -> Result<W, ServerError> {
         let mut next = theta.clone();
         match &mut self.revive {
             None => {
                 let updates: Vec<Update<W>> = arrivals.iter().map(Arrival::as_update).collect();
-                self.rule.apply(&mut next, &updates);
+                self.rule.apply_with(&mut next, &updates, &mut *self.optimizer);
             }
             Some(revive) => {
                 let deltas = revive.revived_deltas(theta, version, arrivals)?;
@@ -73,7 +81,7 @@ impl<W: Weights> Server<W> {
                         ..arrival.as_update()
                     })
                     .collect();
-                self.rule.apply(&mut next, &updates);
+                self.rule.apply_with(&mut next, &updates, &mut *self.optimizer);
             }
         }
         for (range, value) in &self.tracker_reset {
@@ -84,10 +92,11 @@ impl<W: Weights> Server<W> {
 }
 
 impl<W: Weights> Server<W> {
-    /// What of the server decides the future: FedRevive's teachers and its distiller's state
-    /// (plain rules keep none).
+    /// What of the server decides the future: its optimizer's moments, FedRevive's teachers
+    /// and its distiller's state (plain SGD rules keep none).
     pub fn save(&self) -> Result<SavedState, ServerError> {
         let mut state = SavedState::default();
+        state.nest("optimizer", self.optimizer.save());
         if let Some(revive) = &self.revive {
             let teachers = revive.teachers.teachers();
             state.put_value("teachers", teachers.len())?;
@@ -110,6 +119,7 @@ impl<W: Weights> Server<W> {
     /// Puts back what [`Server::save`] gave; `like` places the teachers' weights where the
     /// run keeps its weights.
     pub fn restore(&mut self, mut state: SavedState, like: &W) -> Result<(), ServerError> {
+        self.optimizer.restore(state.unnest("optimizer"), like)?;
         let Some(revive) = &mut self.revive else { return Ok(()) };
         let count: usize = state.value("teachers")?;
         revive.teachers.clear();
@@ -200,6 +210,7 @@ mod tests {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let server = Server {
             rule: ServerRule::plain(server_lr),
+            optimizer: Box::new(crate::fl::optimizer::Sgd),
             revive: Some(Revive {
                 schedule: ReviveSchedule {
                     beta: BetaSchedule::Constant { beta: 0.5 },
@@ -272,6 +283,7 @@ mod tests {
     fn trackers_are_reset_after_every_aggregation() {
         let mut s = Server {
             rule: ServerRule::plain(1.0),
+            optimizer: Box::new(crate::fl::optimizer::Sgd),
             revive: None,
             tracker_reset: vec![(1..2, 0.0), (2..4, 1.0)],
         };

@@ -57,6 +57,7 @@ pub fn train(
         momentum: 0.9,
         local_iters: 0,
         batch_size: options.batch_size,
+        prox_mu: 0.0,
         augment: Augment::default(),
         return_model: false,
     };
@@ -73,7 +74,7 @@ pub fn train(
         let mut loss_sum = 0.0;
         for (step, batch) in order.chunks_exact(options.batch_size).enumerate() {
             let indices: Vec<i64> = batch.iter().map(|&i| i as i64).collect();
-            let loss = train_step(&model, &mut optimizer, &ctx, &indices, &spec, &mut rng)?;
+            let loss = train_step(&model, &mut optimizer, &ctx, &indices, &spec, &mut rng, None)?;
             loss_sum += loss.double_value(&[]);
             on_step(epoch * steps_per_epoch + step + 1, options.epochs * steps_per_epoch);
         }

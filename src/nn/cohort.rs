@@ -19,7 +19,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::device_weights::TorchWeights;
 use super::layers::Layers;
 use super::train::{
-    augmented_batch, single_threaded_torch, BatchOrder, TrainContext, TrainOutcome, TrainSpec,
+    augmented_batch, single_threaded_torch, BatchOrder, Proximal, TrainContext, TrainOutcome, TrainSpec,
 };
 use super::{tracker, InputSpec, Layout, Model, ModelKind};
 use crate::sim::rng::Rng;
@@ -297,6 +297,7 @@ pub fn train_cohort<W: TorchWeights>(
     let bases: Vec<&W> = members.iter().map(|m| m.base).collect();
     model.load(&bases);
     let mut optimizer = spec.optimizer.build(&model.vs, spec.lr, spec.momentum)?;
+    let proximal = Proximal::anchored(&model.vs, spec.prox_mu);
     let mut orders: Vec<BatchOrder> = members.iter().map(|m| BatchOrder::new(m.shard)).collect();
     let mut rngs: Vec<Rng> = members.into_iter().map(|m| m.rng).collect();
     let mut samples = vec![0usize; clients];
@@ -312,7 +313,7 @@ pub fn train_cohort<W: TorchWeights>(
             images.push(inputs);
             labels.push(targets);
         }
-        let losses = cohort_step(&model, &mut optimizer, images, labels)?;
+        let losses = cohort_step(&model, &mut optimizer, images, labels, proximal.as_ref())?;
         if step == 0 {
             first_losses = losses.shallow_clone();
         }
@@ -349,6 +350,7 @@ fn cohort_step(
     optimizer: &mut nn::Optimizer,
     images: Vec<Tensor>,
     labels: Vec<Tensor>,
+    proximal: Option<&Proximal>,
 ) -> Result<Tensor, tch::TchError> {
     let sizes: Vec<i64> = images.iter().map(|i| i.size()[0]).collect();
     let rows = *sizes.iter().max().expect("a cohort is never empty");
@@ -397,7 +399,10 @@ fn cohort_step(
             per_sample.sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / mask.counts.view([-1])
         }
     };
-    optimizer.backward_step(&losses.sum(Kind::Float));
+    match proximal {
+        Some(proximal) => optimizer.backward_step(&(losses.sum(Kind::Float) + proximal.term())),
+        None => optimizer.backward_step(&losses.sum(Kind::Float)),
+    }
     Ok(losses.detach())
 }
 

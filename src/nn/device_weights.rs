@@ -84,6 +84,26 @@ impl Weights for DeviceWeights {
             let _ = self.0.narrow(0, range.start as i64, range.len() as i64).fill_(value as f64);
         });
     }
+    fn add_squares(&mut self, alpha: f32, x: &Self) {
+        assert_eq!(self.len(), x.len(), "weight vectors differ in length");
+        tch::no_grad(|| {
+            let _ = self.0.g_add_(&(x.0.square() * alpha as f64));
+        });
+    }
+    fn add_yogi_squares(&mut self, alpha: f32, x: &Self) {
+        assert_eq!(self.len(), x.len(), "weight vectors differ in length");
+        tch::no_grad(|| {
+            let square = x.0.square();
+            let sign = (&self.0 - &square).sign();
+            let _ = self.0.g_sub_(&(square * alpha as f64 * sign));
+        });
+    }
+    fn add_adaptive_step(&mut self, lr: f32, m: &Self, v: &Self, tau: f32) {
+        assert!(self.len() == m.len() && m.len() == v.len(), "weight vectors differ in length");
+        tch::no_grad(|| {
+            let _ = self.0.g_add_(&(&m.0 * lr as f64 / (v.0.sqrt() + tau as f64)));
+        });
+    }
     fn all_finite(&self) -> bool {
         self.0.isfinite().all().int64_value(&[]) != 0
     }
@@ -133,6 +153,15 @@ mod tests {
         device.scale(-1.5);
         host.fill(3..9, 1.0);
         device.fill(3..9, 1.0);
+        // The server optimizers' operations (v must be >= 0 for the adaptive step).
+        host.add_squares(0.1, &host_b);
+        device.add_squares(0.1, &device_b);
+        host.add_yogi_squares(0.2, &host_b);
+        device.add_yogi_squares(0.2, &device_b);
+        let host_v: Vec<f32> = a.iter().map(|x| x * x).collect();
+        let device_v = device.like(&host_v);
+        host.add_adaptive_step(0.5, &host_b, &host_v, 1e-3);
+        device.add_adaptive_step(0.5, &device_b, &device_v, 1e-3);
         let host_delta = params::delta(&host, &host_b);
         let device_delta = params::delta(&device, &device_b);
         for (h, d) in host_delta.iter().zip(device_delta.to_host().iter()) {

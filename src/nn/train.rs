@@ -59,6 +59,8 @@ pub struct TrainSpec {
     /// Batches per job, counted across epochs.
     pub local_iters: usize,
     pub batch_size: usize,
+    /// FedProx's mu (train.prox_mu): 0 leaves training exactly as without it.
+    pub prox_mu: f64,
     pub augment: Augment,
     /// Also return the trained weights (server rules that interpolate models need them).
     pub return_model: bool,
@@ -137,6 +139,7 @@ pub fn train_local<W: TorchWeights>(
     let mut model = Model::new(spec.model, spec.input, ctx.device);
     model.load_weights(base);
     let mut optimizer = spec.optimizer.build(&model.vs, spec.lr, spec.momentum)?;
+    let proximal = Proximal::anchored(&model.vs, spec.prox_mu);
     let mut batches = BatchOrder::new(shard);
     let mut first_loss = Tensor::new();
     let mut last_loss = Tensor::new();
@@ -144,7 +147,7 @@ pub fn train_local<W: TorchWeights>(
     for step in 0..spec.local_iters {
         let batch = batches.next_batch(spec.batch_size, rng);
         samples += batch.len();
-        let loss = train_step(&model, &mut optimizer, ctx, &batch, spec, rng)?;
+        let loss = train_step(&model, &mut optimizer, ctx, &batch, spec, rng, proximal.as_ref())?;
         if step == 0 {
             first_loss = loss.shallow_clone();
         }
@@ -181,7 +184,33 @@ pub fn augmented_batch(
     (ctx.normalize.apply(&images), ctx.data.labels.index_select(0, &index))
 }
 
-/// One optimizer step on the batch at `indices`; returns the detached loss.
+/// FedProx's proximal term, mu/2 ||w - w_base||^2 over the trainable variables, anchored at
+/// what they hold when it is made (the task's base). A stacked model's term is the sum of its
+/// clients' terms, as its loss is the sum of theirs, so each client's gradient is its own.
+pub struct Proximal {
+    half_mu: f64,
+    anchored: Vec<(Tensor, Tensor)>,
+}
+
+impl Proximal {
+    /// None for mu = 0: training then runs exactly the operations it runs without FedProx.
+    pub fn anchored(vs: &nn::VarStore, mu: f64) -> Option<Proximal> {
+        (mu > 0.0).then(|| Proximal {
+            half_mu: mu / 2.0,
+            anchored: vs.trainable_variables().into_iter().map(|v| (v.detach().copy(), v)).collect(),
+        })
+    }
+
+    /// The term, differentiable in the variables.
+    pub fn term(&self) -> Tensor {
+        let squares: Vec<Tensor> =
+            self.anchored.iter().map(|(base, v)| (v - base).square().sum(tch::Kind::Float)).collect();
+        Tensor::stack(&squares, 0).sum(tch::Kind::Float) * self.half_mu
+    }
+}
+
+/// One optimizer step on the batch at `indices` (with FedProx's term, where given); returns
+/// the detached cross-entropy loss.
 pub fn train_step(
     model: &Model,
     optimizer: &mut nn::Optimizer,
@@ -189,6 +218,7 @@ pub fn train_step(
     indices: &[i64],
     spec: &TrainSpec,
     rng: &mut Rng,
+    proximal: Option<&Proximal>,
 ) -> Result<Tensor, tch::TchError> {
     let (inputs, labels) = augmented_batch(ctx, spec, indices, rng);
     let loss = model.net.forward_t(&inputs, true).f_cross_entropy_loss(
@@ -198,7 +228,10 @@ pub fn train_step(
         -100,
         0.0,
     )?;
-    optimizer.backward_step(&loss);
+    match proximal {
+        Some(proximal) => optimizer.backward_step(&(&loss + proximal.term())),
+        None => optimizer.backward_step(&loss),
+    }
     Ok(loss.detach())
 }
 

@@ -296,7 +296,7 @@ pub fn run_stats(
             let rounds = updates_timed as f64 / run.active_jobs as f64;
             Ok(RunStats {
                 label: labels[i].clone(),
-                algorithm: info.algorithm.clone(),
+                algorithm: method_name(&info.algorithm, &run.config),
                 workers: info.workers,
                 resumed_from,
                 wall_seconds: info.wall_seconds,
@@ -330,6 +330,31 @@ pub fn run_stats(
             })
         })
         .collect()
+}
+
+/// What a run's algorithm is called in a report: its kind, named by the paper where a server
+/// optimizer or FedProx's term makes it another method on rounds (`sync_fl` with adam is
+/// FedAdam, with prox_mu > 0 FedProx), and with `+ adam`, `+ prox` after the kind otherwise.
+/// Runs from before optimizers (no such keys) keep their kind.
+pub fn method_name(algorithm: &str, config: &toml::Table) -> String {
+    use crate::fl::ServerOptimizerKind;
+    let optimizer = config
+        .get("server_optimizer")
+        .and_then(|o| o.get("kind"))
+        .and_then(toml::Value::as_str)
+        .and_then(ServerOptimizerKind::by_name)
+        .filter(|&kind| kind != ServerOptimizerKind::Sgd);
+    let prox = config.get("prox_mu").and_then(toml::Value::as_float).is_some_and(|mu| mu > 0.0);
+    let mut parts: Vec<String> = match (algorithm, optimizer) {
+        ("sync_fl", Some(kind)) => vec![kind.row().paper_name.to_owned()],
+        ("sync_fl", None) if prox => return "FedProx".to_owned(),
+        (_, Some(kind)) => vec![algorithm.to_owned(), kind.name().to_owned()],
+        (_, None) => vec![algorithm.to_owned()],
+    };
+    if prox {
+        parts.push("prox".to_owned());
+    }
+    parts.join(" + ")
 }
 
 /// Names for the runs: the config name, plus the config keys that tell runs of the same name
@@ -447,6 +472,21 @@ mod tests {
         assert_eq!(times_up_to(15.0), [0.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0]);
         assert_eq!(times_up_to(642.0222), [0.0, 200.0, 400.0, 600.0, 642.03]);
         assert_eq!(times_up_to(0.0), [0.0]);
+    }
+
+    #[test]
+    fn methods_are_named_as_their_papers_name_them() {
+        let flat = |keys: &str| -> toml::Table { keys.parse().unwrap() };
+        let adam = "prox_mu = 0.0\n[server_optimizer]\nkind = \"adam\"";
+        assert_eq!(method_name("sync_fl", &flat("")), "sync_fl");
+        assert_eq!(method_name("sync_fl", &flat("[server_optimizer]\nkind = \"sgd\"")), "sync_fl");
+        assert_eq!(method_name("sync_fl", &flat(adam)), "FedAdam");
+        assert_eq!(method_name("sync_fl", &flat("[server_optimizer]\nkind = \"momentum\"")), "FedAvgM");
+        assert_eq!(method_name("sync_fl", &flat("prox_mu = 0.01")), "FedProx");
+        assert_eq!(method_name("async_fl", &flat(adam)), "async_fl + adam");
+        let both = "prox_mu = 0.01\n[server_optimizer]\nkind = \"yogi\"";
+        assert_eq!(method_name("sync_fl", &flat(both)), "FedYogi + prox");
+        assert_eq!(method_name("afl_dw", &flat("prox_mu = 0.01")), "afl_dw + prox");
     }
 
     #[test]

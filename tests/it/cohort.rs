@@ -15,6 +15,17 @@ use crate::{cifar, relative_difference};
 /// Trains `clients` clients (shards of different sizes, bases perturbed per client) as one
 /// cohort and alone; returns the largest relative difference over clients and the losses.
 fn compare(model: ModelKind, optimizer: OptimizerKind, clients: usize, local_iters: usize) -> f64 {
+    compare_with_prox(model, optimizer, clients, local_iters, 0.0)
+}
+
+/// [`compare`] with FedProx's term of weight `prox_mu` in local training.
+fn compare_with_prox(
+    model: ModelKind,
+    optimizer: OptimizerKind,
+    clients: usize,
+    local_iters: usize,
+    prox_mu: f64,
+) -> f64 {
     let data = cifar();
     let input = InputSpec::of(data);
     let pool = split::split(data.train.len(), split::VAL_SPLIT, split::KD_SPLIT, 3).train;
@@ -33,6 +44,7 @@ fn compare(model: ModelKind, optimizer: OptimizerKind, clients: usize, local_ite
         momentum: 0.9,
         local_iters,
         batch_size: 32,
+        prox_mu,
         augment: Augment::default(),
         return_model: true,
     };
@@ -65,6 +77,15 @@ fn compare(model: ModelKind, optimizer: OptimizerKind, clients: usize, local_ite
 fn convnet_cohort_of_eight_matches_training_each_client_alone() {
     for optimizer in [OptimizerKind::Adam, OptimizerKind::Sgd] {
         let worst = compare(ModelKind::ConvNet, optimizer, 8, 6);
+        assert!(worst < 1e-4, "{optimizer:?}: {worst:e}");
+    }
+}
+
+/// FedProx's proximal term is each client's own in a stacked cohort too.
+#[test]
+fn fedprox_cohort_matches_training_each_client_alone() {
+    for optimizer in [OptimizerKind::Adam, OptimizerKind::Sgd] {
+        let worst = compare_with_prox(ModelKind::ConvNet, optimizer, 4, 6, 1.0);
         assert!(worst < 1e-4, "{optimizer:?}: {worst:e}");
     }
 }

@@ -20,12 +20,20 @@ fn every_sim_config_validates() {
             assert_eq!(config.name, stem, "{}: name differs from the file name", path.display());
             let expected = stem.trim_end_matches("-resnet18").trim_start_matches("nvflare-");
             if expected != "quickstart" {
-                let algorithm = match expected {
+                // The method as reports name it (server optimizer and FedProx included).
+                let method = match expected {
                     "fedavg" => "sync_fl",
                     "fedbuff" => "async_fl",
+                    "fedavgm" => "FedAvgM",
+                    "fedadam" => "FedAdam",
+                    "fedyogi" => "FedYogi",
+                    "fedprox" => "FedProx",
+                    "fedbuff-adam" => "async_fl + adam",
                     other => other,
                 };
-                assert_eq!(config.algorithm.name(), algorithm, "{stem}");
+                let flat: toml::Table = config.to_toml().parse().unwrap();
+                let named = fedsim::report::metrics::method_name(config.algorithm.name(), &flat);
+                assert_eq!(named, method, "{stem}");
                 assert_eq!(
                     config.model.name(),
                     if stem.ends_with("-resnet18") { "resnet18" } else { "convnet" },

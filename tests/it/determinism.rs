@@ -34,6 +34,7 @@ fn run_task(task: u64) -> TrainOutcome {
         momentum: 0.9,
         local_iters: 25,
         batch_size: 32,
+        prox_mu: 0.0,
         augment: Augment::default(),
         return_model: false,
     };

@@ -13,6 +13,7 @@ mod mpi;
 mod report;
 mod resume;
 mod revive;
+mod server_rules;
 mod simulate;
 mod training;
 

@@ -78,7 +78,7 @@ pub(crate) fn results(dir: &Path) -> (String, Vec<DataFrame>) {
 
 /// Runs `config` uninterrupted with 2 workers, and again killed at `kill_at` and resumed with
 /// `resume_workers`; the two must agree exactly.
-fn kill_and_resume(name: &str, config: &str, kill_at: &str, resume_workers: &str) {
+pub(crate) fn kill_and_resume(name: &str, config: &str, kill_at: &str, resume_workers: &str) {
     let dir = scratch(name);
     let config_file = dir.join("config.toml");
     std::fs::write(&config_file, config).unwrap();

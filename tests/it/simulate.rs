@@ -12,7 +12,7 @@ use tch::Device;
 use crate::{applied_updates, dirs, fedsim, relative_difference, scratch};
 
 /// A small world that trains in seconds: 30 clients, short local updates.
-fn small(algorithm: &str, extra: &str) -> String {
+pub(crate) fn small(algorithm: &str, extra: &str) -> String {
     format!(
         "name = \"small\"\nseed = 7\n\
          [data]\nnum_clients = 30\nclient_data_size = 64\n\
@@ -23,18 +23,18 @@ fn small(algorithm: &str, extra: &str) -> String {
     )
 }
 
-fn config(text: &str, workers: usize) -> Config {
+pub(crate) fn config(text: &str, workers: usize) -> Config {
     Config::from_toml(text, "test", "test", &[format!("run.workers={workers}")]).unwrap()
 }
 
-fn cohort_config(text: &str, workers: usize, cohort: usize) -> Config {
+pub(crate) fn cohort_config(text: &str, workers: usize, cohort: usize) -> Config {
     let overrides = [format!("run.workers={workers}"), format!("run.cohort_size={cohort}")];
     Config::from_toml(text, "test", "test", &overrides).unwrap()
 }
 
 /// A run with `workers` workers has the same final weights and the same tables (wall-clock
 /// columns aside) as the 1-worker run.
-fn assert_same_run(
+pub(crate) fn assert_same_run(
     what: &str,
     workers: usize,
     (hash_n, sink_n): (&str, &VecSink),
@@ -48,7 +48,7 @@ fn assert_same_run(
     );
 }
 
-fn run(config: &Config) -> (String, VecSink) {
+pub(crate) fn run(config: &Config) -> (String, VecSink) {
     let mut sink = VecSink::default();
     let outcome = Simulation::build(config, &dirs(), Device::Cpu).unwrap().run(&mut sink, None).unwrap();
     (weights_hash(&outcome.final_weights), sink)
@@ -180,7 +180,7 @@ fn over_commitment_and_maximum_staleness_train_only_what_is_applied_for_any_work
 
 /// Runs with model versions, aggregation and updates kept as tensors on the training device
 /// (on a GPU, the default; forced here on CPU): (hash, final weights, tables).
-fn run_resident(config: &Config) -> (String, Vec<f32>, VecSink) {
+pub(crate) fn run_resident(config: &Config) -> (String, Vec<f32>, VecSink) {
     let mut sink = VecSink::default();
     let outcome = Simulation::build(config, &dirs(), Device::Cpu)
         .unwrap()

@@ -20,6 +20,7 @@ fn spec(input: InputSpec, local_iters: usize) -> TrainSpec {
         momentum: 0.9,
         local_iters,
         batch_size: 32,
+        prox_mu: 0.0,
         augment: Augment::default(),
         return_model: false,
     }
@@ -95,4 +96,41 @@ fn one_epoch_of_central_training_beats_chance_by_far() {
     let reports = central::train(&options, cifar(), Device::Cpu, |_, _| {}, |_| {}).unwrap();
     assert_eq!(reports.len(), 1);
     assert!(reports[0].test.accuracy > 0.3, "accuracy after one epoch: {}", reports[0].test.accuracy);
+}
+
+/// FedProx (train.prox_mu): the proximal term pulls a local update towards its base, more as mu
+/// grows. (mu = 0 runs no extra operation: the hash oracle and the kept reports' hashes check it.)
+#[test]
+fn the_proximal_term_keeps_a_local_update_near_its_base() {
+    let data = cifar();
+    let input = InputSpec::of(data);
+    let pool = split::split(data.train.len(), split::VAL_SPLIT, split::KD_SPLIT, 1).train;
+    let iid = partition::PartitionKind::Iid;
+    let shard =
+        partition::partition(&data.train.host_labels, &pool, 10, 1, 350, iid, 1).unwrap().shards.remove(0);
+    let (mean, std) = DatasetKind::Cifar10.normalization();
+    let normalize = Normalize::new(&mean, &std, Device::Cpu);
+    let ctx = TrainContext { data: &data.train, normalize: &normalize, device: Device::Cpu };
+    let base = initial_weights(ModelKind::ConvNet, input, 1);
+    let update = |prox_mu: f64| {
+        let spec = TrainSpec { optimizer: OptimizerKind::Sgd, lr: 0.05, prox_mu, ..spec(input, 20) };
+        train_local(&spec, &base, &shard, &ctx, &mut stream(1, Purpose::TrainTask, 0)).unwrap().delta
+    };
+    // The term pulls the trainable parameters only; tracker statistics follow the data.
+    let layout = Model::new(ModelKind::ConvNet, input, Device::Cpu).layout;
+    let norm = |delta: &[f32]| {
+        let trainable = layout.entries.iter().filter(|e| e.trainable);
+        trainable
+            .flat_map(|e| &delta[e.offset..e.offset + e.numel])
+            .map(|d| (*d as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let plain = update(0.0);
+    let (weak, strong) = (norm(&update(1.0)), norm(&update(10.0)));
+    assert!(
+        strong < weak && weak < norm(&plain),
+        "update norms: mu 0 {}, mu 1 {weak}, mu 10 {strong}",
+        norm(&plain)
+    );
 }

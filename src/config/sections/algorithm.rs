@@ -34,11 +34,28 @@ pub struct RawAlgorithm {
     /// What the deadline does to jobs still out: "drop" (the default; they never train) or
     /// "carry" (their updates join the next round).
     pub late_updates: Option<String>,
+    /// eta of the server optimizer (sgd: theta + eta Delta; negative: interpolation).
     pub server_lr: Option<f64>,
+    /// How the server steps from the mean delta: "sgd" (the default), "momentum" (FedAvgM),
+    /// "adam", "yogi" or "adagrad" (Reddi et al. 2021).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_optimizer: Option<String>,
+    /// The server optimizer's beta1 (momentum, adam, yogi, adagrad; default 0.9).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_beta1: Option<f64>,
+    /// The server optimizer's beta2 (adam, yogi; default 0.99).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_beta2: Option<f64>,
+    /// The adaptive optimizers' tau (adam, yogi, adagrad; default 1e-3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_tau: Option<f64>,
     pub client_weighting: Option<ClientWeighting>,
     pub staleness_weight: Option<StalenessWeight>,
     pub beta: Option<BetaSchedule>,
 }
+
+/// Which parameters an optimizer row reads (one of its `uses_*` flags).
+type RowFlag = fn(&OptimizerRow) -> bool;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -60,6 +77,7 @@ pub struct AlgorithmSection {
     pub round_deadline: Option<f64>,
     pub late_updates: LateUpdatesConfig,
     pub server_lr: f64,
+    pub server_optimizer: ServerOptimizerSettings,
     pub client_weighting: ClientWeighting,
     pub staleness_weight: StalenessWeight,
     pub beta: BetaSchedule,
@@ -76,6 +94,62 @@ impl RawAlgorithm {
                 format!("valid kinds: {}", AlgorithmKind::names()),
             )
         })
+    }
+
+    /// algorithm.server_optimizer and the parameters it reads; a parameter it does not read
+    /// is refused, so that a config never sets what has no effect.
+    fn server_optimizer(&self) -> Result<ServerOptimizerSettings, ConfigError> {
+        let kind = match self.server_optimizer.as_deref() {
+            None => ServerOptimizerKind::Sgd,
+            Some(name) => ServerOptimizerKind::by_name(name).ok_or_else(|| {
+                invalid(
+                    "algorithm.server_optimizer",
+                    format!("\"{name}\""),
+                    format!("valid optimizers: {}", ServerOptimizerKind::names()),
+                )
+            })?,
+        };
+        let row = kind.row();
+        let readers = |uses: RowFlag| {
+            let names: Vec<&str> =
+                ServerOptimizerKind::ALL.iter().filter(|r| uses(r)).map(|r| r.name).collect();
+            names.join(", ")
+        };
+        let parameters: [(&str, Option<f64>, RowFlag); 3] = [
+            ("algorithm.server_beta1", self.server_beta1, |r| r.uses_beta1),
+            ("algorithm.server_beta2", self.server_beta2, |r| r.uses_beta2),
+            ("algorithm.server_tau", self.server_tau, |r| r.uses_tau),
+        ];
+        for (key, value, uses) in parameters {
+            if let Some(value) = value.filter(|_| !uses(row)) {
+                return Err(invalid(
+                    key,
+                    value,
+                    format!(
+                        "is not read by server_optimizer \"{}\"; it is a parameter of {}",
+                        row.name,
+                        readers(uses)
+                    ),
+                ));
+            }
+        }
+        let defaults = ServerOptimizerSettings::sgd();
+        let beta1 = self.server_beta1.unwrap_or(defaults.beta1);
+        let beta2 = self.server_beta2.unwrap_or(defaults.beta2);
+        for (key, beta) in [("algorithm.server_beta1", beta1), ("algorithm.server_beta2", beta2)] {
+            if !(beta.is_finite() && (0.0..1.0).contains(&beta)) {
+                return Err(invalid(key, beta, "must lie in [0, 1)"));
+            }
+        }
+        let tau = self.server_tau.unwrap_or(defaults.tau);
+        if !(tau.is_finite() && tau > 0.0) {
+            return Err(invalid(
+                "algorithm.server_tau",
+                tau,
+                "must be a positive number (the adaptive optimizers' floor under sqrt(v))",
+            ));
+        }
+        Ok(ServerOptimizerSettings { kind, beta1, beta2, tau })
     }
 
     /// `num_clients`: data.num_clients, which bounds the clients in flight.
@@ -189,12 +263,24 @@ impl RawAlgorithm {
                 "says what a round deadline does to late updates; set algorithm.round_deadline too",
             ));
         }
-        let server_lr = self.server_lr.unwrap_or(row.defaults.server_lr);
+        let server_optimizer = self.server_optimizer()?;
+        let optimizer_row = server_optimizer.kind.row();
+        let server_lr = self.server_lr.or(optimizer_row.default_lr).unwrap_or(row.defaults.server_lr);
         if !server_lr.is_finite() || server_lr == 0.0 || server_lr < -1.0 {
             return Err(invalid(
                 "algorithm.server_lr",
                 server_lr,
                 "must be a non-zero number; negative values in [-1, 0) interpolate towards the client models",
+            ));
+        }
+        if server_lr < 0.0 && server_optimizer.kind != ServerOptimizerKind::Sgd {
+            return Err(invalid(
+                "algorithm.server_lr",
+                server_lr,
+                format!(
+                    "must be positive with server_optimizer \"{}\": interpolation (a negative server_lr) is sgd's",
+                    optimizer_row.name
+                ),
             ));
         }
         let staleness_weight = self.staleness_weight.unwrap_or(StalenessWeight::Constant);
@@ -216,6 +302,7 @@ impl RawAlgorithm {
             round_deadline,
             late_updates,
             server_lr,
+            server_optimizer,
             client_weighting: self.client_weighting.unwrap_or(ClientWeighting::Equal),
             staleness_weight,
             beta,

@@ -17,6 +17,9 @@ pub struct RawTrain {
     pub momentum: Option<f64>,
     pub local_iters: Option<usize>,
     pub batch_size: Option<usize>,
+    /// FedProx's mu: local training adds mu/2 ||w - w_base||^2 (default 0: plain training).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prox_mu: Option<f64>,
 }
 
 /// `[train]` validated.
@@ -26,6 +29,7 @@ pub struct TrainSection {
     pub momentum: f64,
     pub local_iters: usize,
     pub batch_size: usize,
+    pub prox_mu: f64,
 }
 
 impl RawTrain {
@@ -51,7 +55,16 @@ impl RawTrain {
                 format!("must be between 1 and data.client_data_size ({client_data_size}): a batch is drawn from one client's shard"),
             ));
         }
+        let prox_mu = self.prox_mu.unwrap_or(0.0);
+        if !(prox_mu.is_finite() && prox_mu >= 0.0) {
+            return Err(invalid(
+                "train.prox_mu",
+                prox_mu,
+                "must be a finite number >= 0 (FedProx's mu; 0: plain local training)",
+            ));
+        }
         Ok(TrainSection {
+            prox_mu,
             optimizer: self.optimizer.unwrap_or(OptimizerKind::Adam),
             lr,
             momentum,

@@ -20,6 +20,7 @@ use crate::exec::{
     execute, Engines, ExecError, ExecSettings, RunOutcome, RunSnapshot, Sink, ThreadWorkers, TrainError,
     Trainer, Workers,
 };
+use crate::fl::lr_schedule::LrSchedule;
 use crate::fl::revive::{Distiller, ReviveSchedule, TeacherBuffer};
 use crate::fl::server::{Revive, Server};
 use crate::fl::{ServerOptimizerSettings, ServerRule};
@@ -162,6 +163,7 @@ enum AnyDistiller {
 struct ServerParts {
     rule: ServerRule,
     optimizer: ServerOptimizerSettings,
+    lr_schedule: LrSchedule,
     tracker_reset: Vec<(std::ops::Range<usize>, f32)>,
     /// Schedule, teacher buffer size and distiller of FedRevive and DD-FedRevive.
     revive: Option<(ReviveSchedule, usize, AnyDistiller)>,
@@ -178,6 +180,7 @@ impl ServerParts {
         Server {
             rule: self.rule,
             optimizer: self.optimizer.build(),
+            lr_schedule: self.lr_schedule,
             tracker_reset: self.tracker_reset,
             revive: self.revive.map(|(schedule, buffer_size, distiller)| Revive {
                 schedule,
@@ -234,6 +237,7 @@ impl Simulation {
             tracker_reset: layout.tracker_resets(),
             rule: server_rule(config),
             optimizer: config.server_optimizer,
+            lr_schedule: config.server_lr_schedule,
             revive: distiller.map(|distiller| (revive_schedule(config), config.kd.buffer_size, distiller)),
         };
         let spec = TrainSpec {
@@ -256,10 +260,18 @@ impl Simulation {
                 partition: partition.clone(),
                 lookahead: config.active_jobs + config.lookahead,
                 cohort_size: cohorts.cohort_size,
+                client_lr: config.lr_schedule,
                 target_accuracy: config.target_accuracy,
                 early_stop: config.early_stop.clone(),
             },
-            trainer: TorchTrainer { dataset, partition, spec, seed: config.run_seed, device },
+            trainer: TorchTrainer {
+                dataset,
+                partition,
+                spec,
+                client_lr: config.lr_schedule,
+                seed: config.run_seed,
+                device,
+            },
             cohorts,
             server_threads: config.server_threads,
         };

@@ -294,8 +294,14 @@ fn round_with<W: TorchWeights>(dirs: &DataDirs, o: &RoundOptions, device: tch::D
         reference_jobs(&dataset, o.clients, o.model, o.local_iters, o.batch_size, o.seed)?;
     shard_holds_batch(&partition, o.batch_size)?;
     let input = spec.input;
-    let trainer: Arc<dyn Trainer<W>> =
-        Arc::new(TorchTrainer { dataset, partition: Arc::new(partition), spec, seed: o.seed, device });
+    let trainer: Arc<dyn Trainer<W>> = Arc::new(TorchTrainer {
+        dataset,
+        partition: Arc::new(partition),
+        spec,
+        client_lr: Default::default(),
+        seed: o.seed,
+        device,
+    });
     let mut workers = ThreadWorkers::new(o.workers, trainer)?;
     let host_base = initial_weights(o.model, input, o.seed);
     let mut base = Arc::new(W::from_host(&host_base, device));

@@ -324,6 +324,11 @@ impl Importer {
                 Some(Field::To(target)) => {
                     self.set(target, json_to_toml(v).ok_or_else(|| refuse(&path, "has no TOML form"))?)
                 }
+                Some(Field::ToBoth(first, second)) => {
+                    let value = json_to_toml(v).ok_or_else(|| refuse(&path, "has no TOML form"))?;
+                    self.set(first, value.clone());
+                    self.set(second, value)
+                }
             }
         }
         Ok(())
@@ -366,6 +371,8 @@ fn object<'a>(key: &str, value: &'a Json) -> Result<&'a serde_json::Map<String, 
 enum Field {
     /// This fedsim key.
     To(&'static str),
+    /// Both fedsim keys: the reference reads one value in two places.
+    ToBoth(&'static str, &'static str),
     /// Read elsewhere (beta and its factor).
     Read,
     /// Accepted without effect on results, and noted.
@@ -387,7 +394,8 @@ fn dfkd_field(key: &str, value: &Json) -> Option<Field> {
         "lr_g" => Field::To("dfkd.lr_g"),
         "lr_z" => Field::To("dfkd.lr_z"),
         "g_steps" => Field::To("dfkd.g_steps"),
-        "warmup_rounds" => Field::To("kd.warmup_rounds"),
+        // The reference gates L_adv by the same warmup_rounds (counted in synthesis calls).
+        "warmup_rounds" => Field::ToBoth("kd.warmup_rounds", "dfkd.adv_after"),
         "freeze_rounds" => Field::To("kd.freeze_rounds"),
         "adv" => Field::To("dfkd.adv_weight"),
         "bn" => Field::To("dfkd.bn_weight"),

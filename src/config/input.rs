@@ -67,6 +67,7 @@ impl Config {
                 momentum: Some(self.momentum),
                 // Left out at 0, so configs without FedProx keep their text and fingerprint.
                 prox_mu: (self.prox_mu != 0.0).then_some(self.prox_mu),
+                lr_schedule: (self.lr_schedule != LrSchedule::Constant).then_some(self.lr_schedule),
                 local_iters: Some(self.local_iters),
                 batch_size: Some(self.batch_size),
             },
@@ -96,6 +97,8 @@ impl Config {
                 server_beta1: optimizer_row.uses_beta1.then_some(optimizer.beta1),
                 server_beta2: optimizer_row.uses_beta2.then_some(optimizer.beta2),
                 server_tau: optimizer_row.uses_tau.then_some(optimizer.tau),
+                server_lr_schedule: (self.server_lr_schedule != LrSchedule::Constant)
+                    .then_some(self.server_lr_schedule),
                 client_weighting: Some(self.client_weighting),
                 staleness_weight: Some(self.staleness_weight),
                 beta: Some(self.beta),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::partition::PartitionKind;
 use crate::data::DatasetKind;
+use crate::fl::lr_schedule::LrSchedule;
 use crate::fl::optimizer::OptimizerRow;
 use crate::fl::revive::Gates;
 use crate::fl::{
@@ -120,6 +121,8 @@ pub struct Config {
     pub momentum: f64,
     /// FedProx's mu (train.prox_mu); 0 trains without the proximal term.
     pub prox_mu: f64,
+    /// The clients' learning rate by base version (train.lr_schedule).
+    pub lr_schedule: LrSchedule,
     pub local_iters: usize,
     pub batch_size: usize,
     pub algorithm: AlgorithmKind,
@@ -136,6 +139,8 @@ pub struct Config {
     pub server_lr: f64,
     /// algorithm.server_optimizer with its beta1, beta2 and tau.
     pub server_optimizer: ServerOptimizerSettings,
+    /// server_lr by the version an aggregation makes (algorithm.server_lr_schedule).
+    pub server_lr_schedule: LrSchedule,
     pub client_weighting: ClientWeighting,
     pub staleness_weight: StalenessWeight,
     pub beta: BetaSchedule,

@@ -170,6 +170,14 @@ fn bad_values_name_the_key_and_what_is_allowed() {
         ("[train]\nmomentum = 1.5\n[stop]\nmax_versions = 1", "train.momentum = 1.5: must lie in [0, 1)"),
         ("[train]\nprox_mu = -0.1\n[stop]\nmax_versions = 1", "train.prox_mu = -0.1: must be a finite number >= 0"),
         (
+            "[train]\nlr_schedule = { kind = \"step\", every = 0, factor = 0.5 }\n[stop]\nmax_versions = 1",
+            "train.lr_schedule = Step { every: 0, factor: 0.5 }: every must be at least 1 (versions)",
+        ),
+        (
+            "[algorithm]\nserver_lr_schedule = { kind = \"exponential\", gamma = 1.5 }\n[stop]\nmax_versions = 1",
+            "algorithm.server_lr_schedule = Exponential { gamma: 1.5 }: gamma must lie in (0, 1]",
+        ),
+        (
             "[algorithm]\nserver_optimizer = \"lamb\"\n[stop]\nmax_versions = 1",
             "algorithm.server_optimizer = \"lamb\": valid optimizers: sgd, momentum, adam, yogi, adagrad",
         ),

@@ -71,12 +71,20 @@ pub fn partition(
             }
             let mut order = pool.to_vec();
             order.shuffle(&mut rng);
+            let mut cursor = 0;
             let mut shards = Vec::with_capacity(clients);
             let mut histograms = Vec::with_capacity(clients);
-            for client in 0..clients {
-                let start = client * client_data_size;
+            for _ in 0..clients {
+                // As the reference: a block that would run past the end reshuffles the whole
+                // pool and starts over, so no shard repeats a sample (FEDREVIVE.md section 8).
+                if cursor + client_data_size > order.len() {
+                    order.shuffle(&mut rng);
+                    cursor = 0;
+                }
+                // A shard larger than the pool (tiny pools only) wraps within it.
                 let shard: Vec<u32> =
-                    (start..start + client_data_size).map(|i| order[i % order.len()]).collect();
+                    (0..client_data_size).map(|i| order[(cursor + i) % order.len()]).collect();
+                cursor += client_data_size;
                 histograms.push(histogram(labels, &shard, num_classes));
                 shards.push(shard);
             }
@@ -234,16 +242,24 @@ mod tests {
     }
 
     #[test]
-    fn iid_shards_are_contiguous_blocks_of_one_shuffle() {
+    fn iid_shards_are_contiguous_blocks_reshuffled_when_the_pool_runs_out() {
         let labels = labels(100, 10);
         let pool: Vec<u32> = (0..100).collect();
         let p = partition(&labels, &pool, 10, 4, 30, PartitionKind::Iid, 2).unwrap();
-        // Blocks 0..3 cover positions 0..120 of one shuffled order: the first 100 are the pool
-        // once, and block 3 continues at the order's start.
-        let mut first: Vec<u32> = p.shards.concat()[..100].to_vec();
+        // Blocks 0..2 are positions 0..90 of one shuffle, 90 distinct samples; block 3 would run
+        // past position 100, so the pool is reshuffled and block 3 is its first 30.
+        let mut first: Vec<u32> = p.shards[..3].concat();
         first.sort_unstable();
-        assert_eq!(first, pool);
-        assert_eq!(p.shards[3][10..], p.shards[0][..20]);
+        first.dedup();
+        assert_eq!(first.len(), 90);
+        for shard in &p.shards {
+            let distinct: std::collections::HashSet<_> = shard.iter().collect();
+            assert_eq!(distinct.len(), 30, "a shard repeats a sample");
+        }
+        assert_ne!(p.shards[3][10..], p.shards[0][..20], "block 3 wrapped around the first shuffle");
+        // A shard larger than the pool still gets its size.
+        let big = partition(&labels, &pool, 10, 2, 150, PartitionKind::Iid, 2).unwrap();
+        assert!(big.shards.iter().all(|s| s.len() == 150));
         assert_ne!(
             p.shards[0],
             partition(&labels, &pool, 10, 4, 30, PartitionKind::Iid, 3).unwrap().shards[0]

@@ -3,8 +3,11 @@
 //! starts a new cohort when its base version would need the update of a task already in the
 //! open one (a cohort trains from versions that exist before any of its members is applied).
 //! Since stacked training differs from single training by float rounding, the composition must
-//! never depend on timing; then results are identical for any number of workers.
+//! never depend on timing; then results are identical for any number of workers. Under a
+//! client learning-rate schedule a task also starts a new cohort when its rate differs from the
+//! open cohort's (a stacked model trains with one optimizer, at one rate).
 
+use crate::fl::lr_schedule::LrSchedule;
 use crate::sched::{Step, TrainTask, UpdateInput};
 
 /// Builds cohorts while the plan is read, step by step.
@@ -14,20 +17,38 @@ pub struct CohortBuilder {
     open: Vec<u64>,
     /// The earliest version that applies a member of the open cohort, once the plan has shown it.
     first_applied: Option<u64>,
+    /// The clients' learning-rate schedule, by base version (constant: one rate for all).
+    client_lr: LrSchedule,
+    /// The open cohort's rate factor.
+    open_rate: f64,
 }
 
 impl CohortBuilder {
     pub fn new(size: usize) -> Self {
         assert!(size >= 1, "cohorts hold at least one task");
-        CohortBuilder { size, open: Vec::new(), first_applied: None }
+        CohortBuilder {
+            size,
+            open: Vec::new(),
+            first_applied: None,
+            client_lr: LrSchedule::Constant,
+            open_rate: 1.0,
+        }
+    }
+
+    /// Cohorts hold tasks of one client learning rate under `client_lr`.
+    pub fn split_by_rate(self, client_lr: LrSchedule) -> Self {
+        CohortBuilder { client_lr, ..self }
     }
 
     /// A planned task joins; returns the cohorts this closes (none, one or two), in order.
     pub fn train(&mut self, task: &TrainTask) -> Vec<Vec<u64>> {
         let mut closed = Vec::new();
-        if self.first_applied.is_some_and(|v| task.base_version >= v) {
+        let rate = self.client_lr.factor(task.base_version);
+        let another_rate = !self.open.is_empty() && rate != self.open_rate;
+        if another_rate || self.first_applied.is_some_and(|v| task.base_version >= v) {
             closed.extend(self.close());
         }
+        self.open_rate = rate;
         self.open.push(task.task);
         if self.open.len() == self.size {
             closed.extend(self.close());
@@ -55,8 +76,7 @@ impl CohortBuilder {
 }
 
 /// The cohorts of a whole plan, in order (what the executor builds as it reads).
-pub fn compose<'a>(steps: impl IntoIterator<Item = &'a Step>, size: usize) -> Vec<Vec<u64>> {
-    let mut builder = CohortBuilder::new(size);
+pub fn compose<'a>(steps: impl IntoIterator<Item = &'a Step>, mut builder: CohortBuilder) -> Vec<Vec<u64>> {
     let mut cohorts = Vec::new();
     for step in steps {
         match step {
@@ -91,14 +111,37 @@ mod tests {
             train(5, 1),
             train(6, 1),
         ];
-        assert_eq!(compose(&steps, 3), [vec![0, 1, 2], vec![3, 4], vec![5, 6]]);
-        assert_eq!(compose(&steps, 1).len(), 7, "cohorts of one are the tasks");
+        assert_eq!(compose(&steps, CohortBuilder::new(3)), [vec![0, 1, 2], vec![3, 4], vec![5, 6]]);
+        assert_eq!(compose(&steps, CohortBuilder::new(1)).len(), 7, "cohorts of one are the tasks");
         // An aggregation of tasks outside the open cohort cuts nothing.
         let steps =
             [train(0, 0), train(1, 0), aggregate(1, &[0]), train(2, 1), train(3, 1), aggregate(2, &[1])];
-        assert_eq!(compose(&steps, 2), [vec![0, 1], vec![2, 3]]);
+        assert_eq!(compose(&steps, CohortBuilder::new(2)), [vec![0, 1], vec![2, 3]]);
         let steps = [train(0, 0), train(1, 0), aggregate(1, &[0]), train(2, 1), train(3, 1)];
-        assert_eq!(compose(&steps, 3), [vec![0, 1], vec![2, 3]], "2 needs version 1, which applies 0");
+        assert_eq!(
+            compose(&steps, CohortBuilder::new(3)),
+            [vec![0, 1], vec![2, 3]],
+            "2 needs version 1, which applies 0"
+        );
+    }
+
+    #[test]
+    fn under_a_client_lr_schedule_a_cohort_holds_one_rate() {
+        // Halved every 2 versions: bases 0 and 1 share a rate, base 2 has another. Buffered
+        // aggregations of one update apply tasks outside the open cohort, so only the rate cuts.
+        let steps = [
+            train(0, 0),
+            train(1, 0),
+            aggregate(1, &[9]),
+            train(2, 1),
+            aggregate(2, &[8]),
+            train(3, 2),
+            train(4, 2),
+        ];
+        let compose_by_rate = |schedule| compose(&steps, CohortBuilder::new(4).split_by_rate(schedule));
+        let halving = LrSchedule::Step { every: 2, factor: 0.5 };
+        assert_eq!(compose_by_rate(halving), [vec![0, 1, 2], vec![3, 4]]);
+        assert_eq!(compose_by_rate(LrSchedule::Constant), [vec![0, 1, 2, 3], vec![4]]);
     }
 
     /// For real plans of both policies: cohorts are at most `size`, partition the tasks in
@@ -139,7 +182,7 @@ mod tests {
                 }
             }
             for size in [1, 4, 8] {
-                let cohorts = compose(&steps, size);
+                let cohorts = compose(&steps, CohortBuilder::new(size));
                 let flat: Vec<u64> = cohorts.iter().flatten().copied().collect();
                 assert_eq!(flat, (0..base_of.len() as u64).collect::<Vec<_>>(), "{policy:?} {size}");
                 for cohort in &cohorts {

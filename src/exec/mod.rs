@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::data::partition::Partition;
+use crate::fl::lr_schedule::LrSchedule;
 use crate::fl::server::Server;
 pub use crate::nn::train::TrainOutcome;
 use crate::params::Weights;
@@ -36,6 +37,7 @@ pub use crate::record::rows::{EvalRecord, Progress, Sink, UpdateRecord, VecSink}
 pub use crate::saved::{RunSnapshot, TrainedTask};
 use crate::sched::{Plan, PlanEnd};
 use crate::sim::time::SimTime;
+use cohorts::CohortBuilder;
 use reader::{Head, PlanReader};
 use stop::StopRules;
 pub use stop::{early_stop, StopReason};
@@ -52,6 +54,8 @@ pub struct ExecSettings {
     pub lookahead: usize,
     /// Tasks per cohort (1: every task trains alone).
     pub cohort_size: usize,
+    /// The clients' learning-rate schedule: a cohort holds tasks of one rate.
+    pub client_lr: LrSchedule,
     pub target_accuracy: Option<f64>,
     /// [(version, acc)]: stop once the version count is >= version and the best accuracy so
     /// far is <= acc (checked after every aggregation and evaluation).
@@ -197,7 +201,7 @@ impl<'s, W: Weights> Run<'s, W> {
             settings,
             started: Instant::now(),
             reader: PlanReader::default(),
-            table: TaskTable::new(settings.cohort_size),
+            table: TaskTable::new(CohortBuilder::new(settings.cohort_size).split_by_rate(settings.client_lr)),
             versions,
             rules: StopRules::new(settings.target_accuracy, settings.early_stop.clone()),
             virtual_time: 0.0,

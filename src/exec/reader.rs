@@ -149,6 +149,7 @@ impl PlanReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::cohorts::CohortBuilder;
     use crate::exec::fixtures::{aggregate, train, Steps};
 
     #[test]
@@ -161,7 +162,7 @@ mod tests {
             train(3, 1),
             aggregate(2, &[1]),
         ]);
-        let (mut table, mut versions) = (TaskTable::new(1), VersionStore::new(vec![0.0]));
+        let (mut table, mut versions) = (TaskTable::new(CohortBuilder::new(1)), VersionStore::new(vec![0.0]));
         let mut reader = PlanReader::default();
         reader.read_ahead(&mut plan, &mut table, &mut versions, 1);
         assert_eq!((reader.steps_read(), table.len()), (3, 2), "on to the first aggregation");
@@ -182,7 +183,7 @@ mod tests {
     fn it_reads_on_while_the_next_aggregation_waits_in_the_open_cohort() {
         let mut plan =
             Steps::new(vec![train(0, 0), aggregate(1, &[0]), train(1, 0), train(2, 1), train(3, 1)]);
-        let (mut table, mut versions) = (TaskTable::new(3), VersionStore::new(vec![0.0]));
+        let (mut table, mut versions) = (TaskTable::new(CohortBuilder::new(3)), VersionStore::new(vec![0.0]));
         let mut reader = PlanReader::default();
         reader.read_ahead(&mut plan, &mut table, &mut versions, 1);
         assert_eq!(reader.steps_read(), 4, "task 2 trains from version 1, which closes task 0's cohort");

@@ -136,6 +136,7 @@ mod tests {
             partition: Arc::new(partition),
             lookahead: 8,
             cohort_size: 1,
+            client_lr: Default::default(),
             target_accuracy: None,
             early_stop: vec![],
         }

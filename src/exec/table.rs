@@ -62,10 +62,11 @@ pub struct TaskTable<W> {
 }
 
 impl<W> TaskTable<W> {
-    pub fn new(cohort_size: usize) -> Self {
+    /// A table whose cohorts `cohorts` composes.
+    pub fn new(cohorts: CohortBuilder) -> Self {
         TaskTable {
             slots: BTreeMap::new(),
-            cohorts: CohortBuilder::new(cohort_size),
+            cohorts,
             next_cohort: 0,
             waiting: BTreeMap::new(),
             running: HashMap::new(),
@@ -328,7 +329,7 @@ mod tests {
     #[test]
     fn cohorts_start_when_their_bases_exist_and_workers_are_free() {
         let mut versions = VersionStore::new(vec![0.0]);
-        let mut table = TaskTable::new(2);
+        let mut table = TaskTable::new(CohortBuilder::new(2));
         for (t, base) in [(0, 0), (1, 0), (2, 1), (3, 1)] {
             table.admit(task(t, base), &mut versions);
         }
@@ -358,7 +359,7 @@ mod tests {
     #[test]
     fn a_trainer_that_returns_too_few_outcomes_is_an_error() {
         let mut versions = VersionStore::new(vec![0.0]);
-        let mut table = TaskTable::new(2);
+        let mut table = TaskTable::new(CohortBuilder::new(2));
         table.admit(task(0, 0), &mut versions);
         table.admit(task(1, 0), &mut versions);
         table.start_ready(&mut Recorder { capacity: 4, started: vec![] }, &versions);
@@ -371,7 +372,7 @@ mod tests {
     #[test]
     fn unneeded_cohorts_go_at_the_plans_end_with_their_need_of_their_bases() {
         let mut versions = VersionStore::new(vec![0.0]);
-        let mut table = TaskTable::new(1);
+        let mut table = TaskTable::new(CohortBuilder::new(1));
         table.admit(task(0, 0), &mut versions);
         table.admit(task(1, 0), &mut versions);
         versions.advance(1, vec![1.0]);
@@ -386,7 +387,7 @@ mod tests {
     #[test]
     fn restored_tasks_do_not_train_again_and_a_partly_trained_cohort_is_refused() {
         let mut versions = VersionStore::new(vec![0.0]);
-        let mut table = TaskTable::new(2);
+        let mut table = TaskTable::new(CohortBuilder::new(2));
         table.restore(0, outcome(1.0), 0);
         table.restore(1, outcome(1.0), 0);
         table.admit(task(0, 0), &mut versions);

@@ -186,6 +186,7 @@ fn execute_fake_into(
         partition: Arc::new(partition),
         lookahead: 12,
         cohort_size,
+        client_lr: Default::default(),
         target_accuracy: None,
         early_stop,
     };
@@ -280,7 +281,8 @@ fn cohort_composition_is_the_plans_for_any_worker_count_and_order() {
     for policy in POLICIES {
         for size in [1, 4, 8] {
             let reference = run(policy, size, 1, vec![0], Vec::new());
-            let planned = cohorts::compose(&plan(policy).collect::<Vec<_>>(), size);
+            let planned =
+                cohorts::compose(&plan(policy).collect::<Vec<_>>(), cohorts::CohortBuilder::new(size));
             for capacity in [1, 2, 4, 8] {
                 let (trace, trained) =
                     run_with_cohorts(policy, size, capacity, vec![3, 1, 4, 1, 5, 9, 2, 6], Vec::new());

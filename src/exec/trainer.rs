@@ -11,6 +11,7 @@ use tch::Device;
 use crate::data::augment::Normalize;
 use crate::data::partition::Partition;
 use crate::data::Dataset;
+use crate::fl::lr_schedule::LrSchedule;
 use crate::nn::cohort::{train_cohort, Member};
 use crate::nn::device_weights::TorchWeights;
 use crate::nn::eval::{evaluate, EvalResult};
@@ -70,6 +71,8 @@ pub struct TorchTrainer {
     pub dataset: Arc<Dataset>,
     pub partition: Arc<Partition>,
     pub spec: TrainSpec,
+    /// The clients' learning rate by the version a task trains from (spec.lr times its factor).
+    pub client_lr: LrSchedule,
     /// The run seed: task t draws from (seed, TrainTask, t).
     pub seed: u64,
     pub device: Device,
@@ -83,14 +86,17 @@ impl<W: TorchWeights> Trainer<W> for TorchTrainer {
         let ctx = TrainContext { data: &self.dataset.train, normalize: &normalize, device: self.device };
         let shard = |job: &Job<W>| self.partition.shards[job.client as usize].as_slice();
         let stream = |job: &Job<W>| rng::stream(self.seed, Purpose::TrainTask, job.task);
+        // A cohort's tasks share one rate (exec::cohorts splits them by it).
+        let base_version = jobs.first().map_or(0, |job| job.version);
+        let spec = TrainSpec { lr: self.client_lr.at(self.spec.lr, base_version), ..self.spec };
         let outcomes = if let [job] = jobs {
-            vec![train_local(&self.spec, &*job.base, shard(job), &ctx, &mut stream(job))?]
+            vec![train_local(&spec, &*job.base, shard(job), &ctx, &mut stream(job))?]
         } else {
             let members = jobs
                 .iter()
                 .map(|job| Member { base: &*job.base, shard: shard(job), rng: stream(job) })
                 .collect();
-            train_cohort(&self.spec, members, &ctx)?
+            train_cohort(&spec, members, &ctx)?
         };
         // The coordinator reads the results on its own stream.
         crate::runtime::sync_current_stream(self.device);

@@ -4,6 +4,7 @@
 //! gates (its distillation is a trait implemented with tensors elsewhere). No clock.
 
 pub mod aggregate;
+pub mod lr_schedule;
 pub mod optimizer;
 pub mod revive;
 pub mod server;

@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::aggregate::{ServerRule, Update};
+use super::lr_schedule::LrSchedule;
 use super::optimizer::ServerOptimizer;
 use super::revive::{blend, Distiller, ReviveAction, ReviveSchedule, Teacher, TeacherBuffer};
 use super::ServerError;
@@ -39,6 +40,8 @@ pub struct Server<W = Vec<f32>> {
     pub rule: ServerRule,
     /// Turns each aggregation's mean delta into the next model; keeps its state (moments).
     pub optimizer: Box<dyn ServerOptimizer<W>>,
+    /// server_lr by the version an aggregation makes (algorithm.server_lr_schedule).
+    pub lr_schedule: LrSchedule,
     pub revive: Option<Revive<W>>,
     /// Where the global model's tracker buffers lie and what they are reset to.
     pub tracker_reset: Vec<(Range<usize>, f32)>,
@@ -47,16 +50,24 @@ pub struct Server<W = Vec<f32>> {
 impl<W: Weights> Server<W> {
     /// A server with `rule` and plain SGD, without FedRevive or trackers to reset.
     pub fn plain(rule: ServerRule) -> Self {
-        Server { rule, optimizer: Box::new(super::optimizer::Sgd), revive: None, tracker_reset: Vec::new() }
+        Server {
+            rule,
+            optimizer: Box::new(super::optimizer::Sgd),
+            lr_schedule: LrSchedule::Constant,
+            revive: None,
+            tracker_reset: Vec::new(),
+        }
     }
 
     /// theta (version `version`) -> theta of version `version + 1`, where theta lives.
     pub fn aggregate(&mut self, theta: &W, version: u64, arrivals: &[Arrival<W>]) -> Result<W, ServerError> {
         let mut next = theta.clone();
+        let rule =
+            ServerRule { server_lr: self.lr_schedule.at(self.rule.server_lr, version + 1), ..self.rule };
         match &mut self.revive {
             None => {
                 let updates: Vec<Update<W>> = arrivals.iter().map(Arrival::as_update).collect();
-                self.rule.apply_with(&mut next, &updates, &mut *self.optimizer);
+                rule.apply_with(&mut next, &updates, &mut *self.optimizer);
             }
             Some(revive) => {
                 let deltas = revive.revived_deltas(theta, version, arrivals)?;
@@ -81,7 +92,7 @@ impl<W: Weights> Server<W> {
                         ..arrival.as_update()
                     })
                     .collect();
-                self.rule.apply_with(&mut next, &updates, &mut *self.optimizer);
+                rule.apply_with(&mut next, &updates, &mut *self.optimizer);
             }
         }
         for (range, value) in &self.tracker_reset {
@@ -211,6 +222,7 @@ mod tests {
         let server = Server {
             rule: ServerRule::plain(server_lr),
             optimizer: Box::new(crate::fl::optimizer::Sgd),
+            lr_schedule: LrSchedule::Constant,
             revive: Some(Revive {
                 schedule: ReviveSchedule {
                     beta: BetaSchedule::Constant { beta: 0.5 },
@@ -280,10 +292,35 @@ mod tests {
     }
 
     #[test]
+    fn a_server_lr_schedule_scales_each_step_by_the_version_it_makes() {
+        // Halved every 2 versions: version 1 at lr 1, versions 2 and 3 at 0.5, 4 at 0.25.
+        let mut s = Server::plain(ServerRule::plain(1.0));
+        s.lr_schedule = LrSchedule::Step { every: 2, factor: 0.5 };
+        let delta = vec![1.0f32];
+        let plain = Arrival {
+            task: 0,
+            delta: &delta,
+            model: None,
+            staleness: 0,
+            samples: 1,
+            class_proportions: vec![],
+        };
+        let mut theta = vec![0.0f32];
+        let mut steps = Vec::new();
+        for version in 0..4 {
+            let next = s.aggregate(&theta, version, std::slice::from_ref(&plain)).unwrap();
+            steps.push(next[0] - theta[0]);
+            theta = next;
+        }
+        assert_eq!(steps, [1.0, 0.5, 0.5, 0.25]);
+    }
+
+    #[test]
     fn trackers_are_reset_after_every_aggregation() {
         let mut s = Server {
             rule: ServerRule::plain(1.0),
             optimizer: Box::new(crate::fl::optimizer::Sgd),
+            lr_schedule: LrSchedule::Constant,
             revive: None,
             tracker_reset: vec![(1..2, 0.0), (2..4, 1.0)],
         };

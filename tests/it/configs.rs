@@ -99,6 +99,22 @@ fn the_reference_fedrevive_json_is_the_fedrevive_experiment() {
     assert_eq!(run_settings(imported), run_settings(native));
 }
 
+/// The reference gates L_adv by its warmup_rounds; an imported config does too.
+#[test]
+fn an_imported_warmup_gates_kd_and_the_adversarial_loss_alike() {
+    let sample = std::fs::read_to_string(repo().join("sim-configs/reference/fedrevive.json")).unwrap();
+    let scratch = crate::scratch("imported-warmup");
+    let path = scratch.join("warmup.json");
+    let text = sample.replace("\"warmup_rounds\": 100", "\"warmup_rounds\": 80");
+    assert_ne!(text, sample);
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path, &[]).unwrap();
+    assert_eq!((config.kd.gates.unwrap().warmup_rounds, config.dfkd.adv_after), (80, 80));
+    // --set still applies after the import.
+    let config = Config::load(&path, &["dfkd.adv_after=7".into()]).unwrap();
+    assert_eq!(config.dfkd.adv_after, 7);
+}
+
 /// Keys that would change results and that fedsim cannot honour are refused by name; keys that
 /// only steer the reference's logging are noted once.
 #[test]
@@ -228,6 +244,11 @@ fn the_resolved_config_reads_back_as_the_same_config() {
             "availability={kind=\"daily\",period=24.0,online_fraction=0.6}",
             "data.partition=\"iid\"",
             "run.cohort_size=4",
+            "train.lr_schedule={kind=\"cosine\",versions=100,floor=0.1}",
+            "train.prox_mu=0.01",
+            "algorithm.server_lr_schedule={kind=\"exponential\",gamma=0.99}",
+            "algorithm.server_optimizer=\"yogi\"",
+            "algorithm.server_tau=0.01",
         ]
         .map(String::from)
         .to_vec(),

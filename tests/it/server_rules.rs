@@ -1,6 +1,7 @@
-//! Server optimizers and FedProx end to end: under both arrival policies (rounds and a buffer)
-//! each gives one result for 1, 2 and 4 workers, with host and device-resident versions alike,
-//! changes the result it is meant to change, and resumes exactly after a kill.
+//! Server optimizers, FedProx and learning-rate schedules end to end: under both arrival
+//! policies (rounds and a buffer) each gives one result for 1, 2 and 4 workers, alone and in
+//! cohorts, with host and device-resident versions alike, changes the result it is meant to
+//! change, and resumes exactly after a kill; a constant schedule changes nothing.
 
 use fedsim::simulation::Simulation;
 use tch::Device;
@@ -11,13 +12,23 @@ use crate::{applied_updates, relative_difference};
 
 /// (policy and server rule keys of [algorithm], keys of [train]); the optimizers at the
 /// paper's default learning rates.
-const CASES: [(&str, &str, &str); 6] = [
+const CASES: [(&str, &str, &str); 8] = [
     ("sync_fl", "server_optimizer = \"momentum\"", ""),
     ("sync_fl", "server_optimizer = \"adam\"\nserver_tau = 0.01", ""),
     ("async_fl", "buffer_size = 2\nserver_optimizer = \"yogi\"", ""),
     ("async_fl", "buffer_size = 2\nserver_optimizer = \"adagrad\"", ""),
     ("async_fl", "buffer_size = 2\nserver_optimizer = \"adam\"\nserver_beta1 = 0.5", "prox_mu = 0.1"),
     ("sync_fl", "server_lr = 1.0", "prox_mu = 0.1"),
+    (
+        "sync_fl",
+        "server_lr_schedule = { kind = \"step\", every = 5, factor = 0.5 }",
+        "lr_schedule = { kind = \"step\", every = 3, factor = 0.5 }",
+    ),
+    (
+        "async_fl",
+        "buffer_size = 2\nserver_optimizer = \"momentum\"\nserver_lr_schedule = { kind = \"cosine\", versions = 20, floor = 0.1 }",
+        "lr_schedule = { kind = \"exponential\", gamma = 0.9 }",
+    ),
 ];
 
 /// The small world with `algorithm` keys and `train` keys added.
@@ -75,4 +86,24 @@ fn a_run_with_a_server_optimizer_killed_after_a_checkpoint_resumes_to_the_same_r
         .replace("buffer_size = 2\nserver_lr = 0.5", "server_optimizer = \"momentum\"\nserver_beta1 = 0.8")
         .replace("lr = 1e-3\n", "lr = 1e-3\nprox_mu = 0.01\n");
     kill_and_resume("resume-momentum", &momentum, "checkpoint:2", "4");
+}
+
+/// A client schedule splits cohorts by rate; any worker count still gives one result, and a
+/// schedule written as constant is no schedule at all.
+#[test]
+fn lr_schedules_keep_the_contract_in_cohorts_and_constant_changes_nothing() {
+    let text =
+        world("async_fl", "buffer_size = 2", "lr_schedule = { kind = \"step\", every = 4, factor = 0.5 }");
+    let (hash_1, sink_1) = run(&cohort_config(&text, 1, 4));
+    for workers in [2, 4] {
+        let (hash_n, sink_n) = run(&cohort_config(&text, workers, 4));
+        assert_same_run("a client schedule in cohorts of 4", workers, (&hash_n, &sink_n), (&hash_1, &sink_1));
+    }
+    let plain = run(&config(&small("async_fl", "buffer_size = 2"), 2)).0;
+    let constant = world(
+        "async_fl",
+        "buffer_size = 2\nserver_lr_schedule = { kind = \"constant\" }",
+        "lr_schedule = { kind = \"constant\" }",
+    );
+    assert_eq!(run(&config(&constant, 2)).0, plain, "a constant schedule changed the result");
 }

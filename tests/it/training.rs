@@ -134,3 +134,45 @@ fn the_proximal_term_keeps_a_local_update_near_its_base() {
         norm(&plain)
     );
 }
+
+/// train.lr_schedule: the trainer gives each job the rate of the version it trains from, alone
+/// and in a cohort, exactly as a trainer without a schedule at that rate.
+#[test]
+fn a_client_lr_schedule_trains_each_job_at_the_rate_of_its_base_version() {
+    use fedsim::exec::trainer::TorchTrainer;
+    use fedsim::exec::{Job, Trainer};
+    use fedsim::fl::lr_schedule::LrSchedule;
+    use std::sync::Arc;
+
+    let dataset = Arc::new(data::load(DatasetKind::Cifar10, &dirs()).unwrap());
+    let input = InputSpec::of(&dataset);
+    let pool = split::split(dataset.train.len(), split::VAL_SPLIT, split::KD_SPLIT, 1).train;
+    let partition = Arc::new(
+        partition::partition(&dataset.train.host_labels, &pool, 10, 4, 64, partition::PartitionKind::Iid, 1)
+            .unwrap(),
+    );
+    let base = Arc::new(initial_weights(ModelKind::ConvNet, input, 1));
+    let trainer = |lr: f64, client_lr: LrSchedule| TorchTrainer {
+        dataset: dataset.clone(),
+        partition: partition.clone(),
+        spec: TrainSpec { lr, ..spec(input, 3) },
+        client_lr,
+        seed: 1,
+        device: Device::Cpu,
+    };
+    let scheduled = trainer(3e-3, LrSchedule::Step { every: 5, factor: 0.1 });
+    let deltas = |trainer: &TorchTrainer, jobs: &[Job]| -> Vec<Vec<f32>> {
+        trainer.train(jobs).unwrap().into_iter().map(|o| o.delta).collect()
+    };
+    let mut by_version = Vec::new();
+    for (version, rate) in [(4, 3e-3), (7, 3e-4)] {
+        let jobs: Vec<Job> =
+            (1..3).map(|c| Job { task: c as u64, client: c, version, base: base.clone() }).collect();
+        for cohort in [&jobs[..1], &jobs[..]] {
+            let got = deltas(&scheduled, cohort);
+            assert_eq!(got, deltas(&trainer(rate, LrSchedule::Constant), cohort), "version {version}");
+            by_version.push(got[0].clone());
+        }
+    }
+    assert_ne!(by_version[0], by_version[2], "the rate changed nothing");
+}

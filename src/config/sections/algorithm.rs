@@ -49,6 +49,9 @@ pub struct RawAlgorithm {
     /// The adaptive optimizers' tau (adam, yogi, adagrad; default 1e-3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_tau: Option<f64>,
+    /// server_lr by the version an aggregation makes (default constant).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_lr_schedule: Option<LrSchedule>,
     pub client_weighting: Option<ClientWeighting>,
     pub staleness_weight: Option<StalenessWeight>,
     pub beta: Option<BetaSchedule>,
@@ -78,6 +81,7 @@ pub struct AlgorithmSection {
     pub late_updates: LateUpdatesConfig,
     pub server_lr: f64,
     pub server_optimizer: ServerOptimizerSettings,
+    pub server_lr_schedule: LrSchedule,
     pub client_weighting: ClientWeighting,
     pub staleness_weight: StalenessWeight,
     pub beta: BetaSchedule,
@@ -283,6 +287,10 @@ impl RawAlgorithm {
                 ),
             ));
         }
+        let server_lr_schedule = self.server_lr_schedule.unwrap_or_default();
+        server_lr_schedule
+            .validate()
+            .map_err(|m| invalid("algorithm.server_lr_schedule", format!("{server_lr_schedule:?}"), m))?;
         let staleness_weight = self.staleness_weight.unwrap_or(StalenessWeight::Constant);
         staleness_weight
             .validate()
@@ -303,6 +311,7 @@ impl RawAlgorithm {
             late_updates,
             server_lr,
             server_optimizer,
+            server_lr_schedule,
             client_weighting: self.client_weighting.unwrap_or(ClientWeighting::Equal),
             staleness_weight,
             beta,

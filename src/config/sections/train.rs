@@ -20,6 +20,9 @@ pub struct RawTrain {
     /// FedProx's mu: local training adds mu/2 ||w - w_base||^2 (default 0: plain training).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prox_mu: Option<f64>,
+    /// The clients' learning rate by the version a task trains from (default constant).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr_schedule: Option<LrSchedule>,
 }
 
 /// `[train]` validated.
@@ -30,6 +33,7 @@ pub struct TrainSection {
     pub local_iters: usize,
     pub batch_size: usize,
     pub prox_mu: f64,
+    pub lr_schedule: LrSchedule,
 }
 
 impl RawTrain {
@@ -63,8 +67,11 @@ impl RawTrain {
                 "must be a finite number >= 0 (FedProx's mu; 0: plain local training)",
             ));
         }
+        let lr_schedule = self.lr_schedule.unwrap_or_default();
+        lr_schedule.validate().map_err(|m| invalid("train.lr_schedule", format!("{lr_schedule:?}"), m))?;
         Ok(TrainSection {
             prox_mu,
+            lr_schedule,
             optimizer: self.optimizer.unwrap_or(OptimizerKind::Adam),
             lr,
             momentum,

@@ -56,6 +56,12 @@ paper: setup
 world: setup
     {{fedsim}} sweep sim-configs/sweep-world.toml
 
+# FedAvg, FedAvgM, FedAdam, FedYogi, FedProx and FedBuff with and without Adam, seeds 10-12,
+# 200 time units; about 3 hours on 2 cores. Into reports/server-optimizers.
+[group('experiments')]
+server-optimizers: setup
+    {{fedsim}} sweep sim-configs/sweep-server-optimizers.toml
+
 # Run a sweep file (a grid of configs) and report it, e.g. `just sweep sim-configs/sweep-workers.toml`.
 [group('experiments')]
 sweep file: setup

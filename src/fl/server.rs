@@ -244,6 +244,11 @@ mod tests {
         Arrival { task, delta, model: Some(model), staleness, samples: 1, class_proportions: vec![1.0] }
     }
 
+    /// A plain rule's arrival: a delta alone.
+    fn without_model(delta: &Vec<f32>) -> Arrival<'_> {
+        Arrival { task: 0, delta, model: None, staleness: 0, samples: 1, class_proportions: vec![] }
+    }
+
     #[test]
     fn up_to_the_freeze_gate_updates_are_raw() {
         let (mut s, calls) = server(Some(5), 1.0);
@@ -297,14 +302,7 @@ mod tests {
         let mut s = Server::plain(ServerRule::plain(1.0));
         s.lr_schedule = LrSchedule::Step { every: 2, factor: 0.5 };
         let delta = vec![1.0f32];
-        let plain = Arrival {
-            task: 0,
-            delta: &delta,
-            model: None,
-            staleness: 0,
-            samples: 1,
-            class_proportions: vec![],
-        };
+        let plain = without_model(&delta);
         let mut theta = vec![0.0f32];
         let mut steps = Vec::new();
         for version in 0..4 {
@@ -317,23 +315,10 @@ mod tests {
 
     #[test]
     fn trackers_are_reset_after_every_aggregation() {
-        let mut s = Server {
-            rule: ServerRule::plain(1.0),
-            optimizer: Box::new(crate::fl::optimizer::Sgd),
-            lr_schedule: LrSchedule::Constant,
-            revive: None,
-            tracker_reset: vec![(1..2, 0.0), (2..4, 1.0)],
-        };
+        let mut s =
+            Server { tracker_reset: vec![(1..2, 0.0), (2..4, 1.0)], ..Server::plain(ServerRule::plain(1.0)) };
         let delta = vec![1.0f32; 4];
-        let plain = Arrival {
-            task: 0,
-            delta: &delta,
-            model: None,
-            staleness: 0,
-            samples: 1,
-            class_proportions: vec![],
-        };
-        let next = s.aggregate(&vec![5.0, 5.0, 5.0, 5.0], 0, &[plain]).unwrap();
+        let next = s.aggregate(&vec![5.0, 5.0, 5.0, 5.0], 0, &[without_model(&delta)]).unwrap();
         assert_eq!(next, [6.0, 0.0, 1.0, 1.0]);
     }
 }

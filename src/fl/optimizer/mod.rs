@@ -6,23 +6,25 @@
 //! kind, so it lives where the model versions live (on the GPU in a GPU run), advances once per
 //! aggregation in plan order, and is saved in checkpoints.
 //!
-//! A new optimizer is a file here implementing [`ServerOptimizer`], a [`ServerOptimizerKind`]
-//! variant with its row in [`ServerOptimizerKind::ALL`], and a line in the property suite
-//! (`properties.rs`).
+//! A new optimizer is a file here implementing [`ServerOptimizer`] (or, for an adaptive one,
+//! only its [`SecondMoment`]), a [`ServerOptimizerKind`] variant with its row in
+//! [`ServerOptimizerKind::ALL`], and a line in the property suite (`properties.rs`).
 
 mod adagrad;
 mod adam;
+mod adaptive;
 mod momentum;
 #[cfg(test)]
 mod properties;
 mod sgd;
 mod yogi;
 
-pub use adagrad::Adagrad;
-pub use adam::Adam;
+pub use adagrad::adagrad;
+pub use adam::adam;
+pub use adaptive::{Adaptive, SecondMoment};
 pub use momentum::Momentum;
 pub use sgd::Sgd;
-pub use yogi::Yogi;
+pub use yogi::yogi;
 
 use serde::Serialize;
 
@@ -163,9 +165,9 @@ impl ServerOptimizerSettings {
         match self.kind {
             ServerOptimizerKind::Sgd => Box::new(Sgd),
             ServerOptimizerKind::Momentum => Box::new(Momentum::new(beta1)),
-            ServerOptimizerKind::Adam => Box::new(Adam::new(beta1, beta2, tau)),
-            ServerOptimizerKind::Yogi => Box::new(Yogi::new(beta1, beta2, tau)),
-            ServerOptimizerKind::Adagrad => Box::new(Adagrad::new(beta1, tau)),
+            ServerOptimizerKind::Adam => Box::new(adam::<W>(beta1, beta2, tau)),
+            ServerOptimizerKind::Yogi => Box::new(yogi::<W>(beta1, beta2, tau)),
+            ServerOptimizerKind::Adagrad => Box::new(adagrad::<W>(beta1, tau)),
         }
     }
 }

@@ -11,6 +11,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/device_memory.cpp");
     println!("cargo:rerun-if-changed=csrc/adam_state.cpp");
     println!("cargo:rerun-if-changed=csrc/ieee_sqrt.cpp");
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     assert!(!lib_dir.is_empty(), "torch-sys did not report libtorch's lib folder (DEP_TCH_LIBTORCH_LIB)");
     let lib = Path::new(&lib_dir);
     compile_determinism_shim(lib);
@@ -38,8 +39,8 @@ fn main() {
     println!("cargo:rustc-env=FEDSIM_LIBTORCH_VERSION={version}");
 }
 
-/// libtorch's determinism switches, device memory figures, Adam's state and kernel registration
-/// are C++ only; a few lines of C++ expose them to Rust.
+/// libtorch's determinism switches, device memory figures, Adam's state, kernel registration
+/// and CPU autocast are C++ only; a few lines of C++ expose them to Rust.
 fn compile_determinism_shim(lib: &Path) {
     let include = lib.parent().expect("libtorch lib folder has a parent").join("include");
     cc::Build::new()
@@ -55,5 +56,6 @@ fn compile_determinism_shim(lib: &Path) {
         .file("csrc/device_memory.cpp")
         .file("csrc/adam_state.cpp")
         .file("csrc/ieee_sqrt.cpp")
+        .file("csrc/autocast.cpp")
         .compile("fedsim_determinism");
 }

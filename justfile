@@ -62,6 +62,12 @@ world: setup
 server-optimizers: setup
     {{fedsim}} sweep sim-configs/sweep-server-optimizers.toml
 
+# FedBuff and FedRevive in fp32 and in bf16 (run.precision), seeds 10-12, 15 time units, native
+# kernels; needs a CPU with bf16 units. Several hours on 2 cores. Into reports/sweep-precision.
+[group('experiments')]
+precision: setup
+    {{fedsim}} sweep sim-configs/sweep-precision.toml
+
 # Run a sweep file (a grid of configs) and report it, e.g. `just sweep sim-configs/sweep-workers.toml`.
 [group('experiments')]
 sweep file: setup

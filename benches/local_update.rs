@@ -40,6 +40,7 @@ fn local_update(c: &mut Criterion) {
         batch_size: BATCH,
         prox_mu: 0.0,
         augment: Augment::default(),
+        precision: fedsim::nn::precision::Precision::Fp32,
         return_model: false,
     };
     let base = initial_weights(ModelKind::ConvNet, input, 10);

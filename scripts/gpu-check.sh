@@ -65,6 +65,10 @@ nvidia-smi dmon -s u -d 1 -o T > "$work/logs/dmon.log" 2>&1 &
 dmon=$!
 
 rows=()
+# A benchmark variant's arithmetic ("100-tf32", "true-bf16"; none: IEEE float32) as options
+# and as a label.
+arithmetic_of() { case "$1" in *-tf32) echo "--tf32" ;; *-bf16) echo "--precision bf16" ;; esac; }
+label_of() { case "$1" in *-tf32) echo ", TF32" ;; *-bf16) echo ", bf16" ;; esac; }
 # A row for a stage that GPU_CHECK_ONLY left out is not written.
 row() { [ "$2" = "not selected" ] || rows+=("$(printf '| %-46s | %-9s | %5s | %s |' "$1" "$2" "$3" "$4")"); }
 # "yes"/"no" for two hashes, or "not selected" when either stage did not run.
@@ -150,28 +154,31 @@ print(f"{np.abs(x - y).max() / np.abs(x).max():.2e}")' "$a/final.safetensors" "$
     row "fedrevive-resnet18, 60 versions, gates 5/10/20" "$status" "$seconds" \
         "$(line_of "$log" 'final accuracy [0-9.]*'); $(line_of "$log" 'server [0-9.]* s'); $(cohorts_of "$log")"
     # Speed: the FedAvg round (target: 100 ResNet-18 clients in at most 0.5 s).
-    # IEEE float32 (what runs use), and at cohort 100 TF32 too; a training image costs about
-    # 3.3 GFLOP (ResNet-18 on 32x32: 0.56 GMAC forward, backward twice that).
-    for variant in 1 10 25 50 100 100-tf32; do
-        cohort=${variant%-tf32}; tf32=""; [ "$variant" != "$cohort" ] && tf32="--tf32"
+    # IEEE float32 (what runs use), and at cohort 100 TF32 and bf16 autocast (run.precision)
+    # too; a training image costs about 3.3 GFLOP (ResNet-18 on 32x32: 0.56 GMAC forward,
+    # backward twice that).
+    for variant in 1 10 25 50 100 100-tf32 100-bf16; do
+        cohort=${variant%-*}; arithmetic=$(arithmetic_of "$variant")
         clients=100; [ "$cohort" = 1 ] && clients=20
+        # shellcheck disable=SC2086
         stage "round-resnet18-g$variant" 60 "$fedsim" bench round --model resnet18 --clients "$clients" \
-            --cohort "$cohort" --workers 1 --rounds 1 --device cuda $tf32
+            --cohort "$cohort" --workers 1 --rounds 1 --device cuda $arithmetic
         mean=$(grep '^mean' "$log")
         per_update=$(sed -n 's/.* \([0-9.]*\) ms per client update.*/\1/p' <<<"$mean")
         round_s=$(awk -v ms="${per_update:-nan}" 'BEGIN { printf "%.3f", ms * 100 / 1000 }')
         samples=$(sed -n 's/.* \([0-9]*\) samples\/s.*/\1/p' <<<"$mean")
         tflops=$(awk -v n="${samples:-0}" 'BEGIN { printf "%.0f", n * 3.34e9 / 1e12 }')
-        row "round ResNet-18, cohort $cohort${tf32:+, TF32}" "$status" "$seconds" \
+        row "round ResNet-18, cohort $cohort$(label_of "$variant")" "$status" "$seconds" \
             "${round_s} s per 100 clients; ${samples:-?} samples/s (about $tflops TFLOP/s); $(line_of "$log" '[0-9]* MiB per client in flight')"
     done
     # FedRevive's server step (target: at most 150 ms per arrival).
-    for variant in false true true-tf32; do
-        stacked=${variant%-tf32}; tf32=""; [ "$variant" != "$stacked" ] && tf32="--tf32"
+    for variant in false true true-tf32 true-bf16; do
+        stacked=${variant%-*}; arithmetic=$(arithmetic_of "$variant")
         how="one by one"; [ "$stacked" = true ] && how="stacked"
+        # shellcheck disable=SC2086
         stage "distill-stacked-$variant" 60 "$fedsim" bench distill --model resnet18 --ngf 128 --teachers 8 \
-            --repeats 3 --stacked "$stacked" --device cuda $tf32
-        row "distillation, ngf 128, 8 teachers $how${tf32:+, TF32}" "$status" "$seconds" "$(line_of "$log" 'mean [0-9.]* ms per arrival')"
+            --repeats 3 --stacked "$stacked" --device cuda $arithmetic
+        row "distillation, ngf 128, 8 teachers $how$(label_of "$variant")" "$status" "$seconds" "$(line_of "$log" 'mean [0-9.]* ms per arrival')"
     done
     # FedBuff with ResNet-18 (target: 150 client updates/s), and one hash for 1 and 4 workers.
     for workers in 1 4; do

@@ -188,8 +188,8 @@ enum BenchCommand {
         batch_size: usize,
         #[arg(long, default_value_t = 10)]
         seed: u64,
-        #[arg(long, default_value = "auto")]
-        device: DeviceChoice,
+        #[command(flatten)]
+        device: bench::BenchDevice,
     },
 }
 
@@ -259,7 +259,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             command:
                 BenchCommand::LocalUpdate { model, dataset, repeats, local_iters, batch_size, seed, device },
-        } => bench::local_update(&dirs, model, dataset, repeats, local_iters, batch_size, seed, device),
+        } => bench::local_update(&dirs, model, dataset, repeats, local_iters, batch_size, seed, &device),
         Command::Bench { command: BenchCommand::Round(options) } => bench::round(&dirs, &options),
         Command::Bench { command: BenchCommand::Cohort(options) } => bench::cohort(&dirs, &options),
     }

@@ -212,23 +212,31 @@ impl Simulation {
         )
         .map_err(SetupError::Partition)?;
         let distiller = match config.algorithm.row().distillation {
-            Distillation::RealData => Some(AnyDistiller::RealData(Box::new(RealDataDistiller::new(
-                config.kd.settings,
-                config.model,
-                dataset.clone(),
-                &parts.kd,
-                device,
-                config.run_seed,
-            )))),
-            Distillation::DataFree => Some(AnyDistiller::DataFree(Box::new(DataFreeDistiller::new(
-                config.kd.settings,
-                config.dfkd,
-                config.model,
-                config.dataset,
-                input,
-                device,
-                config.run_seed,
-            )?))),
+            Distillation::RealData => {
+                let mut distiller = RealDataDistiller::new(
+                    config.kd.settings,
+                    config.model,
+                    dataset.clone(),
+                    &parts.kd,
+                    device,
+                    config.run_seed,
+                );
+                distiller.core.set_precision(config.precision);
+                Some(AnyDistiller::RealData(Box::new(distiller)))
+            }
+            Distillation::DataFree => {
+                let mut distiller = DataFreeDistiller::new(
+                    config.kd.settings,
+                    config.dfkd,
+                    config.model,
+                    config.dataset,
+                    input,
+                    device,
+                    config.run_seed,
+                )?;
+                distiller.core.set_precision(config.precision);
+                Some(AnyDistiller::DataFree(Box::new(distiller)))
+            }
             Distillation::None => None,
         };
         let initial = initial_weights(config.model, input, config.run_seed);
@@ -250,6 +258,7 @@ impl Simulation {
             batch_size: config.batch_size,
             prox_mu: config.prox_mu,
             augment: Augment::default(),
+            precision: config.precision,
             return_model: server.needs_models(),
         };
         let partition = Arc::new(partition);

@@ -13,6 +13,7 @@ use crate::exec::trainer::{Job, TorchTrainer, Trainer};
 use crate::exec::{ThreadWorkers, Workers};
 use crate::fl::{ServerRule, Update};
 use crate::nn::device_weights::{DeviceWeights, TorchWeights};
+use crate::nn::precision::Precision;
 use crate::nn::train::{train_local, OptimizerKind, TrainContext, TrainOutcome, TrainSpec};
 use crate::nn::{initial_weights, InputSpec, Model, ModelKind};
 use crate::params::weights_hash;
@@ -49,6 +50,7 @@ fn reference_jobs(
         batch_size,
         prox_mu: 0.0,
         augment: Augment::default(),
+        precision: Precision::Fp32,
         return_model: false,
     };
     Ok((shards, spec))
@@ -73,14 +75,27 @@ pub struct BenchDevice {
     pub tf32: bool,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+    /// What forward passes compute in, as a run's run.precision: fp32, or bf16 autocast.
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
 }
 
 impl BenchDevice {
-    /// The device, computing float32 as asked (IEEE unless `--tf32`).
+    /// The device, computing float32 as asked (IEEE unless `--tf32`); refuses a precision the
+    /// device cannot compute in.
     pub fn resolve(&self) -> Result<tch::Device> {
         let device = self.device.resolve()?;
         runtime::use_tf32(self.tf32);
+        self.precision.check(device).map_err(|e| anyhow::anyhow!("--precision bf16: {}", e.0))?;
         Ok(device)
+    }
+
+    /// How the headline names the arithmetic: float32's mode, and bf16 autocast where asked.
+    fn arithmetic(&self, device: tch::Device) -> String {
+        match self.precision {
+            Precision::Fp32 => runtime::math_mode(device).to_owned(),
+            Precision::Bf16 => ", bf16 autocast".to_owned(),
+        }
     }
 }
 
@@ -93,15 +108,16 @@ pub fn local_update(
     local_iters: usize,
     batch_size: usize,
     seed: u64,
-    device: DeviceChoice,
+    on: &BenchDevice,
 ) -> Result<()> {
     anyhow::ensure!(
         repeats > 0 && local_iters > 0 && batch_size > 0,
         "--repeats, --local-iters and --batch-size must be at least 1"
     );
-    let device = device.resolve()?;
+    let device = on.resolve()?;
     let dataset = load_dataset(dirs, kind, device)?;
-    let (shards, spec) = reference_jobs(&dataset, 1, model, local_iters, batch_size, seed)?;
+    let (shards, mut spec) = reference_jobs(&dataset, 1, model, local_iters, batch_size, seed)?;
+    spec.precision = on.precision;
     shard_holds_batch(&shards, batch_size)?;
     let input = spec.input;
     let (mean, std) = kind.normalization();
@@ -109,10 +125,11 @@ pub fn local_update(
     let ctx = TrainContext { data: &dataset.train, normalize: &normalize, device };
     let base = initial_weights(model, input, seed);
     println!(
-        "local update: {model} ({} parameters), {local_iters} Adam steps of batch {batch_size} on {}{}",
+        "local update: {model} ({} parameters), {local_iters} Adam steps of batch {batch_size} on {}{}{}",
         Model::new(model, input, tch::Device::Cpu).layout.parameter_count(),
         runtime::describe(device),
-        if runtime::deterministic_algorithms() { ", deterministic algorithms" } else { "" }
+        if runtime::deterministic_algorithms() { ", deterministic algorithms" } else { "" },
+        on.arithmetic(device)
     );
     let mut times = Vec::new();
     let mut hashes = Vec::new();
@@ -152,7 +169,7 @@ pub fn distill(
     repeats: usize,
     threads: usize,
     stacked: Option<bool>,
-    device: &BenchDevice,
+    on: &BenchDevice,
 ) -> Result<()> {
     use crate::fl::revive::Teacher;
     use crate::nn::dfkd::{DataFreeDistiller, DfkdSettings};
@@ -162,7 +179,7 @@ pub fn distill(
         ngf > 0 && teachers > 0 && repeats > 0 && threads > 0,
         "--ngf, --teachers, --repeats and --threads must be at least 1"
     );
-    let device = device.resolve()?;
+    let device = on.resolve()?;
     if device == tch::Device::Cpu {
         tch::set_num_threads(threads as i32);
     }
@@ -174,6 +191,7 @@ pub fn distill(
     if let Some(stacked) = stacked {
         distiller.core.stack_teachers = stacked;
     }
+    distiller.core.set_precision(on.precision);
     let gamma = Gamma::new(0.5, 1.0)?;
     let mut rng = rng::stream(10, Purpose::Partition, 0);
     let teacher_set: Vec<Teacher> = (0..teachers as u64)
@@ -191,7 +209,7 @@ pub fn distill(
         "distillation step: {model} student, {teachers} teachers ({}), generator ngf {ngf} (nz 256, batch 64, 2 steps), 10 KD steps of 32 images per teacher, on {}{} ({threads} libtorch threads)",
         if distiller.core.stack_teachers { "stacked" } else { "one by one" },
         runtime::describe(device),
-        runtime::math_mode(device)
+        on.arithmetic(device)
     );
     // Teachers and the global model lie where a run keeps them: on a GPU, the device.
     let times = if device.is_cuda() {
@@ -290,8 +308,9 @@ pub fn round(dirs: &DataDirs, o: &RoundOptions) -> Result<()> {
 
 fn round_with<W: TorchWeights>(dirs: &DataDirs, o: &RoundOptions, device: tch::Device) -> Result<()> {
     let dataset = Arc::new(load_dataset(dirs, o.dataset, device)?);
-    let (partition, spec) =
+    let (partition, mut spec) =
         reference_jobs(&dataset, o.clients, o.model, o.local_iters, o.batch_size, o.seed)?;
+    spec.precision = o.device.precision;
     shard_holds_batch(&partition, o.batch_size)?;
     let input = spec.input;
     let trainer: Arc<dyn Trainer<W>> = Arc::new(TorchTrainer {
@@ -318,7 +337,7 @@ fn round_with<W: TorchWeights>(dirs: &DataDirs, o: &RoundOptions, device: tch::D
         if o.workers == 1 { "" } else { "s" },
         runtime::describe(device),
         if runtime::deterministic_algorithms() { ", deterministic algorithms" } else { "" },
-        runtime::math_mode(device)
+        o.device.arithmetic(device)
     );
     let in_flight_clients = o.cohort.min(o.clients) * o.workers.min(o.clients.div_ceil(o.cohort));
     let mut seconds = Vec::new();
@@ -452,7 +471,8 @@ pub fn cohort(dirs: &DataDirs, o: &CohortOptions) -> Result<()> {
     anyhow::ensure!(o.clients > 0 && o.local_iters > 0, "--clients and --local-iters must be at least 1");
     let device = o.device.resolve()?;
     let dataset = load_dataset(dirs, DatasetKind::Cifar10, device)?;
-    let (shards, spec) = reference_jobs(&dataset, o.clients, o.model, o.local_iters, 32, o.seed)?;
+    let (shards, mut spec) = reference_jobs(&dataset, o.clients, o.model, o.local_iters, 32, o.seed)?;
+    spec.precision = o.device.precision;
     let (mean, std) = DatasetKind::Cifar10.normalization();
     let normalize = Normalize::new(&mean, &std, device);
     let ctx = TrainContext { data: &dataset.train, normalize: &normalize, device };
@@ -465,7 +485,7 @@ pub fn cohort(dirs: &DataDirs, o: &CohortOptions) -> Result<()> {
         o.local_iters,
         runtime::describe(device),
         if runtime::deterministic_algorithms() { ", deterministic algorithms" } else { "" },
-        runtime::math_mode(device)
+        o.device.arithmetic(device)
     );
     // Warm-up (kernel selection, allocator) outside the timings.
     train_local(&spec, &base, &shards.shards[0], &ctx, &mut task_rng(0))?;

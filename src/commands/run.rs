@@ -381,7 +381,9 @@ fn start_runtime(config: &Config) -> Result<tch::Device> {
             runtime::AVX2_PINS.map(|(k, v)| format!("{k}={v}")).join(" ")
         );
     }
-    Ok(config.device.parse::<DeviceChoice>()?.resolve()?)
+    let device = config.device.parse::<DeviceChoice>()?.resolve()?;
+    config.precision.check(device)?;
+    Ok(device)
 }
 
 /// Runs a built simulation into its run directory (from a snapshot, when resuming) and writes
@@ -564,6 +566,7 @@ fn write_results(
         cpu_vector_extensions: Some(runtime::cpu_vector_extensions().to_owned()),
         cpu_capability: Some(runtime::cpu_capability()),
         cpu_kernels: Some(format!("{:?}", config.cpu_kernels).to_lowercase()),
+        precision: Some(config.precision.name().to_owned()),
         omp_wait_policy: runtime::omp_wait_policy(),
         workers: config.workers,
         cohort_size: cohorts.cohort_size,

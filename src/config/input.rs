@@ -157,6 +157,8 @@ impl Config {
                     CohortSize::Fixed(n) => RawCohortSize::Count(n as i64),
                 }),
                 cpu_kernels: Some(self.cpu_kernels),
+                precision: (self.precision != crate::nn::precision::Precision::Fp32)
+                    .then_some(self.precision),
                 checkpoint_every: Some(self.checkpoint_every),
                 checkpoint_minutes: Some(self.checkpoint_minutes),
             },

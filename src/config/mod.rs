@@ -160,6 +160,7 @@ pub struct Config {
     pub server_threads: usize,
     pub cohort_size: CohortSize,
     pub cpu_kernels: CpuKernels,
+    pub precision: crate::nn::precision::Precision,
     pub checkpoint_every: u64,
     pub checkpoint_minutes: f64,
 }

@@ -98,6 +98,7 @@ impl RawConfig {
             server_threads: run.server_threads,
             cohort_size: run.cohort_size,
             cpu_kernels: run.cpu_kernels,
+            precision: run.precision,
             checkpoint_every: run.checkpoint_every,
             checkpoint_minutes: run.checkpoint_minutes,
         })

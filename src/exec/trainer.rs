@@ -114,11 +114,9 @@ pub struct TorchEvaluator {
 impl TorchEvaluator {
     pub fn new(dataset: Arc<Dataset>, spec: &TrainSpec, device: Device) -> Self {
         let (mean, std) = dataset.kind.normalization();
-        TorchEvaluator {
-            model: Model::new(spec.model, spec.input, device),
-            normalize: Normalize::new(&mean, &std, device),
-            dataset,
-        }
+        let mut model = Model::new(spec.model, spec.input, device);
+        model.precision = spec.precision;
+        TorchEvaluator { model, normalize: Normalize::new(&mean, &std, device), dataset }
     }
 }
 

@@ -59,6 +59,7 @@ pub fn train(
         batch_size: options.batch_size,
         prox_mu: 0.0,
         augment: Augment::default(),
+        precision: crate::nn::precision::Precision::Fp32,
         return_model: false,
     };
     let mut model = Model::new(options.model, input, device);

@@ -35,6 +35,8 @@ pub struct StackedModel {
     /// While armed, every tracker reports its batch statistics here (evaluation forwards), as
     /// [`tracker::BatchStats`] with `[G, C]` tensors: one row per stacked model.
     probe: std::cell::RefCell<Option<Vec<tracker::BatchStats>>>,
+    /// What its forward passes compute in (run.precision).
+    pub precision: super::precision::Precision,
 }
 
 /// Which rows of a padded batch are real, per client.
@@ -63,7 +65,15 @@ impl StackedModel {
             };
             vars.insert(entry.name.clone(), var);
         }
-        StackedModel { kind, clients: clients as i64, vs, vars, layout, probe: Default::default() }
+        StackedModel {
+            kind,
+            clients: clients as i64,
+            vs,
+            vars,
+            layout,
+            probe: Default::default(),
+            precision: super::precision::Precision::Fp32,
+        }
     }
 
     /// How many models the stack holds.
@@ -125,7 +135,8 @@ impl StackedModel {
     /// channels g*C..(g+1)*C); in training mode the trackers record each client's statistics
     /// over the rows `mask` marks real.
     fn forward(&self, xs: &Tensor, mask: Option<&Mask>, train: bool) -> Tensor {
-        self.kind.forward(&Stack { model: self, mask, train }, xs)
+        self.precision
+            .forward(self.vs.device(), || self.kind.forward(&Stack { model: self, mask, train }, xs))
     }
 
     /// Evaluation-mode class scores `[G, B, classes]` of one batch `[B, C, H, W]` shown to every
@@ -208,6 +219,9 @@ impl StackedModel {
     /// Identity; in training mode folds each client's batch statistics (real rows only) into
     /// its running mean and biased variance, as [`tracker::StatTracker`] does for one model.
     fn track(&self, name: &str, xs: &Tensor, mask: Option<&Mask>, train: bool) -> Tensor {
+        let activations = xs;
+        // Statistics in float32 whatever the activations' precision (a no-op in fp32).
+        let xs = &xs.to_kind(Kind::Float);
         if let Some(collected) = self.probe.borrow_mut().as_mut() {
             let (mean, var) = self.batch_stats(xs);
             collected.push(tracker::BatchStats {
@@ -244,7 +258,7 @@ impl StackedModel {
                 running_var.copy_(&(&running_var * (1.0 - tracker::MOMENTUM) + var * tracker::MOMENTUM));
             });
         }
-        xs.shallow_clone()
+        activations.shallow_clone()
     }
 }
 
@@ -294,6 +308,7 @@ pub fn train_cohort<W: TorchWeights>(
     }
     let clients = members.len();
     let mut model = StackedModel::new(spec.model, spec.input, clients, ctx.device);
+    model.precision = spec.precision;
     let bases: Vec<&W> = members.iter().map(|m| m.base).collect();
     model.load(&bases);
     let mut optimizer = spec.optimizer.build(&model.vs, spec.lr, spec.momentum)?;

@@ -233,11 +233,11 @@ impl DataFreeDistiller {
         let mut best: Option<(f64, Tensor)> = None;
         for _ in 0..s.g_steps {
             let latent = &z + embeddings.index_select(0, &y) * s.embedding_scale;
-            let images = fast.forward_t(&latent, true);
+            let images = self.core.precision().forward(device, || fast.forward_t(&latent, true));
             let inputs =
                 self.augment_normalize.apply(&Augment::reflect().apply(&(&images * 255.0), &mut rng));
             let student_probs =
-                adversarial.then(|| self.core.student.net.forward_t(&inputs, false).softmax(-1, Kind::Float));
+                adversarial.then(|| self.core.student.forward_t(&inputs, false).softmax(-1, Kind::Float));
             let mut bn = Tensor::zeros([], (Kind::Float, device));
             let mut one_hot = Tensor::zeros([], (Kind::Float, device));
             let mut adv = Tensor::zeros([], (Kind::Float, device));

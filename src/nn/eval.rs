@@ -28,7 +28,7 @@ pub fn evaluate(model: &Model, data: &ImageSet, normalize: &Normalize, num_class
             let len = EVAL_BATCH.min(n - start);
             let inputs = normalize.apply(&data.images.narrow(0, start, len));
             let labels = data.labels.narrow(0, start, len);
-            let logits = model.net.forward_t(&inputs, false);
+            let logits = model.forward_t(&inputs, false);
             loss_sum += logits
                 .cross_entropy_loss(&labels, None::<Tensor>, Reduction::Sum, -100, 0.0)
                 .double_value(&[]);

@@ -18,6 +18,7 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
 
 use super::cohort::StackedModel;
 use super::device_weights::TorchWeights;
+use super::precision::Precision;
 use super::tracker::BatchStats;
 use super::{InputSpec, Model, ModelKind};
 use crate::data::augment::{Augment, Normalize};
@@ -54,6 +55,8 @@ pub struct KdCore {
     stabilizer: Option<LossStabilizer>,
     kind: ModelKind,
     input: InputSpec,
+    /// What the student's, the teachers' (and the generator's) forward passes compute in.
+    precision: Precision,
 }
 
 impl KdCore {
@@ -76,7 +79,22 @@ impl KdCore {
             stabilizer,
             kind,
             input,
+            precision: Precision::Fp32,
         }
+    }
+
+    /// Sets what the student's and the teachers' forward passes compute in (run.precision).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+        self.student.precision = precision;
+        self.teachers.iter_mut().for_each(|t| t.precision = precision);
+        if let Some(stacked) = &mut self.stacked {
+            stacked.precision = precision;
+        }
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The KD loss stabiliser's windows (empty without one), for a checkpoint.
@@ -98,6 +116,7 @@ impl KdCore {
             if self.stacked.as_ref().is_none_or(|s| s.clients() != teachers.len()) {
                 let mut stacked = StackedModel::new(self.kind, self.input, teachers.len(), self.device);
                 stacked.freeze();
+                stacked.precision = self.precision;
                 self.stacked = Some(stacked);
             }
             let weights: Vec<&W> = teachers.iter().map(|t| &*t.weights).collect();
@@ -107,6 +126,7 @@ impl KdCore {
         while self.teachers.len() < teachers.len() {
             let mut model = Model::new(self.kind, self.input, self.device);
             model.vs.freeze();
+            model.precision = self.precision;
             self.teachers.push(model);
         }
         for (model, teacher) in self.teachers.iter_mut().zip(teachers) {
@@ -137,7 +157,7 @@ impl KdCore {
                 Tensor::cat(&drawn.iter().map(|d| d.narrow(0, step * per, per)).collect::<Vec<_>>(), 0);
             let inputs = self.normalize.apply(&Augment::reflect().apply(&images, rng));
             let student_log_probs =
-                (self.student.net.forward_t(&inputs, false) / s.temperature).log_softmax(-1, Kind::Float);
+                (self.student.forward_t(&inputs, false) / s.temperature).log_softmax(-1, Kind::Float);
             let mut loss = Tensor::zeros([], (Kind::Float, self.device));
             let all_logits = tch::no_grad(|| self.teacher_logits_split(&inputs, teachers.len()));
             for (i, logits) in all_logits.into_iter().enumerate() {
@@ -179,7 +199,7 @@ impl KdCore {
                 .iter()
                 .take(count)
                 .enumerate()
-                .map(|(i, t)| t.net.forward_t(&inputs.narrow(0, i as i64 * per, per), false))
+                .map(|(i, t)| t.forward_t(&inputs.narrow(0, i as i64 * per, per), false))
                 .collect(),
         }
     }
@@ -200,7 +220,7 @@ impl KdCore {
                 .take(count)
                 .map(|t| {
                     t.probe.arm();
-                    let logits = t.net.forward_t(inputs, false);
+                    let logits = t.forward_t(inputs, false);
                     (logits, t.probe.take())
                 })
                 .collect(),

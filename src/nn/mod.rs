@@ -13,6 +13,7 @@ pub mod eval;
 pub mod generator;
 pub mod kd;
 pub mod layers;
+pub mod precision;
 pub mod resnet;
 pub mod tracker;
 pub mod train;
@@ -202,6 +203,8 @@ pub struct Model {
     pub layout: Layout,
     /// Collects the trackers' batch statistics while armed (FedRevive's synthesis).
     pub probe: tracker::Probe,
+    /// What its forward passes compute in (run.precision).
+    pub precision: precision::Precision,
 }
 
 impl Model {
@@ -211,7 +214,12 @@ impl Model {
         let probe = tracker::Probe::default();
         let net: Box<dyn nn::ModuleT> = Box::new(layers::SingleNet::new(&root, kind, input, &probe));
         let layout = Layout::of(&vs);
-        Model { kind, vs, net, layout, probe }
+        Model { kind, vs, net, layout, probe, precision: precision::Precision::Fp32 }
+    }
+
+    /// Class scores of `xs` (float32), computed in the model's precision.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.precision.forward(self.vs.device(), || self.net.forward_t(xs, train))
     }
 
     /// Copies flat host weights into the variables.

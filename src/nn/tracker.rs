@@ -80,6 +80,9 @@ impl StatTracker {
 
     /// Identity; in training mode also folds this batch's statistics into the running ones.
     pub fn track(&self, xs: &Tensor, train: bool) -> Tensor {
+        let activations = xs;
+        // Statistics in float32 whatever the activations' precision (a no-op in fp32).
+        let xs = &xs.to_kind(tch::Kind::Float);
         self.probe.record(|| {
             let dims: Vec<i64> = (0..xs.dim() as i64).filter(|&d| d != 1).collect();
             BatchStats {
@@ -101,7 +104,7 @@ impl StatTracker {
                 running_var.copy_(&(&running_var * (1.0 - MOMENTUM) + var * MOMENTUM));
             });
         }
-        xs.shallow_clone()
+        activations.shallow_clone()
     }
 }
 

@@ -62,6 +62,8 @@ pub struct TrainSpec {
     /// FedProx's mu (train.prox_mu): 0 leaves training exactly as without it.
     pub prox_mu: f64,
     pub augment: Augment,
+    /// What the forward passes compute in (run.precision).
+    pub precision: super::precision::Precision,
     /// Also return the trained weights (server rules that interpolate models need them).
     pub return_model: bool,
 }
@@ -137,6 +139,7 @@ pub fn train_local<W: TorchWeights>(
         single_threaded_torch();
     }
     let mut model = Model::new(spec.model, spec.input, ctx.device);
+    model.precision = spec.precision;
     model.load_weights(base);
     let mut optimizer = spec.optimizer.build(&model.vs, spec.lr, spec.momentum)?;
     let proximal = Proximal::anchored(&model.vs, spec.prox_mu);
@@ -221,7 +224,7 @@ pub fn train_step(
     proximal: Option<&Proximal>,
 ) -> Result<Tensor, tch::TchError> {
     let (inputs, labels) = augmented_batch(ctx, spec, indices, rng);
-    let loss = model.net.forward_t(&inputs, true).f_cross_entropy_loss(
+    let loss = model.forward_t(&inputs, true).f_cross_entropy_loss(
         &labels,
         None::<Tensor>,
         tch::Reduction::Mean,

@@ -85,6 +85,9 @@ pub struct RunInfo {
     /// run.cpu_kernels: "native", or "avx2" (pinned in libtorch, MKL and oneDNN).
     #[serde(default)]
     pub cpu_kernels: Option<String>,
+    /// run.precision: "fp32" or "bf16" (runs from before the field: fp32).
+    #[serde(default)]
+    pub precision: Option<String>,
     /// OMP_WAIT_POLICY as the run found it (None: libgomp's default; fedsim sets "PASSIVE"
     /// where run.server_threads > 1 and the environment names no policy). It never changes
     /// results, only how fast idle libtorch threads give their cores back.

@@ -46,6 +46,7 @@ fn compare_with_prox(
         batch_size: 32,
         prox_mu,
         augment: Augment::default(),
+        precision: fedsim::nn::precision::Precision::Fp32,
         return_model: true,
     };
     let bases: Vec<Vec<f32>> = (0..clients).map(|c| initial_weights(model, input, 100 + c as u64)).collect();
@@ -66,7 +67,11 @@ fn compare_with_prox(
         assert!((cohort[c].last_loss - single.last_loss).abs() < 1e-3 * single.last_loss.abs().max(1.0));
         let model_diff =
             relative_difference(cohort[c].model.as_ref().unwrap(), single.model.as_ref().unwrap());
-        assert!(model_diff < 1e-5, "client {c}: trained models differ by {model_diff:e}");
+        // Where FedProx's term holds a weight at its base, its gradient is near zero, and Adam
+        // turns float rounding there into steps of up to lr: 5.2e-5 with mu 1 on an AMD EPYC
+        // (AVX-512), below 1e-5 on an Intel Xeon, for the same code.
+        let bound = if prox_mu > 0.0 && optimizer == OptimizerKind::Adam { 1e-4 } else { 1e-5 };
+        assert!(model_diff < bound, "client {c}: trained models differ by {model_diff:e}");
         worst = worst.max(diff);
     }
     eprintln!("{model} {optimizer:?} cohort of {clients}: max relative delta difference {worst:.3e}");
@@ -81,12 +86,14 @@ fn convnet_cohort_of_eight_matches_training_each_client_alone() {
     }
 }
 
-/// FedProx's proximal term is each client's own in a stacked cohort too.
+/// FedProx's proximal term is each client's own in a stacked cohort too. With Adam the bound is
+/// looser: where the term balances the loss's gradient, Adam turns rounding into steps of up to
+/// lr (1.4e-4 of the delta's scale on an AMD EPYC with AVX-512, below 1e-4 on an Intel Xeon).
 #[test]
 fn fedprox_cohort_matches_training_each_client_alone() {
-    for optimizer in [OptimizerKind::Adam, OptimizerKind::Sgd] {
+    for (optimizer, bound) in [(OptimizerKind::Adam, 1e-3), (OptimizerKind::Sgd, 1e-4)] {
         let worst = compare_with_prox(ModelKind::ConvNet, optimizer, 4, 6, 1.0);
-        assert!(worst < 1e-4, "{optimizer:?}: {worst:e}");
+        assert!(worst < bound, "{optimizer:?}: {worst:e}");
     }
 }
 

@@ -36,6 +36,7 @@ fn run_task(task: u64) -> TrainOutcome {
         batch_size: 32,
         prox_mu: 0.0,
         augment: Augment::default(),
+        precision: fedsim::nn::precision::Precision::Fp32,
         return_model: false,
     };
     let base = initial_weights(ModelKind::ConvNet, input, SEED);

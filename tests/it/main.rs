@@ -10,6 +10,7 @@ mod fuzz;
 mod layering;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod precision;
 mod report;
 mod resume;
 mod revive;

@@ -110,6 +110,7 @@ fn write_run(root: &Path, run: &HandRun) -> PathBuf {
         cpu_vector_extensions: None,
         cpu_capability: None,
         cpu_kernels: None,
+        precision: None,
         omp_wait_policy: None,
         workers: run.workers,
         cohort_size: 1,

@@ -22,6 +22,7 @@ fn spec(input: InputSpec, local_iters: usize) -> TrainSpec {
         batch_size: 32,
         prox_mu: 0.0,
         augment: Augment::default(),
+        precision: fedsim::nn::precision::Precision::Fp32,
         return_model: false,
     }
 }

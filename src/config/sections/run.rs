@@ -1,5 +1,6 @@
 //! `[run]`: how a run executes (workers, device, cohorts, kernels, checkpoints). Only the
-//! device, cohort size, kernels and server threads can change results; the rest changes speed.
+//! device, cohort size, kernels, precision and server threads can change results; the rest
+//! changes speed.
 
 use crate::config::*;
 
@@ -22,6 +23,11 @@ pub struct RawRun {
     /// libtorch, MKL and oneDNN, so that x86-64 machines with AVX2 agree). Part of the
     /// experiment: kernels of another width round differently.
     pub cpu_kernels: Option<CpuKernels>,
+    /// What training, evaluation and distillation compute in: "fp32" (the default) or "bf16"
+    /// (autocast; weights, optimizer state and aggregation stay fp32). Part of the experiment.
+    /// Written to config.toml only when bf16, so fp32 runs keep their config's text and hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<crate::nn::precision::Precision>,
     /// A checkpoint every this many versions (default 1000; 0: none by versions).
     pub checkpoint_every: Option<u64>,
     /// And every this many minutes of wall time (default 10; 0: none by time).
@@ -70,6 +76,7 @@ pub struct RunSection {
     pub server_threads: usize,
     pub cohort_size: CohortSize,
     pub cpu_kernels: CpuKernels,
+    pub precision: crate::nn::precision::Precision,
     pub checkpoint_every: u64,
     pub checkpoint_minutes: f64,
 }
@@ -130,13 +137,23 @@ impl RawRun {
         device
             .parse::<crate::runtime::DeviceChoice>()
             .map_err(|e| invalid("run.device", format!("\"{device}\""), e.to_string()))?;
+        let cpu_kernels = self.cpu_kernels.unwrap_or_default();
+        let precision = self.precision.unwrap_or_default();
+        if precision == crate::nn::precision::Precision::Bf16 && cpu_kernels == CpuKernels::Avx2 {
+            return Err(invalid(
+                "run.precision",
+                "\"bf16\"",
+                "cannot run with run.cpu_kernels = \"avx2\": the reproducible mode pins float32 kernels that AVX2 machines share, and AVX2 has no bf16 units; use \"fp32\" there, or bf16 with run.cpu_kernels = \"native\"",
+            ));
+        }
         Ok(RunSection {
             workers,
             device,
             lookahead,
             server_threads,
             cohort_size,
-            cpu_kernels: self.cpu_kernels.unwrap_or_default(),
+            cpu_kernels,
+            precision,
             checkpoint_every,
             checkpoint_minutes,
         })

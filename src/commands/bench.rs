@@ -250,10 +250,12 @@ fn time_distillation<W: TorchWeights>(
         let delta = distiller.distill(&current, &refs, call as u64 + 1)?;
         delta.settle();
         let seconds = started.elapsed().as_secs_f64();
+        let host = delta.to_host();
         println!(
-            "  call {call}: {:8.1} ms  |delta_KD| max {:.2e}",
+            "  call {call}: {:8.1} ms  |delta_KD| max {:.2e}  delta {}",
             seconds * 1e3,
-            delta.to_host().iter().fold(0f32, |m, d| m.max(d.abs()))
+            host.iter().fold(0f32, |m, d| m.max(d.abs())),
+            &weights_hash(&host)[..16]
         );
         if call > 0 {
             times.push(seconds);

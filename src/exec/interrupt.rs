@@ -3,7 +3,9 @@
 //! interrupted); a second one ends the process at once. The handler only touches an atomic
 //! flag and calls write(2) and _exit(2), which are safe in a signal handler. SIGXFSZ (a file
 //! over the size limit) is ignored, so such a write fails with an error fedsim reports instead
-//! of killing the process mid-write.
+//! of killing the process mid-write. SIGPIPE gets its default back (Rust ignores it), so that
+//! `fedsim info | head -1` ends quietly, as other command-line tools do, instead of panicking
+//! on a write to the closed pipe.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -11,7 +13,9 @@ static INTERRUPT: AtomicBool = AtomicBool::new(false);
 
 const SIGINT: i32 = 2;
 const SIGXFSZ: i32 = 25;
+const SIGPIPE: i32 = 13;
 const SIG_IGN: usize = 1;
+const SIG_DFL: usize = 0;
 
 extern "C" {
     fn signal(signum: i32, handler: usize) -> usize;
@@ -37,6 +41,7 @@ pub fn install() {
     unsafe {
         signal(SIGINT, on_sigint as extern "C" fn(i32) as usize);
         signal(SIGXFSZ, SIG_IGN);
+        signal(SIGPIPE, SIG_DFL);
     }
 }
 

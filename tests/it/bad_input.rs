@@ -348,3 +348,22 @@ fn run_takes_the_device_as_a_shortcut() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(" on cpu"), "{stdout}");
 }
+
+/// Output piped into a reader that has gone (`fedsim info | head -1`) ends fedsim quietly, by
+/// SIGPIPE as other tools end, not with a panic.
+#[test]
+fn a_closed_stdout_pipe_ends_fedsim_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fedsim"))
+        .arg("info")
+        .current_dir(crate::repo())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.signal(), Some(13), "{:?}: {stderr}", output.status);
+}

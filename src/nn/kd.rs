@@ -55,8 +55,6 @@ pub struct KdCore {
     stabilizer: Option<LossStabilizer>,
     kind: ModelKind,
     input: InputSpec,
-    /// What the student's, the teachers' (and the generator's) forward passes compute in.
-    precision: Precision,
 }
 
 impl KdCore {
@@ -79,13 +77,11 @@ impl KdCore {
             stabilizer,
             kind,
             input,
-            precision: Precision::Fp32,
         }
     }
 
     /// Sets what the student's and the teachers' forward passes compute in (run.precision).
     pub fn set_precision(&mut self, precision: Precision) {
-        self.precision = precision;
         self.student.precision = precision;
         self.teachers.iter_mut().for_each(|t| t.precision = precision);
         if let Some(stacked) = &mut self.stacked {
@@ -93,8 +89,10 @@ impl KdCore {
         }
     }
 
+    /// What the student's, the teachers' (and the generator's) forward passes compute in: the
+    /// student's, which [`KdCore::set_precision`] sets with the teachers'.
     pub fn precision(&self) -> Precision {
-        self.precision
+        self.student.precision
     }
 
     /// The KD loss stabiliser's windows (empty without one), for a checkpoint.
@@ -116,7 +114,7 @@ impl KdCore {
             if self.stacked.as_ref().is_none_or(|s| s.clients() != teachers.len()) {
                 let mut stacked = StackedModel::new(self.kind, self.input, teachers.len(), self.device);
                 stacked.freeze();
-                stacked.precision = self.precision;
+                stacked.precision = self.student.precision;
                 self.stacked = Some(stacked);
             }
             let weights: Vec<&W> = teachers.iter().map(|t| &*t.weights).collect();
@@ -126,7 +124,7 @@ impl KdCore {
         while self.teachers.len() < teachers.len() {
             let mut model = Model::new(self.kind, self.input, self.device);
             model.vs.freeze();
-            model.precision = self.precision;
+            model.precision = self.student.precision;
             self.teachers.push(model);
         }
         for (model, teacher) in self.teachers.iter_mut().zip(teachers) {
